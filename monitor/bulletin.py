@@ -1,0 +1,188 @@
+"""Bytes in, items out: decoding, paragraphs, briefs and articles, dates. Pure.
+
+The layout (see BULLETINS.md): briefs first, one paragraph each; then articles, each a
+title line, a ``DD.MM.YYYY`` date line (sometimes glued to the first body paragraph),
+and body paragraphs up to the next article's title or the end of the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+
+from charset_normalizer import from_bytes
+
+from monitor.models import Bulletin, Item, Rejected
+
+# Legacy code pages that real producers use for Russian text. Letting the detector
+# guess freely misreads short cp1251 lines (as cp1125 and others), see STANDARDS.md.
+LEGACY_ENCODINGS = ["cp1251", "koi8_r"]
+
+# Share of characters that may be control or replacement characters before a file is
+# called binary rather than text with a few stray bytes.
+MAX_CONTROL_SHARE = 0.02
+
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Bidi embedding, override and isolate controls can make shown text read differently
+# from what was written ("Trojan Source"); a bulletin has no use for them.
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
+_LINE_BREAK = re.compile(r"\r\n|\r|\n|\u2028|\u2029|\x0b|\x0c|\x1c|\x1d|\x1e|\x85")
+_DATE_LINE = re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{4})(?!\d)\s*(.*)$", re.DOTALL)
+
+MONTHS = {
+    "january": 1, "february": 2, "march": 3, "april": 4, "may": 5, "june": 6, "july": 7,
+    "august": 8, "september": 9, "october": 10, "november": 11, "december": 12,
+    "января": 1, "февраля": 2, "марта": 3, "апреля": 4, "мая": 5, "июня": 6, "июля": 7,
+    "августа": 8, "сентября": 9, "октября": 10, "ноября": 11, "декабря": 12,
+}
+_MONTH = "(" + "|".join(sorted(MONTHS, key=len, reverse=True)) + ")"
+_DAY = r"(\d{1,2})(?:\s*(?:and|и|-|–|—)\s*\d{1,2})?"
+_YEAR = r"(?:,?\s+(\d{4}))?"
+# "10 December 2024", "10 and 11 December", "20 декабря 2024 года"
+_DAY_MONTH = re.compile(rf"\b{_DAY}\s+{_MONTH}{_YEAR}(?!\d)", re.IGNORECASE)
+# "December 11, 2024", "December 10-11"
+_MONTH_DAY = re.compile(rf"\b{_MONTH}\s+{_DAY}{_YEAR}(?!\d)", re.IGNORECASE)
+# A brief's own date is the one it opens with ("On 11 December 2024, ..."), not a date
+# mentioned further on; this is how far into the paragraph we look for it.
+LEAD_CHARS = 60
+# A brief has no title of its own: readers see its opening words, cut on a word boundary.
+TITLE_CHARS = 90
+
+
+def parse(data: bytes) -> Bulletin | Rejected:
+    """Decode and segment a bulletin, or say why the file is not one."""
+    text = decode(data)
+    if isinstance(text, Rejected):
+        return text
+    content, encoding = text
+    paragraphs = split_paragraphs(content)
+    if not paragraphs:
+        return Rejected("no text: the file is empty or blank")
+    return Bulletin(items=segment(paragraphs), encoding=encoding)
+
+
+def decode(data: bytes) -> tuple[str, str] | Rejected:
+    """Return (text, encoding name) or the reason the bytes are not text."""
+    if not data.strip():
+        return Rejected("no text: the file is empty or blank")
+    if b"\x00" in data:
+        return Rejected("binary data: the file contains NUL bytes")
+    try:
+        text, encoding = data.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError:
+        match = from_bytes(data, cp_isolation=LEGACY_ENCODINGS).best()
+        if match is None:
+            return Rejected("undecodable: neither UTF-8 nor a known Cyrillic code page")
+        text, encoding = str(match), match.encoding
+    noise = len(_CONTROL.findall(text)) + text.count("\ufffd")
+    if noise > MAX_CONTROL_SHARE * len(text):
+        return Rejected(f"binary data: {noise} control characters in {len(text)}")
+    return text, encoding
+
+
+def clean_line(line: str) -> str:
+    """A line as shown to readers: no control characters, no outer whitespace."""
+    line = _BIDI.sub("", _CONTROL.sub("", line.replace("\t", " ")))
+    return unicodedata.normalize("NFC", line).strip()
+
+
+def split_paragraphs(text: str) -> list[str]:
+    """Paragraphs are non-blank lines, whatever the line ends and blank-line habits."""
+    lines = (clean_line(line) for line in _LINE_BREAK.split(text))
+    return [line for line in lines if line]
+
+
+def segment(paragraphs: list[str]) -> tuple[Item, ...]:
+    """Split paragraphs into briefs and articles."""
+    date_at = [i for i, p in enumerate(paragraphs) if _date_line(p) is not None]
+    # An article starts at its title, the paragraph before its date line.
+    starts = [max(i - 1, 0) for i in date_at]
+    briefs = paragraphs[: starts[0]] if starts else paragraphs
+    items: list[Item] = [Item(kind="brief", paragraphs=(p,)) for p in briefs]
+    for n, (start, line_at) in enumerate(zip(starts, date_at, strict=True)):
+        end = starts[n + 1] if n + 1 < len(starts) else len(paragraphs)
+        items.append(_article(paragraphs, start, line_at, end))
+    return _date_items(items)
+
+
+def _article(paragraphs: list[str], start: int, line_at: int, end: int) -> Item:
+    parsed = _date_line(paragraphs[line_at])
+    assert parsed is not None
+    date, rest = parsed
+    title = paragraphs[start] if start < line_at else None
+    body = ([rest] if rest else []) + paragraphs[line_at + 1 : end]
+    if title is not None and not body:
+        # A title and a date with nothing under them: keep the words as the body.
+        body = [title]
+    return Item(kind="article", paragraphs=tuple(body), title=title, published=date)
+
+
+def _date_line(paragraph: str) -> tuple[dt.date | None, str] | None:
+    """A ``DD.MM.YYYY`` date line (possibly glued to text): (date, the text after it)."""
+    m = _DATE_LINE.match(paragraph)
+    if not m:
+        return None
+    rest = m.group(4).strip()
+    if rest and rest[0].isdigit():
+        return None
+    try:
+        return dt.date(int(m.group(3)), int(m.group(2)), int(m.group(1))), rest
+    except ValueError:
+        return None
+
+
+def find_date(text: str) -> tuple[int, int, int | None] | None:
+    """The first (day, month, year or None) date in `text`, English or Russian."""
+    best: tuple[int, tuple[int, int, int | None]] | None = None
+    for rx, day_group, month_group in ((_DAY_MONTH, 1, 2), (_MONTH_DAY, 2, 1)):
+        m = rx.search(text)
+        if m and (best is None or m.start() < best[0]):
+            year = int(m.group(3)) if m.group(3) else None
+            best = (m.start(), (int(m.group(day_group)), MONTHS[m.group(month_group).lower()], year))
+    return best[1] if best else None
+
+
+def _date_items(items: list[Item]) -> tuple[Item, ...]:
+    """Give briefs their opening date; complete a missing year from this bulletin only."""
+    found: list[tuple[int, int, int | None] | None] = []
+    for item in items:
+        found.append(find_date(item.paragraphs[0][:LEAD_CHARS]) if item.kind == "brief" else None)
+    full = [item.published for item in items if item.published]
+    full += [_safe_date(y, m, d) for d, m, y in filter(None, found) if y]
+    known = [d for d in full if d]
+    reference = max(known) if known else None
+    dated: list[Item] = []
+    for item, parts in zip(items, found, strict=True):
+        if item.published is None and parts is not None:
+            day, month, year = parts
+            date = _safe_date(year, month, day) if year else _nearest(reference, month, day)
+            item = Item(kind=item.kind, paragraphs=item.paragraphs, title=item.title, published=date)
+        dated.append(item)
+    return tuple(dated)
+
+
+def _nearest(reference: dt.date | None, month: int, day: int) -> dt.date | None:
+    """The date with this day and month closest to the bulletin's latest full date."""
+    if reference is None:
+        return None
+    options = [_safe_date(y, month, day) for y in (reference.year - 1, reference.year, reference.year + 1)]
+    valid = [d for d in options if d]
+    return min(valid, key=lambda d: abs((d - reference).days)) if valid else None
+
+
+def _safe_date(year: int | None, month: int, day: int) -> dt.date | None:
+    if year is None:
+        return None
+    try:
+        return dt.date(year, month, day)
+    except ValueError:
+        return None
+
+
+def brief_title(paragraph: str) -> str:
+    """The opening words of a paragraph, cut on a word boundary, as a title."""
+    if len(paragraph) <= TITLE_CHARS:
+        return paragraph
+    cut = paragraph[: TITLE_CHARS + 1].rsplit(" ", 1)[0] if " " in paragraph[:TITLE_CHARS] else paragraph[:TITLE_CHARS]
+    return cut.rstrip(" ,;:-\u2013\u2014") + "\u2026"

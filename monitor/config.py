@@ -1,0 +1,245 @@
+"""Typed, frozen settings built from a TOML file and the environment.
+
+Every key has a default, so an empty file (or no file at all) is a working
+configuration. Relative paths are resolved against the folder of the config file,
+or against the working directory when the embedded defaults are used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from monitor.errors import ConfigError
+
+DEFAULT_CONFIG = Path("config/monitor.toml")
+ENV_CONFIG = "MONITOR_CONFIG"
+ENV_DATABASE_URL = "MONITOR_DATABASE_URL"
+ENV_SMTP_PASSWORD = "MONITOR_SMTP_PASSWORD"
+
+
+@dataclass(frozen=True)
+class DropSettings:
+    folder: Path = Path("drop")
+    settle_seconds: float = 5.0
+    max_bytes: int = 10_000_000
+
+
+@dataclass(frozen=True)
+class StateSettings:
+    database_url: str = "sqlite:///state/monitor.db"
+
+
+@dataclass(frozen=True)
+class FeedSettings:
+    title: str = "Bulletins"
+    base_url: str = "http://127.0.0.1:8080/"
+    path: Path = Path("state/feed.atom")
+    max_entries: int = 100
+    author: str = "monitor"
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    scan_seconds: float = 30.0
+    misfire_grace_seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class DigestSettings:
+    enabled: bool = False
+    schedule: str = "0 8 * * *"
+    timezone: str = "UTC"
+    recipients: tuple[str, ...] = ()
+    sender: str = "monitor@localhost"
+    subject: str = "Bulletins"
+    max_stories: int = 50
+    outbox: Path = Path("state/outbox")
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str = ""
+    port: int = 587
+    security: str = "starttls"
+    username: str = ""
+    timeout: float = 30.0
+    # Only ever from the environment; kept out of repr so it cannot reach a log line.
+    password: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    source: str  # the config file, or "<defaults>"
+    drop: DropSettings = DropSettings()
+    state: StateSettings = StateSettings()
+    feed: FeedSettings = FeedSettings()
+    http: HttpSettings = HttpSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    digest: DigestSettings = DigestSettings()
+    smtp: SmtpSettings = SmtpSettings()
+
+
+SECTIONS: dict[str, type] = {
+    f.name: f.type if isinstance(f.type, type) else globals()[f.type]
+    for f in dataclasses.fields(Settings)
+    if f.name != "source"
+}
+NOT_IN_FILE = {("smtp", "password")}
+CHOICES = {("smtp", "security"): ("starttls", "tls", "none")}
+
+
+def config_path(cli_value: str | None) -> Path | None:
+    """The file to read: --config, else $MONITOR_CONFIG, else config/monitor.toml if present."""
+    if cli_value:
+        return Path(cli_value)
+    if os.environ.get(ENV_CONFIG):
+        return Path(os.environ[ENV_CONFIG])
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+def load_settings(path: Path | None, *, require_drop: bool = True) -> Settings:
+    """Read, validate and resolve the settings; raise ConfigError naming file and key."""
+    if path is None:
+        source, base, data = "<defaults>", Path.cwd(), {}
+    else:
+        source, base = str(path), path.resolve().parent
+        data = _read_toml(path)
+    sections: dict[str, Any] = {}
+    for name, value in data.items():
+        if name not in SECTIONS:
+            raise ConfigError(source, f"[{name}]", "unknown section")
+        if not isinstance(value, dict):
+            raise ConfigError(source, f"[{name}]", "must be a table")
+    for name, cls in SECTIONS.items():
+        sections[name] = _build_section(source, base, name, cls, data.get(name, {}))
+    settings = Settings(source=source, **sections)
+    settings = _apply_environment(settings)
+    _check(settings, require_drop)
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "(file)", "no such file") from None
+    except OSError as exc:
+        raise ConfigError(str(path), "(file)", exc.strerror or str(exc)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "(syntax)", str(exc)) from None
+
+
+def _build_section(source: str, base: Path, name: str, cls: type, raw: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = f"[{name}] {key}"
+        if key not in known or (name, key) in NOT_IN_FILE:
+            hint = " (set it in the environment)" if (name, key) in NOT_IN_FILE else ""
+            raise ConfigError(source, where, f"unknown key{hint}")
+        values[key] = _coerce(source, where, hints[key], value, base)
+        allowed = CHOICES.get((name, key))
+        if allowed and values[key] not in allowed:
+            raise ConfigError(source, where, f"must be one of {', '.join(allowed)}")
+    for f in dataclasses.fields(cls):
+        if f.name not in values and hints[f.name] is Path:
+            values[f.name] = base / f.default
+    if name == "state":
+        values["database_url"] = resolve_database_url(values.get("database_url", StateSettings.database_url), base)
+    return cls(**values)
+
+
+def _coerce(source: str, where: str, hint: Any, value: Any, base: Path) -> Any:
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(source, where, f"expected {expected}, got {type(value).__name__} {value!r}")
+
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        if value < 0:
+            raise ConfigError(source, where, "must not be negative")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        if value < 0:
+            raise ConfigError(source, where, "must not be negative")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            raise bad("a path string")
+        return base / Path(value).expanduser()
+    if typing.get_origin(hint) is tuple or isinstance(hint, types.GenericAlias):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad("a list of strings")
+        return tuple(value)
+    raise AssertionError(f"unsupported setting type {hint!r}")  # pragma: no cover
+
+
+def resolve_database_url(url: str, base: Path) -> str:
+    """Make a relative SQLite path absolute against `base`; other URLs pass through."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and url != prefix + ":memory:":
+        rest = url[len(prefix):]
+        return prefix + str((base / rest).resolve())
+    return url
+
+
+def _apply_environment(settings: Settings) -> Settings:
+    url = os.environ.get(ENV_DATABASE_URL)
+    if url:
+        base = Path.cwd()
+        settings = dataclasses.replace(
+            settings, state=StateSettings(database_url=resolve_database_url(url, base))
+        )
+    password = os.environ.get(ENV_SMTP_PASSWORD, "")
+    if password:
+        settings = dataclasses.replace(settings, smtp=dataclasses.replace(settings.smtp, password=password))
+    return settings
+
+
+def _check(settings: Settings, require_drop: bool) -> None:
+    src = settings.source
+    if require_drop and not settings.drop.folder.is_dir():
+        raise ConfigError(src, "[drop] folder", f"no such folder: {settings.drop.folder}")
+    if not settings.feed.base_url.startswith(("http://", "https://")):
+        raise ConfigError(src, "[feed] base_url", "must be an http:// or https:// URL")
+    if not settings.feed.base_url.endswith("/"):
+        raise ConfigError(src, "[feed] base_url", "must end with '/'")
+    if settings.feed.max_entries < 1:
+        raise ConfigError(src, "[feed] max_entries", "must be at least 1")
+    if not 0 < settings.http.port < 65536:
+        raise ConfigError(src, "[http] port", "must be between 1 and 65535")
+    if settings.schedule.scan_seconds <= 0:
+        raise ConfigError(src, "[schedule] scan_seconds", "must be positive")
+    try:
+        ZoneInfo(settings.digest.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(src, "[digest] timezone", f"unknown time zone {settings.digest.timezone!r}") from None
+    if settings.drop.max_bytes < 1:
+        raise ConfigError(src, "[drop] max_bytes", "must be at least 1")

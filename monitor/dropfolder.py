@@ -1,0 +1,84 @@
+"""The drop folder: listing, the settle check, and reading one file. Never writes.
+
+Only regular files directly in the folder are bulletins. Hidden files and the
+temporary names producers write before renaming (``*.tmp``, ``*.part``) are ignored;
+symbolic links are never followed (one could point anywhere on the machine).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from monitor.models import FileInfo
+
+log = logging.getLogger(__name__)
+
+IGNORED_SUFFIXES = (".tmp", ".part")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A listed name: its record key, where it is, and why it is not a bulletin, if not."""
+
+    info: FileInfo
+    location: Path
+    problem: str | None = None
+
+
+class FileChanged(Exception):
+    """The file changed or vanished while it was read; try again on a later pass."""
+
+
+def safe_name(name: str) -> str:
+    """A name that any database can store, even if the bytes on disk are not UTF-8."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def list_entries(folder: Path) -> list[Entry]:
+    """Every candidate name in the folder, oldest first (mtime, then name)."""
+    entries = []
+    with os.scandir(folder) as it:
+        for de in it:
+            if de.name.startswith(".") or de.name.endswith(IGNORED_SUFFIXES):
+                continue
+            try:
+                st = de.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone between listing and stat
+            info = FileInfo(path=safe_name(de.name), size=st.st_size, mtime_ns=st.st_mtime_ns)
+            entries.append(Entry(info, Path(de.path), _problem(st.st_mode)))
+    entries.sort(key=lambda e: (e.info.mtime_ns, e.info.path))
+    return entries
+
+
+def _problem(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISLNK(mode):
+        return "symbolic link: not followed"
+    if stat.S_ISDIR(mode):
+        return "a directory, not a bulletin: subfolders are not scanned"
+    return "not a regular file"
+
+
+def is_settled(info: FileInfo, now_ns: int, settle_seconds: float) -> bool:
+    """A file still being written (recent mtime) is left for a later pass."""
+    return now_ns - info.mtime_ns >= settle_seconds * 1e9
+
+
+def read(entry: Entry, max_bytes: int) -> bytes:
+    """Read a whole file, refusing to follow a link; FileChanged if it moved under us."""
+    fd = os.open(entry.location, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        before = os.fstat(fh.fileno())
+        if not stat.S_ISREG(before.st_mode):
+            raise FileChanged("no longer a regular file")
+        data = fh.read(max_bytes + 1)
+        after = os.fstat(fh.fileno())
+    if (after.st_size, after.st_mtime_ns) != (entry.info.size, entry.info.mtime_ns) or len(data) != after.st_size:
+        raise FileChanged("changed while being read")
+    return data

@@ -1,0 +1,25 @@
+"""One error tree for everything the monitor raises on purpose."""
+
+from __future__ import annotations
+
+
+class MonitorError(Exception):
+    """Base of every error the monitor raises deliberately."""
+
+
+class ConfigError(MonitorError):
+    """The configuration cannot be used; the message names the file and the key."""
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        self.file = file
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{file}: {key}: {problem}")
+
+
+class StorageError(MonitorError):
+    """The state store cannot be reached or used."""
+
+
+class DeliveryError(MonitorError):
+    """A digest could not be delivered (it stays pending and is retried)."""

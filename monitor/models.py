@@ -1,0 +1,89 @@
+"""Small frozen values that cross module boundaries."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Literal
+
+Kind = Literal["brief", "article"]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One news item as written in a bulletin."""
+
+    kind: Kind
+    paragraphs: tuple[str, ...]
+    title: str | None = None
+    published: dt.date | None = None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A file that is not a usable bulletin, and why."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Bulletin:
+    """A decoded, segmented bulletin."""
+
+    items: tuple[Item, ...]
+    encoding: str
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """A file in the drop folder as seen by one listing."""
+
+    path: str  # relative to the drop folder, POSIX separators
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Story:
+    """A story as published: its current text and its dates."""
+
+    uid: str
+    kind: Kind
+    title: str
+    paragraphs: tuple[str, ...]
+    published: dt.date | None
+    first_seen: dt.datetime
+    updated: dt.datetime
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What ingesting one file changed."""
+
+    new: int = 0
+    revised: int = 0
+    unchanged: int = 0
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    """Counts for one pass over the drop folder."""
+
+    files_read: int = 0
+    new: int = 0
+    revised: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    rejected: int = 0
+    rejections: tuple[tuple[str, str], ...] = field(default=())
+    interrupted: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.new or self.revised)
+
+    def summary(self) -> str:
+        return (
+            f"files read {self.files_read}, stories new {self.new}, revised {self.revised}, "
+            f"unchanged {self.unchanged}, files skipped {self.skipped}, rejected {self.rejected}"
+        )

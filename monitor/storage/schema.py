@@ -1,0 +1,112 @@
+"""Tables of the state store. Alembic scripts in monitor/migrations create them."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite as on PostgreSQL."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: object) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: object) -> dt.datetime | None:
+        return value.replace(tzinfo=dt.UTC) if value is not None else None
+
+
+metadata = MetaData()
+
+files = Table(
+    "files",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("path", Text, nullable=False, unique=True),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("sha256", Text),
+    Column("status", Text, nullable=False),  # "read" or "rejected"
+    Column("reason", Text),
+    Column("item_count", Integer, nullable=False, default=0),
+    Column("seen_at", UTCDateTime, nullable=False),
+    Index("ix_files_sha256", "sha256"),
+)
+
+stories = Table(
+    "stories",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("uid", Text, nullable=False, unique=True),
+    Column("first_seen", UTCDateTime, nullable=False),
+    Column("updated", UTCDateTime, nullable=False),
+    # text_hash of the current version (a plain column: versions point at stories).
+    Column("current_hash", Text, nullable=False),
+    Index("ix_stories_updated", "updated", "id"),
+)
+
+versions = Table(
+    "versions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("story_id", Integer, ForeignKey("stories.id", ondelete="CASCADE"), nullable=False),
+    Column("text_hash", Text, nullable=False, unique=True),
+    Column("kind", Text, nullable=False),
+    Column("title", Text),
+    Column("paragraphs", Text, nullable=False),  # JSON list of strings
+    Column("published", Date),
+    # The bulletin that carried this text first: (mtime_ns, path) orders versions.
+    Column("key_mtime_ns", BigInteger, nullable=False),
+    Column("key_path", Text, nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),
+    Index("ix_versions_story", "story_id"),
+)
+
+paragraph_keys = Table(
+    "paragraph_keys",
+    metadata,
+    Column("key", BigInteger, primary_key=True, autoincrement=False),
+    Column("story_id", Integer, ForeignKey("stories.id", ondelete="CASCADE"), primary_key=True),
+)
+
+band_keys = Table(
+    "band_keys",
+    metadata,
+    Column("key", BigInteger, primary_key=True, autoincrement=False),
+    Column("story_id", Integer, ForeignKey("stories.id", ondelete="CASCADE"), primary_key=True),
+)
+
+scans = Table(
+    "scans",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("started", UTCDateTime, nullable=False),
+    Column("finished", UTCDateTime, nullable=False),
+    Column("files_read", Integer, nullable=False),
+    Column("new", Integer, nullable=False),
+    Column("revised", Integer, nullable=False),
+    Column("unchanged", Integer, nullable=False),
+    Column("skipped", Integer, nullable=False),
+    Column("rejected", Integer, nullable=False),
+    Index("ix_scans_finished", "finished"),
+)
