@@ -6,11 +6,14 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from monitor import __version__
 from monitor.config import Settings, config_path, load_settings
 from monitor.errors import ConfigError, MonitorError, StorageError
+
+if TYPE_CHECKING:
+    from monitor.storage import Storage
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -21,8 +24,12 @@ log = logging.getLogger("monitor")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="monitor", description="Watch a drop folder of bulletins; publish an Atom feed.")
-    parser.add_argument("--config", metavar="PATH", help="config file (default: $MONITOR_CONFIG, else config/monitor.toml)")
+    parser = argparse.ArgumentParser(
+        prog="monitor", description="Watch a drop folder of bulletins; publish an Atom feed."
+    )
+    parser.add_argument(
+        "--config", metavar="PATH", help="config file (default: $MONITOR_CONFIG, else config/monitor.toml)"
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper)
     parser.add_argument("--version", action="version", version=f"monitor {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -60,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _storage(settings: Settings):  # noqa: ANN202 - keeps SQLAlchemy out of CLI start-up
+def _storage(settings: Settings) -> Storage:
+    # Imported here so `monitor --help` and config errors do not pay for SQLAlchemy.
     from monitor.storage import Storage
 
     return Storage.open(settings.state.database_url)
@@ -80,7 +88,7 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _baseline(settings: Settings, storage: object) -> None:
+def _baseline(settings: Settings, storage: Storage) -> None:
     try:
         from monitor.digest import baseline
     except ImportError:  # the digest is not part of this build

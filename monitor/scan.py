@@ -84,6 +84,9 @@ def _one(settings: Settings, storage: Storage, entry: dropfolder.Entry, report: 
         return _reject(storage, entry, sha, parsed.reason, report, now)
     entries = [(item, fingerprint(item)) for item in parsed.items]
     outcome = storage.ingest(info, sha, entries, now)
+    if outcome is None:
+        log.debug("%s: already ingested by another instance", info.path)
+        return report
     log.debug("%s: %s items, %s new, %s revised", info.path, len(entries), outcome.new, outcome.revised)
     return _add(report, outcome)
 

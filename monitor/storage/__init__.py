@@ -130,10 +130,17 @@ class Storage:
     # -- ingest --------------------------------------------------------------
 
     def ingest(self, info: FileInfo, sha256: str, entries: Sequence[tuple[Item, Fingerprint]],
-               now: dt.datetime) -> FileOutcome:
-        """Decide and write one file's items, and record the file, in one transaction."""
+               now: dt.datetime) -> FileOutcome | None:
+        """Decide and write one file's items, and record the file, in one transaction.
+
+        Returns None when this file version was recorded meanwhile (by another
+        instance): the record is the claim, checked under the write lock.
+        """
         key: BulletinKey = (info.mtime_ns, info.path)
         with self._write() as conn:
+            done = conn.execute(select(files.c.size, files.c.mtime_ns).where(files.c.path == info.path)).first()
+            if done is not None and tuple(done) == (info.size, info.mtime_ns):
+                return None
             hashes = [fp.text_hash for _, fp in entries]
             known = dict(conn.execute(
                 select(versions.c.text_hash, versions.c.story_id).where(versions.c.text_hash.in_(hashes))

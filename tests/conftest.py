@@ -1,0 +1,143 @@
+"""Shared fixtures: the console script, temporary configs, feed validation, stores."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+SEEDS = SHARED / "seeds"
+ATOM_RNG = SHARED / "atom.rng"
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def monitor_exe() -> str:
+    """The installed console script next to this interpreter, else the one on PATH."""
+    here = Path(sys.executable).with_name("monitor")
+    found = str(here) if here.exists() else shutil.which("monitor")
+    if not found:
+        pytest.fail("the `monitor` console script is not installed (pip install -e '.[test]')")
+    return found
+
+
+@pytest.fixture(scope="session")
+def exe() -> str:
+    return monitor_exe()
+
+
+def seed(prefix: str) -> bytes:
+    return next(SEEDS.glob(f"{prefix}_*.txt")).read_bytes()
+
+
+def write_config(folder: Path, database_url: str | None = None, **sections: dict[str, object]) -> Path:
+    """A config in `folder` with a drop folder, a SQLite store and a feed path there."""
+    drop = folder / "drop"
+    drop.mkdir(exist_ok=True)
+    base: dict[str, dict[str, object]] = {
+        "drop": {"folder": str(drop), "settle_seconds": 2},
+        "state": {"database_url": database_url or f"sqlite:///{folder}/monitor.db"},
+        "feed": {"title": "Test bulletins", "path": str(folder / "feed.atom"), "max_entries": 50},
+        "http": {"enabled": False},
+    }
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    lines = []
+    for name, values in base.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {_toml(value)}" for key, value in values.items()]
+    path = folder / "monitor.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def drop_file(folder: Path, name: str, data: bytes, age: float = 30.0) -> Path:
+    """Put a bulletin in the drop folder, aged past the settle time by default."""
+    path = folder / name
+    path.write_bytes(data)
+    t = time.time() - age
+    os.utime(path, (t, t))
+    return path
+
+
+class Monitor:
+    """The real console script against one config, in a subprocess."""
+
+    def __init__(self, exe: str, config: Path, env: dict[str, str] | None = None) -> None:
+        self.exe = exe
+        self.config = config
+        self.folder = config.parent
+        self.drop = self.folder / "drop"
+        self.env = {**os.environ, **(env or {})}
+
+    def __call__(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([self.exe, "--config", str(self.config), *args], capture_output=True,
+                              text=True, timeout=timeout, env=self.env)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"monitor {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+        return proc
+
+    def feed(self) -> bytes:
+        proc = subprocess.run([self.exe, "--config", str(self.config), "feed"], capture_output=True,
+                              timeout=120, env=self.env)
+        assert proc.returncode == 0, proc.stderr.decode()
+        return proc.stdout
+
+    def drop_file(self, name: str, data: bytes, age: float = 30.0) -> Path:
+        return drop_file(self.drop, name, data, age)
+
+
+@pytest.fixture
+def monitor(tmp_path: Path, exe: str) -> Monitor:
+    """A fresh SQLite-backed monitor in a temporary folder."""
+    return Monitor(exe, write_config(tmp_path))
+
+
+def validate_atom(data: bytes) -> list[dict[str, str]]:
+    """Check a feed against RFC 4287 (schema, the Schematron rules, feedparser); return entries."""
+    import feedparser
+    from lxml import etree
+
+    root = etree.fromstring(data)
+    schema = etree.RelaxNG(etree.parse(str(ATOM_RNG)))
+    assert schema.validate(root), schema.error_log.last_error
+    ns = "{http://www.w3.org/2005/Atom}"
+    entries = root.findall(ns + "entry")
+    if root.find(ns + "author") is None:
+        assert all(e.find(ns + "author") is not None for e in entries), "RFC 4287 4.1.1: no author"
+    for e in entries:
+        has_alternate = any(link.get("rel", "alternate") == "alternate" for link in e.findall(ns + "link"))
+        assert has_alternate or e.find(ns + "content") is not None, "RFC 4287 4.1.2"
+    parsed = feedparser.parse(data)
+    assert not parsed.bozo, parsed.get("bozo_exception")
+    return [
+        {
+            "id": e.findtext(ns + "id"),
+            "title": e.findtext(ns + "title"),
+            "updated": e.findtext(ns + "updated"),
+            "published": e.findtext(ns + "published") or "",
+            "content": e.findtext(ns + "content") or "",
+            "link": e.find(ns + "link").get("href"),
+        }
+        for e in entries
+    ]
+
+
+ValidateAtom = Callable[[bytes], list[dict[str, str]]]
