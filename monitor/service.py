@@ -1,0 +1,441 @@
+"""`monitor run`: scheduled scans, instant pickup, the feed over HTTP, a clean stop.
+
+Threads, and what each may touch:
+- the scheduler's workers run the jobs (scan, pickup, digest); `_work` lets one job at a
+  time do store work, so a digest never interleaves with a scan in this process (the
+  store's own locks handle other processes);
+- the watchdog thread only turns filesystem events into a pickup job (a hint; the
+  interval scan stays the source of truth, since network mounts give no events);
+- the HTTP threads read the current `Snapshot` (one attribute, swapped whole after a
+  scan), so a feed request never touches the store and a slow client never blocks a scan;
+- the main thread waits for SIGTERM/SIGINT, then stops everything in order.
+
+All jobs are wired in one place: `wire_jobs` and `schedule_pickup`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.date import DateTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from watchdog.events import (
+    EVENT_TYPE_CLOSED_NO_WRITE,
+    EVENT_TYPE_DELETED,
+    EVENT_TYPE_OPENED,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+from monitor import page
+from monitor.config import Settings
+from monitor.crontab import crontab_trigger
+from monitor.errors import ConfigError, MonitorError, StorageError
+from monitor.feed import EPOCH, render, story_url, write_atomically
+from monitor.metrics import Metrics
+from monitor.models import ScanReport, Story
+from monitor.scan import scan_and_publish, utcnow
+from monitor.server import FeedDocument, Server, Snapshot
+from monitor.storage import Storage
+
+log = logging.getLogger(__name__)
+
+# A pickup scan runs this long after a file's settle time, so that its mtime is
+# surely older than `settle_seconds` when the scan looks at it.
+PICKUP_MARGIN = 0.5
+# The scheduler waits for a running job without a time limit (APScheduler issue 157);
+# jobs stop at a file boundary, and this is the backstop if one still hangs (a stuck SMTP
+# server, say), so that the process always ends within the 10 s promised to the operator.
+STOP_DEADLINE = 9.0
+# Filesystem events that cannot mean a new or changed bulletin (our own reads cause some).
+IGNORED_EVENTS = {EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE, EVENT_TYPE_DELETED}
+STALE_INTERVALS = 3
+
+
+def run(settings: Settings) -> int:
+    """Run the service until SIGTERM or SIGINT; the exit status."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # APScheduler logs two INFO lines per job run: noise every few seconds.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    if settings.digest.enabled:
+        _check_digest_settings(settings)
+    storage = Storage.open(settings.state.database_url)
+    try:
+        return Service(settings, storage).serve()
+    finally:
+        storage.close()
+
+
+def _check_digest_settings(settings: Settings) -> None:
+    """Refuse to start on a digest config the first digest run would refuse (exit 2, not a log line at 08:00)."""
+    try:
+        crontab_trigger(settings.digest.schedule, ZoneInfo(settings.digest.timezone))
+    except ValueError as exc:
+        raise ConfigError(settings.source, "[digest] schedule", f"not a crontab line: {exc}") from None
+    try:
+        from monitor.digest import check_settings
+    except ImportError:
+        return
+    check_settings(settings)
+
+
+def health_status(now: dt.datetime, since: dt.datetime, store_error: str | None,
+                  scan_seconds: float) -> tuple[int, list[str]]:
+    """HTTP status and problems: 503 if the store is unreachable or scans are stale.
+
+    `since` is the end of the last successful scan, or the start of the service before
+    the first one, so a service that just started gets the same grace as a running one.
+    """
+    problems = []
+    if store_error is not None:
+        problems.append(f"store unreachable: {store_error}")
+    age = (now - since).total_seconds()
+    if age > STALE_INTERVALS * scan_seconds:
+        problems.append(f"no successful scan for {age:.0f}s ({STALE_INTERVALS} intervals of {scan_seconds:g}s)")
+    return (503 if problems else 200), problems
+
+
+@dataclass
+class ScanState:
+    """What /healthz tells about scans; changed only under Service._state_lock."""
+
+    started: dt.datetime
+    running: bool = False
+    finished: dt.datetime | None = None
+    ok: bool | None = None
+    summary: str = ""
+    error: str | None = None
+    last_success: dt.datetime | None = None
+    seconds: float = 0.0
+
+
+class Service:
+    def __init__(self, settings: Settings, storage: Storage) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.metrics = Metrics()
+        self.stop_event = threading.Event()
+        self._work = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._state = ScanState(started=utcnow())
+        self._hint_lock = threading.Lock()
+        self._pickup_at: dt.datetime | None = None  # a pickup job is scheduled for then
+        self._wanted: dt.datetime | None = None  # the latest moment any event asked a scan for
+        self._feed_key: tuple[int, dt.datetime | None] | None = None
+        self._story_count = 0
+        self._snapshot: Snapshot | None = None
+        self.scheduler = BackgroundScheduler(timezone=dt.UTC, executors={"default": ThreadPoolExecutor(4)})
+        wire_jobs(self.scheduler, self)
+        self.refresh(force=True)
+
+    # -- what the HTTP server reads -------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        assert self._snapshot is not None  # built in __init__
+        return self._snapshot
+
+    def story(self, uid: str) -> Story | None:
+        return self.storage.story(uid)
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        now = utcnow()
+        store_error = None
+        try:
+            self.storage.ping()
+        except StorageError as exc:
+            store_error = str(exc)
+        with self._state_lock:
+            st = ScanState(**vars(self._state))
+        status, problems = health_status(now, st.last_success or st.started, store_error,
+                                         self.settings.schedule.scan_seconds)
+        job = self.scheduler.get_job("scan")
+        pickup = self.scheduler.get_job("pickup")
+        return status, {
+            "status": "ok" if status == 200 else "unhealthy",
+            "problems": problems,
+            "store": {"ok": store_error is None, "error": store_error,
+                      "stories": self._story_count},
+            "last_scan": None if st.finished is None else {
+                "finished": _iso(st.finished), "ok": st.ok, "seconds": round(st.seconds, 3),
+                "result": st.summary, "error": st.error,
+            },
+            "last_successful_scan": _iso(st.last_success),
+            "scan_running": st.running,
+            "next_scan": _iso(job.next_run_time if job else None),
+            "next_pickup": _iso(pickup.next_run_time if pickup else None),
+            "scan_seconds": self.settings.schedule.scan_seconds,
+            "time": _iso(now),
+        }
+
+    # -- jobs -----------------------------------------------------------------
+
+    def scan_job(self, *, pickup: bool = False) -> None:
+        """The interval scan, and the body of every pickup."""
+        if not self._acquire_work():
+            return
+        try:
+            started = utcnow()
+            if pickup:
+                with self._hint_lock:
+                    # This scan lists the folder from now on; later events need a pickup of their own.
+                    self._pickup_at = None
+            self._scan_once()
+        finally:
+            self._work.release()
+        self._rearm(started)
+
+    def pickup_job(self) -> None:
+        self.scan_job(pickup=True)
+
+    def digest_job(self) -> None:
+        if not self._acquire_work():
+            return
+        try:
+            # Imported here: the digest is optional, and a broken one must not stop the scans.
+            from monitor.digest import send_pending
+
+            result = send_pending(self.settings, self.storage)
+            log.debug("digest job: %s", result)
+        except Exception as exc:
+            log.error("digest failed, the next run tries again: %s", exc,
+                      exc_info=not isinstance(exc, MonitorError))
+        finally:
+            self._work.release()
+
+    def _acquire_work(self) -> bool:
+        while not self._work.acquire(timeout=0.2):
+            if self.stop_event.is_set():
+                return False
+        if self.stop_event.is_set():
+            self._work.release()
+            return False
+        return True
+
+    def _scan_once(self) -> None:
+        with self._state_lock:
+            self._state.running = True
+        t0 = time.perf_counter()
+        report: ScanReport | None = None
+        error = None
+        try:
+            report = scan_and_publish(self.settings, self.storage, stop=self.stop_event)
+            self.refresh(force=report.changed)
+        except Exception as exc:  # the next run tries again; /healthz turns 503 if it goes on
+            error = str(exc) or type(exc).__name__
+            log.error("scan failed: %s", error, exc_info=not isinstance(exc, (MonitorError, OSError)))
+        seconds = time.perf_counter() - t0
+        now = utcnow()
+        if report is not None:
+            self.metrics.scan_done(report, seconds, now.timestamp())
+        else:
+            self.metrics.scan_failed(seconds)
+        with self._state_lock:
+            st = self._state
+            st.running, st.finished, st.ok, st.seconds, st.error = False, now, report is not None, seconds, error
+            st.summary = report.summary() if report else ""
+            if report is not None:
+                st.last_success = now
+
+    def refresh(self, *, force: bool = False) -> None:
+        """Re-render the served feed and page if the store changed (here or in another instance)."""
+        count = self.storage.story_count()
+        newest = self.storage.latest_stories(1)
+        key = (count, newest[0].updated if newest else None)
+        self._story_count = count
+        self.metrics.stories_stored.set(count)
+        if not force and key == self._feed_key:
+            return
+        stories = self.storage.latest_stories(self.settings.feed.max_entries)
+        data = render(self.settings.feed, stories)
+        self._write_feed_file(data)
+        self._snapshot = build_snapshot(self.settings, stories, data)
+        self._feed_key = key
+
+    def _write_feed_file(self, data: bytes) -> None:
+        path = self.settings.feed.path
+        try:
+            if path.read_bytes() == data:
+                return
+        except FileNotFoundError:
+            pass
+        write_atomically(path, data)
+
+    # -- instant pickup --------------------------------------------------------
+
+    def hint(self) -> None:
+        """A filesystem event: make sure a scan runs once the file can have settled."""
+        if self.stop_event.is_set():
+            return
+        due = utcnow() + dt.timedelta(seconds=self.settings.drop.settle_seconds + PICKUP_MARGIN)
+        with self._hint_lock:
+            self._wanted = due if self._wanted is None else max(self._wanted, due)
+            if self._pickup_at is not None:
+                return  # the pending pickup sees this file; if unsettled then, _rearm follows up
+            self._pickup_at = due
+        self._schedule(due)
+
+    def _schedule(self, due: dt.datetime) -> None:
+        if self.stop_event.is_set() or not schedule_pickup(self.scheduler, self, due):
+            with self._hint_lock:
+                self._pickup_at = None
+
+    def _rearm(self, started: dt.datetime) -> None:
+        """After a scan: one more pickup if an event asked for a later look than this scan's."""
+        with self._hint_lock:
+            # An event at t asked for a scan at t + settle + margin. This scan, which began at
+            # `started`, saw that file settled if t + settle <= started (and listed it: t <= started).
+            if self._wanted is None or self._pickup_at is not None:
+                return
+            if self._wanted - dt.timedelta(seconds=PICKUP_MARGIN) <= started:
+                return
+            due = max(self._wanted, utcnow())
+            self._pickup_at = due
+        self._schedule(due)
+
+    def _watch(self) -> Any:
+        handler = _Hints(self.hint)
+        observer = Observer()
+        try:
+            observer.schedule(handler, str(self.settings.drop.folder), recursive=False)
+            observer.start()
+        except OSError as exc:  # e.g. the inotify watch limit: the interval scan still works
+            log.warning("no filesystem events for %s (%s); scanning every %gs only",
+                        self.settings.drop.folder, exc, self.settings.schedule.scan_seconds)
+            return None
+        return observer
+
+    # -- life cycle ----------------------------------------------------------------
+
+    def serve(self) -> int:
+        server = None
+        http = self.settings.http
+        if http.enabled:
+            try:
+                server = Server(http.host, http.port, self)
+            except OSError as exc:
+                log.error("cannot listen on %s:%s: %s", http.host, http.port, exc.strerror or exc)
+                return 1
+        previous = _install_signals(self.stop_event)
+        try:
+            self.scheduler.start()
+            observer = self._watch()
+            if server is not None:
+                server.start()
+                log.info("serving http://%s:%s/ (feed at /feed.atom)", http.host, server.port)
+            log.info("monitor running: drop folder %s, scan every %gs, settle %gs%s",
+                     self.settings.drop.folder.resolve(), self.settings.schedule.scan_seconds,
+                     self.settings.drop.settle_seconds,
+                     ", digest " + self.settings.digest.schedule if self.settings.digest.enabled else "")
+            while not self.stop_event.wait(0.5):
+                pass
+            self._stop(observer, server)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return 0
+
+    def _stop(self, observer: Any, server: Server | None) -> None:
+        log.info("stopping: finishing the current file")
+        backstop = threading.Timer(STOP_DEADLINE, _force_exit)
+        backstop.daemon = True
+        backstop.start()
+        if observer is not None:
+            observer.stop()
+        self.scheduler.shutdown(wait=True)
+        if observer is not None:
+            observer.join(timeout=2)
+        if server is not None:
+            server.stop()
+        backstop.cancel()
+        log.info("stopped")
+
+
+# -- the scheduler's jobs, all in one place ---------------------------------------------
+
+
+def wire_jobs(scheduler: BackgroundScheduler, service: Service) -> None:
+    """The interval scan, and the digest when enabled. Pickups come from schedule_pickup."""
+    settings = service.settings
+    # APScheduler's default grace is 1 s, which silently drops runs missed while the
+    # process was busy or the machine asleep; coalescing turns a backlog into one run.
+    grace = max(1, math.ceil(settings.schedule.misfire_grace_seconds))
+    scheduler.add_job(
+        service.scan_job, IntervalTrigger(seconds=settings.schedule.scan_seconds, timezone=dt.UTC),
+        id="scan", name="scan", next_run_time=utcnow(),  # the first scan right at start
+        max_instances=1, coalesce=True, misfire_grace_time=grace,
+    )
+    if settings.digest.enabled:
+        try:
+            trigger = crontab_trigger(settings.digest.schedule, ZoneInfo(settings.digest.timezone))
+        except ValueError as exc:
+            raise ConfigError(settings.source, "[digest] schedule", f"not a crontab line: {exc}") from None
+        # A digest missed while the machine slept is still due: once, however late.
+        scheduler.add_job(service.digest_job, trigger, id="digest", name="digest",
+                          max_instances=1, coalesce=True, misfire_grace_time=None)
+
+
+def schedule_pickup(scheduler: BackgroundScheduler, service: Service, when: dt.datetime) -> bool:
+    """One pending one-shot scan (id "pickup")."""
+    try:
+        # Two instances: one may be scanning while the next waits for it (the work lock)
+        # instead of being skipped; hint() never lets more than one wait.
+        scheduler.add_job(service.pickup_job, DateTrigger(run_date=when, timezone=dt.UTC), id="pickup",
+                          name="pickup", replace_existing=True, max_instances=2, coalesce=True,
+                          misfire_grace_time=None)
+    except Exception as exc:  # the scheduler is shutting down: the interval scan (or none) follows
+        log.debug("pickup not scheduled: %s", exc)
+        return False
+    return True
+
+
+def build_snapshot(settings: Settings, stories: list[Story], data: bytes) -> Snapshot:
+    newest = max((s.updated for s in stories), default=EPOCH)
+    listed = stories[: settings.feed.max_entries]
+    return Snapshot(
+        feed=FeedDocument.build(data, newest),
+        index_html=page.index(settings.feed.title, listed, generated=utcnow()).encode(),
+        feed_title=settings.feed.title,
+        stories={story_url("", s.uid).removeprefix("stories/"): s for s in listed},
+    )
+
+
+class _Hints(FileSystemEventHandler):
+    def __init__(self, hint: Any) -> None:
+        self._hint = hint
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type not in IGNORED_EVENTS:
+            self._hint()
+
+
+def _install_signals(stop: threading.Event) -> dict[int, Any]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("%s received", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous[sig] = signal.signal(sig, handler)
+    return previous
+
+
+def _force_exit() -> None:
+    log.error("a job did not stop within %gs; exiting anyway", STOP_DEADLINE)
+    os._exit(1)
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.UTC).isoformat() if value is not None else None

@@ -1,0 +1,220 @@
+"""HTTP semantics of the running service: the feed with its validators, gzip and HEAD,
+/healthz, /metrics, the pages, and 404 for everything else."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import gzip
+import hashlib
+import http.client
+import re
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import drop_file, seed, validate_atom
+from servicekit import Service, wait_for
+
+from monitor.server import FeedDocument, accepts_gzip, not_modified
+
+HOSTILE = (
+    b"<script>alert('brief')</script> On 12 December 2024, a brief & a <b>tag</b>.\n"
+    b"<img src=x onerror=alert(1)> Meeting \"quoted\" & co\n"
+    b"12.12.2024\n"
+    b"The article body with <script>document.title='owned'</script> inside.\n"
+)
+
+
+@pytest.fixture(scope="module")
+def svc(tmp_path_factory: pytest.TempPathFactory, exe: str) -> Iterator[Service]:
+    folder = tmp_path_factory.mktemp("http")
+    service = Service(exe, folder)
+    try:
+        service.wait_ready()
+        drop_file(service.drop, "000.txt", seed("000"))
+        drop_file(service.drop, "004.txt", seed("004"))
+        drop_file(service.drop, "hostile.txt", HOSTILE)
+        wait_for(lambda: len(validate_atom(service.get("/feed.atom").body)) == 8, 15, "8 entries in the feed")
+        yield service
+    finally:
+        service.close()
+
+
+def test_feed_is_valid_atom_with_strong_etag_and_last_modified(svc: Service) -> None:
+    r = svc.get("/feed.atom")
+    assert r.status == 200
+    assert r.headers["content-type"] == "application/atom+xml; charset=utf-8"
+    assert r.headers["etag"] == f'"{hashlib.sha256(r.body).hexdigest()}"'
+    assert int(r.headers["content-length"]) == len(r.body)
+    assert "accept-encoding" in r.headers["vary"].lower()
+    entries = validate_atom(r.body)
+    assert len(entries) == 8
+    newest = max(dt.datetime.fromisoformat(e["updated"]) for e in entries)
+    assert email.utils.parsedate_to_datetime(r.headers["last-modified"]) == newest.replace(microsecond=0)
+    for e in entries:
+        assert re.fullmatch(re.escape(svc.base) + r"stories/[0-9a-f-]{36}", e["link"]), e["link"]
+    # The served bytes are the feed file's bytes: one rendering for both.
+    assert r.body == (svc.folder / "feed.atom").read_bytes()
+
+
+def test_conditional_get_answers_304(svc: Service) -> None:
+    first = svc.get("/feed.atom")
+    etag, modified = first.headers["etag"], first.headers["last-modified"]
+    for headers in ({"If-None-Match": etag}, {"If-None-Match": f'"nope", W/{etag}'}, {"If-None-Match": "*"},
+                    {"If-Modified-Since": modified}, {"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"}):
+        r = svc.request("/feed.atom", headers=headers)
+        assert (r.status, r.body) == (304, b""), headers
+        assert r.headers["etag"] == etag and r.headers["last-modified"] == modified
+    earlier = email.utils.format_datetime(
+        email.utils.parsedate_to_datetime(modified) - dt.timedelta(seconds=1), usegmt=True)
+    for headers in ({"If-Modified-Since": earlier}, {"If-None-Match": '"stale"'},
+                    # If-None-Match decides when both are sent (RFC 9110 13.2.2).
+                    {"If-None-Match": '"stale"', "If-Modified-Since": modified},
+                    {"If-Modified-Since": "not a date"}):
+        r = svc.request("/feed.atom", headers=headers)
+        assert r.status == 200 and r.body == first.body, headers
+
+
+def test_gzip_when_accepted(svc: Service) -> None:
+    plain = svc.get("/feed.atom")
+    r = svc.get("/feed.atom", Accept_Encoding="br, gzip;q=0.8")
+    assert r.status == 200 and r.headers["content-encoding"] == "gzip"
+    assert gzip.decompress(r.body) == plain.body
+    assert len(r.body) < len(plain.body) / 2
+    assert r.headers["etag"] not in (plain.headers["etag"], "") and int(r.headers["content-length"]) == len(r.body)
+    again = svc.request("/feed.atom", headers={"Accept-Encoding": "gzip", "If-None-Match": r.headers["etag"]})
+    assert again.status == 304
+    for refused in ("gzip;q=0", "identity", "br"):
+        r = svc.get("/feed.atom", Accept_Encoding=refused)
+        assert "content-encoding" not in r.headers and r.body == plain.body, refused
+
+
+def test_head_has_the_get_headers_and_no_body(svc: Service) -> None:
+    get = svc.get("/feed.atom")
+    head = svc.request("/feed.atom", method="HEAD")
+    assert head.status == 200 and head.body == b""
+    for name in ("content-type", "content-length", "etag", "last-modified"):
+        assert head.headers[name] == get.headers[name]
+    for path in ("/", "/healthz", "/metrics"):
+        r = svc.request(path, method="HEAD")
+        assert r.status == 200 and r.body == b"" and int(r.headers["content-length"]) > 0, path
+
+
+def test_healthz(svc: Service) -> None:
+    r = svc.get("/healthz")
+    assert r.status == 200 and r.headers["content-type"] == "application/json"
+    data = r.json()
+    assert data["status"] == "ok" and data["problems"] == []
+    assert data["store"] == {"ok": True, "error": None, "stories": 8}
+    assert data["last_scan"]["ok"] is True and data["last_scan"]["error"] is None
+    now = dt.datetime.now(dt.UTC)
+    assert now - dt.datetime.fromisoformat(data["last_successful_scan"]) < dt.timedelta(seconds=60)
+    next_scan = dt.datetime.fromisoformat(data["next_scan"])
+    assert now < next_scan <= now + dt.timedelta(seconds=61)
+
+
+def test_metrics(svc: Service) -> None:
+    before = svc.metrics()
+    assert before["monitor_stories_stored"] == 8
+    assert before["monitor_stories_new_total"] == 8 and before["monitor_stories_revised_total"] == 0
+    assert before["monitor_files_rejected_total"] == 0
+    scans = sum(v for k, v in before.items() if k.startswith("monitor_scans_total"))
+    assert scans >= 2 and before["monitor_scan_duration_seconds_count"] == scans
+    etag = svc.get("/feed.atom").headers["etag"]
+    svc.request("/feed.atom", headers={"If-None-Match": etag})
+    svc.request("/feed.atom", headers={"If-None-Match": etag})
+    after = svc.metrics()
+    assert after['monitor_feed_requests_total{status="200"}'] == before['monitor_feed_requests_total{status="200"}'] + 1
+    assert after['monitor_feed_requests_total{status="304"}'] == before['monitor_feed_requests_total{status="304"}'] + 2
+    assert svc.get("/metrics").headers["content-type"].startswith("text/plain; version=")
+
+
+@pytest.mark.parametrize("path", [
+    "/feed.atom/", "/feed.xml", "/index.html", "/feed.atom/../feed.atom", "/../../../../etc/passwd",
+    "/%2e%2e/%2e%2e/etc/passwd", "/stories/../../etc/passwd", "/stories/%2e%2e%2fmonitor.db", "/monitor.db",
+    "/feed.atom%00", "/state/feed.atom", "/drop/000.txt", "/stories/", "/stories/not-a-uuid",
+    f"/stories/{uuid.uuid4()}", "/stories/0F8FAD5B-D9CB-469F-A165-70867728950E",
+])
+def test_everything_else_is_404(svc: Service, path: str) -> None:
+    r = svc.get(path)
+    assert r.status == 404 and r.body == b"not found\n"
+
+
+def test_raw_requests_never_reach_files(svc: Service, tmp_path: Path) -> None:
+    def raw(line: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", svc.port), timeout=5) as s:
+            s.sendall(line + b"\r\nHost: x\r\nConnection: close\r\n\r\n")
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+    assert raw(b"GET /../../etc/passwd HTTP/1.1").startswith(b"HTTP/1.1 404")
+    assert raw(b"GET ../feed.atom HTTP/1.1").startswith(b"HTTP/1.1 404")
+    assert raw(b"GET http://evil/../../etc/passwd HTTP/1.1").startswith(b"HTTP/1.1 404")
+    assert raw(b"POST /feed.atom HTTP/1.1").startswith(b"HTTP/1.1 501")
+    assert b"root:" not in raw(b"GET /%2e%2e/%2e%2e/%2e%2e/etc/passwd HTTP/1.1")
+
+
+def test_front_page_and_story_pages_escape_bulletin_text(svc: Service) -> None:
+    r = svc.get("/")
+    assert r.status == 200 and r.headers["content-type"] == "text/html; charset=utf-8"
+    assert "script-src" not in r.headers["content-security-policy"]  # no script may run at all
+    html = r.body.decode()
+    assert "<title>Test bulletins</title>" in html and 'href="feed.atom"' in html
+    assert "<script" not in html.lower() and "<img" not in html.lower()
+    assert "&lt;script&gt;alert(&#x27;brief&#x27;)&lt;/script&gt;" in html
+    links = re.findall(r'href="(stories/[0-9a-f-]{36})"', html)
+    assert len(links) == 8
+    for link in links:
+        page = svc.get("/" + link)
+        assert page.status == 200, link
+        text = page.body.decode()
+        assert "<script" not in text.lower() and "<img" not in text.lower()
+    entries = validate_atom(svc.get("/feed.atom").body)
+    hostile = next(e for e in entries if "onerror" in e["title"])
+    story = svc.get(hostile["link"].removeprefix(svc.base.rstrip("/"))).body.decode()
+    assert "&lt;img src=x onerror=alert(1)&gt; Meeting &quot;quoted&quot; &amp; co" in story
+    assert "document.title=&#x27;owned&#x27;" in story
+
+
+# -- the pure parts, table-driven ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    (None, False), ("", False), ("gzip", True), ("GZIP", True), ("deflate, gzip;q=0.5", True),
+    ("gzip;q=0", False), ("gzip; q=0.0", False), ("*", True), ("*;q=0", False), ("gzip;q=0, *", False),
+    ("x-gzip", True), ("br", False), ("gzip;q=bogus", False), ("identity;q=1, *;q=0.1", True),
+])
+def test_accepts_gzip(header: str | None, expected: bool) -> None:
+    assert accepts_gzip(header) is expected
+
+
+def test_not_modified_rules() -> None:
+    doc = FeedDocument.build(b"<feed/>", dt.datetime(2024, 12, 11, 10, 0, 0, 750_000, tzinfo=dt.UTC))
+    assert doc.last_modified == "Wed, 11 Dec 2024 10:00:00 GMT"
+    assert not_modified(doc, doc.etag, None) and not_modified(doc, doc.gzip_etag, None)
+    assert not not_modified(doc, '"other"', doc.last_modified)
+    assert not_modified(doc, None, "Wed, 11 Dec 2024 10:00:00 GMT")
+    assert not_modified(doc, None, "Wed, 11 Dec 2024 11:00:00 +0100")  # same instant, another zone
+    assert not not_modified(doc, None, "Wed, 11 Dec 2024 09:59:59 GMT")
+    assert not not_modified(doc, None, None) and not not_modified(doc, None, "garbage")
+
+
+def test_keep_alive_requests_do_not_wait_for_delayed_acks(svc: Service) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=5)
+    try:
+        t0 = time.perf_counter()
+        for _ in range(40):
+            conn.request("GET", "/feed.atom", headers={"Accept-Encoding": "gzip"})
+            resp = conn.getresponse()
+            assert resp.status == 200 and resp.read()
+        took = time.perf_counter() - t0
+    finally:
+        conn.close()
+    # With Nagle's algorithm on, each response's tail waits ~40 ms for the client's ACK.
+    assert took < 1.0, f"40 keep-alive requests took {took:.2f}s"
