@@ -243,3 +243,20 @@ def _check(settings: Settings, require_drop: bool) -> None:
         raise ConfigError(src, "[digest] timezone", f"unknown time zone {settings.digest.timezone!r}") from None
     if settings.drop.max_bytes < 1:
         raise ConfigError(src, "[drop] max_bytes", "must be at least 1")
+    _check_outside_drop(settings)
+    if settings.digest.max_stories < 1:
+        raise ConfigError(src, "[digest] max_stories", "must be at least 1")
+
+
+def _check_outside_drop(settings: Settings) -> None:
+    """What the monitor writes must not land in the drop folder: the folder is never
+    modified, and the files would come back as bulletins on the next pass."""
+    drop = settings.drop.folder.resolve()
+    sqlite_prefix = "sqlite:///"
+    url = settings.state.database_url
+    written = {"[feed] path": settings.feed.path, "[digest] outbox": settings.digest.outbox}
+    if url.startswith(sqlite_prefix) and not url.endswith(":memory:"):
+        written["[state] database_url"] = Path(url.removeprefix(sqlite_prefix))
+    for key, path in written.items():
+        if path.resolve().is_relative_to(drop):
+            raise ConfigError(settings.source, key, f"{path} is inside the drop folder {drop}")

@@ -9,21 +9,23 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
+import re
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, text, union_all
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, make_url, select, text, union_all
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
 from monitor.bulletin import brief_title
 from monitor.decide import BulletinKey, Candidate, Decision, decide
 from monitor.errors import StorageError
 from monitor.identity import Fingerprint, fingerprint
 from monitor.models import FileInfo, FileOutcome, Item, ScanReport, Story
+from monitor.storage.outbox import OutboxMixin
 from monitor.storage.schema import band_keys, files, metadata, paragraph_keys, scans, stories, versions
 
 # Story ids are derived from the text that created the story, so the same bulletins
@@ -35,24 +37,74 @@ MAX_CANDIDATES = 50
 # One lock id for the decide-and-write step across all instances on PostgreSQL.
 INGEST_LOCK = 0x6D6F6E69  # "moni"
 ONE_TICK = dt.timedelta(microseconds=1)
+# A file's transaction that lost a race anyway (a unique row written by a writer not
+# holding the lock, a serialization failure, a deadlock) is decided again from scratch:
+# the texts the winner stored are then known, so the loser's items become repeats.
+INGEST_ATTEMPTS = 5
+RETRY_SQLSTATES = {"23505", "40001", "40P01"}  # unique_violation, serialization_failure, deadlock_detected
+CONNECT_TIMEOUT = 10  # seconds; a wrong host should fail a scan quickly, not hang it
+
+log = logging.getLogger(__name__)
 
 __all__ = ["Storage", "metadata"]
 
+# The statements run once or more per file are built once: building a SQLAlchemy
+# construct costs more than running it, and a prebuilt one hits the compiled cache.
+_FILE_DONE = select(files.c.size, files.c.mtime_ns).where(files.c.path == bindparam("b_path"))
+_CONTENT = (select(files.c.item_count)
+            .where(files.c.sha256 == bindparam("b_sha"), files.c.status == "read").limit(1))
+_KNOWN = (select(versions.c.text_hash, versions.c.story_id)
+          .where(versions.c.text_hash.in_(bindparam("b_hashes", expanding=True))))
+_HITS = union_all(
+    select(paragraph_keys.c.story_id).where(paragraph_keys.c.key.in_(bindparam("b_pkeys", expanding=True))),
+    select(band_keys.c.story_id).where(band_keys.c.key.in_(bindparam("b_bkeys", expanding=True))),
+).subquery()
+_TOP_CANDIDATES = (select(_HITS.c.story_id).group_by(_HITS.c.story_id)
+                   .order_by(func.count().desc(), _HITS.c.story_id).limit(MAX_CANDIDATES))
+_CANDIDATE_TEXTS = (select(stories.c.id, versions.c.kind, versions.c.title, versions.c.paragraphs,
+                           versions.c.key_mtime_ns, versions.c.key_path)
+                    .join(versions, versions.c.text_hash == stories.c.current_hash)
+                    .where(stories.c.id.in_(bindparam("b_ids", expanding=True))))
+_NEW_STORIES = stories.insert()
+_STORY_IDS = select(stories.c.uid, stories.c.id).where(stories.c.uid.in_(bindparam("b_uids", expanding=True)))
+_NEW_VERSIONS = versions.insert()
+_UPDATED = select(stories.c.updated).where(stories.c.id == bindparam("b_sid"))
+_MAKE_CURRENT = (stories.update().where(stories.c.id == bindparam("b_sid"))
+                 .values(current_hash=bindparam("b_hash"), updated=bindparam("b_updated")))
+_FILE_COLUMNS = ("path", "size", "mtime_ns", "sha256", "status", "reason", "item_count", "seen_at")
 
-class Storage:
+
+class Storage(OutboxMixin):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        dialect = _dialect(self.dialect)
+        upsert = dialect.insert(files)
+        self._upsert_file_stmt = upsert.on_conflict_do_update(
+            index_elements=["path"], set_={c: upsert.excluded[c] for c in _FILE_COLUMNS})
+        self._add_keys = {t.name: dialect.insert(t).on_conflict_do_nothing() for t in (paragraph_keys, band_keys)}
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True) -> Storage:
         """Connect, and bring the schema to the newest migration unless told not to."""
         if url.startswith("sqlite:///") and not url.endswith(":memory:"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(url.removeprefix("sqlite:///")).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create the database folder {folder}: {exc.strerror or exc}") from None
         try:
-            engine = create_engine(url, pool_pre_ping=True)
+            options: dict[str, Any] = {"pool_pre_ping": True}
+            parsed = make_url(url)
+            if parsed.get_backend_name() == "postgresql":
+                # The claim check in ingest() must see what the lock holder committed:
+                # READ COMMITTED takes a new snapshot per statement, whatever the server default.
+                options["isolation_level"] = "READ COMMITTED"
+                if "connect_timeout" not in parsed.query:
+                    options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+            engine = create_engine(parsed, **options)
         except (SQLAlchemyError, ImportError, ValueError) as exc:
-            raise StorageError(f"cannot use database URL: {exc}") from None
+            raise StorageError(f"cannot use database URL: {_mask(str(exc), _password(url))}") from None
         if engine.dialect.name == "sqlite":
             _tune_sqlite(engine)
         storage = cls(engine)
@@ -69,7 +121,7 @@ class Storage:
         try:
             upgrade(self.engine)
         except OperationalError as exc:
-            raise StorageError(f"database unreachable: {_short(exc)}") from None
+            raise StorageError(f"database unreachable: {self._short(exc)}") from None
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -77,10 +129,10 @@ class Storage:
             with self.engine.connect() as conn, conn.begin():
                 yield conn
         except OperationalError as exc:
-            raise StorageError(f"database error: {_short(exc)}") from None
+            raise StorageError(f"database error: {self._short(exc)}") from None
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
+    def _write(self, *, retry: bool = False) -> Iterator[Connection]:
         """A transaction that holds the store's write lock for its whole length."""
         try:
             with self.engine.connect() as conn:
@@ -90,10 +142,15 @@ class Storage:
                         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": INGEST_LOCK})
                     yield conn
         except OperationalError as exc:
-            raise StorageError(f"database error: {_short(exc)}") from None
+            if retry and _retryable(exc):
+                raise  # the caller decides again
+            raise StorageError(f"database error: {self._short(exc)}") from None
+
+    def _short(self, exc: BaseException) -> str:
+        return _mask(_short(exc), self.engine.url.password)
 
     def _insert(self, table: Any) -> Any:
-        return (postgresql if self.dialect == "postgresql" else sqlite).insert(table)
+        return _dialect(self.dialect).insert(table)
 
     # -- files ---------------------------------------------------------------
 
@@ -103,11 +160,17 @@ class Storage:
             rows = conn.execute(select(files.c.path, files.c.size, files.c.mtime_ns))
             return {path: (size, mtime) for path, size, mtime in rows}
 
+    def known_texts(self, text_hashes: Sequence[str]) -> set[str]:
+        """Which of these text hashes the store already has (a text, once stored, stays)."""
+        if not text_hashes:
+            return set()
+        with self._read() as conn:
+            return set(conn.execute(_KNOWN, {"b_hashes": list(text_hashes)}).scalars())
+
     def content_items(self, sha256: str) -> int | None:
         """Items in an already ingested file with these exact bytes, if there is one."""
         with self._read() as conn:
-            query = select(files.c.item_count).where(files.c.sha256 == sha256, files.c.status == "read").limit(1)
-            return conn.execute(query).scalar()
+            return conn.execute(_CONTENT, {"b_sha": sha256}).scalar()
 
     def record_file(self, info: FileInfo, sha256: str | None, *, items: int = 0,
                     reason: str | None = None, now: dt.datetime) -> None:
@@ -119,8 +182,7 @@ class Storage:
                      reason: str | None, now: dt.datetime) -> None:
         row = {"path": info.path, "size": info.size, "mtime_ns": info.mtime_ns, "sha256": sha256,
                "status": "rejected" if reason else "read", "reason": reason, "item_count": items, "seen_at": now}
-        stmt = self._insert(files).values(row)
-        conn.execute(stmt.on_conflict_do_update(index_elements=["path"], set_=row))
+        conn.execute(self._upsert_file_stmt, row)
 
     def rejected_files(self) -> list[tuple[str, str]]:
         with self._read() as conn:
@@ -136,15 +198,24 @@ class Storage:
         Returns None when this file version was recorded meanwhile (by another
         instance): the record is the claim, checked under the write lock.
         """
+        for attempt in range(1, INGEST_ATTEMPTS + 1):
+            try:
+                return self._ingest_once(info, sha256, entries, now)
+            except DBAPIError as exc:
+                if not _retryable(exc):
+                    raise StorageError(f"{info.path}: database error: {self._short(exc)}") from None
+                log.info("%s: lost a race (%s), deciding again (attempt %s)", info.path, self._short(exc), attempt)
+        raise StorageError(f"{info.path}: still conflicting after {INGEST_ATTEMPTS} attempts")
+
+    def _ingest_once(self, info: FileInfo, sha256: str, entries: Sequence[tuple[Item, Fingerprint]],
+                     now: dt.datetime) -> FileOutcome | None:
         key: BulletinKey = (info.mtime_ns, info.path)
-        with self._write() as conn:
-            done = conn.execute(select(files.c.size, files.c.mtime_ns).where(files.c.path == info.path)).first()
+        with self._write(retry=True) as conn:
+            done = conn.execute(_FILE_DONE, {"b_path": info.path}).first()
             if done is not None and tuple(done) == (info.size, info.mtime_ns):
                 return None
             hashes = [fp.text_hash for _, fp in entries]
-            known = dict(conn.execute(
-                select(versions.c.text_hash, versions.c.story_id).where(versions.c.text_hash.in_(hashes))
-            ).tuples().all())
+            known = dict(conn.execute(_KNOWN, {"b_hashes": hashes}).all())
             fresh = [fp for _, fp in entries if fp.text_hash not in known]
             candidates = self._candidates(conn, fresh)
             decisions = decide(entries, known, candidates, key)
@@ -158,70 +229,64 @@ class Storage:
             keys = list(fp.paragraph_keys) + list(fp.band_keys)
             if not keys:
                 continue
-            hits = union_all(
-                select(paragraph_keys.c.story_id).where(paragraph_keys.c.key.in_(fp.paragraph_keys)),
-                select(band_keys.c.story_id).where(band_keys.c.key.in_(fp.band_keys)),
-            ).subquery()
-            query = (select(hits.c.story_id).group_by(hits.c.story_id)
-                     .order_by(func.count().desc(), hits.c.story_id).limit(MAX_CANDIDATES))
-            ids.update(conn.execute(query).scalars())
+            params = {"b_pkeys": list(fp.paragraph_keys), "b_bkeys": list(fp.band_keys)}
+            ids.update(conn.execute(_TOP_CANDIDATES, params).scalars())
         if not ids:
             return []
-        query = (select(stories.c.id, versions.c.kind, versions.c.title, versions.c.paragraphs,
-                        versions.c.key_mtime_ns, versions.c.key_path)
-                 .join(versions, versions.c.text_hash == stories.c.current_hash)
-                 .where(stories.c.id.in_(sorted(ids))))
         found = []
-        for sid, kind, title, paragraphs, mtime_ns, path in conn.execute(query):
+        for sid, kind, title, paragraphs, mtime_ns, path in conn.execute(_CANDIDATE_TEXTS, {"b_ids": sorted(ids)}):
             item = Item(kind=kind, paragraphs=tuple(json.loads(paragraphs)), title=title)
             found.append(Candidate(sid, fingerprint(item), len(item.paragraphs), (mtime_ns, path)))
         return found
 
     def _apply(self, conn: Connection, entries: Sequence[tuple[Item, Fingerprint]],
                decisions: Sequence[Decision], key: BulletinKey, now: dt.datetime) -> FileOutcome:
-        real: dict[int, int] = {}
-        new: set[int] = set()
+        # The file's new stories, its versions and its index keys are written with one
+        # executemany each (statements, not rows, are what costs); the stories go in
+        # file order, so they get the ids one insert at a time would give them.
+        real = self._new_stories(conn, [(d.story, fp.text_hash) for (_, fp), d in zip(entries, decisions, strict=True)
+                                        if d.action == "new"], now)
+        new = set(real.values())
         revised: set[int] = set()
         unchanged = 0
+        rows: list[dict[str, Any]] = []
+        keys: dict[str, list[dict[str, int]]] = {paragraph_keys.name: [], band_keys.name: []}
         for (item, fp), decision in zip(entries, decisions, strict=True):
             if decision.action == "repeat":
                 unchanged += 1
                 continue
-            if decision.action == "new":
-                sid = conn.execute(stories.insert().values(
-                    uid=f"urn:uuid:{uuid.uuid5(STORY_NAMESPACE, fp.text_hash)}",
-                    first_seen=now, updated=now, current_hash=fp.text_hash,
-                ).returning(stories.c.id)).scalar_one()
-                real[decision.story] = sid
-                new.add(sid)
-            else:
-                sid = real.get(decision.story, decision.story)
-            self._add_version(conn, sid, item, fp, key, now)
+            sid = real.get(decision.story, decision.story)
+            rows.append(_version_row(sid, item, fp, key, now))
+            keys[paragraph_keys.name] += [{"key": k, "story_id": sid} for k in fp.paragraph_keys]
+            keys[band_keys.name] += [{"key": k, "story_id": sid} for k in fp.band_keys]
             if decision.action == "revise":
                 self._make_current(conn, sid, fp.text_hash, now)
                 if sid not in new:
                     revised.add(sid)
             elif decision.action == "older":
                 unchanged += 1
+        if rows:
+            conn.execute(_NEW_VERSIONS, rows)
+        for name, key_rows in keys.items():
+            if key_rows:
+                conn.execute(self._add_keys[name], key_rows)
         return FileOutcome(new=len(new), revised=len(revised), unchanged=unchanged)
 
-    def _add_version(self, conn: Connection, sid: int, item: Item, fp: Fingerprint,
-                     key: BulletinKey, now: dt.datetime) -> None:
-        conn.execute(versions.insert().values(
-            story_id=sid, text_hash=fp.text_hash, kind=item.kind, title=item.title,
-            paragraphs=json.dumps(list(item.paragraphs), ensure_ascii=False),
-            published=item.published, key_mtime_ns=key[0], key_path=key[1], seen_at=now,
-        ))
-        for table, keys in ((paragraph_keys, fp.paragraph_keys), (band_keys, fp.band_keys)):
-            if keys:
-                rows = [{"key": k, "story_id": sid} for k in keys]
-                conn.execute(self._insert(table).on_conflict_do_nothing(), rows)
+    def _new_stories(self, conn: Connection, created: Sequence[tuple[int, str]], now: dt.datetime) -> dict[int, int]:
+        """Insert the stories created by (provisional id, text hash); map provisional to real ids."""
+        if not created:
+            return {}
+        uids = {provisional: f"urn:uuid:{uuid.uuid5(STORY_NAMESPACE, text_hash)}" for provisional, text_hash in created}
+        conn.execute(_NEW_STORIES, [{"uid": uids[provisional], "first_seen": now, "updated": now,
+                                     "current_hash": text_hash} for provisional, text_hash in created])
+        ids = dict(conn.execute(_STORY_IDS, {"b_uids": list(uids.values())}).all())
+        return {provisional: ids[uid] for provisional, uid in uids.items()}
 
     def _make_current(self, conn: Connection, sid: int, text_hash: str, now: dt.datetime) -> None:
-        previous = conn.execute(select(stories.c.updated).where(stories.c.id == sid)).scalar_one()
+        previous = conn.execute(_UPDATED, {"b_sid": sid}).scalar_one()
         # `updated` moves forward on every revision, even if the clock stepped back.
         updated = max(now, previous + ONE_TICK)
-        conn.execute(stories.update().where(stories.c.id == sid).values(current_hash=text_hash, updated=updated))
+        conn.execute(_MAKE_CURRENT, {"b_sid": sid, "b_hash": text_hash, "b_updated": updated})
 
     # -- reading -------------------------------------------------------------
 
@@ -239,6 +304,11 @@ class Storage:
     def story_count(self) -> int:
         with self._read() as conn:
             return conn.execute(select(func.count()).select_from(stories)).scalar_one()
+
+    def last_change(self) -> dt.datetime | None:
+        """When a story last became new or revised (the newest `updated`); None when empty."""
+        with self._read() as conn:
+            return conn.execute(select(func.max(stories.c.updated))).scalar()
 
     # -- scans ---------------------------------------------------------------
 
@@ -261,6 +331,12 @@ class Storage:
             conn.execute(select(1))
 
 
+def _version_row(sid: int, item: Item, fp: Fingerprint, key: BulletinKey, now: dt.datetime) -> dict[str, Any]:
+    return {"story_id": sid, "text_hash": fp.text_hash, "kind": item.kind, "title": item.title,
+            "paragraphs": json.dumps(list(item.paragraphs), ensure_ascii=False),
+            "published": item.published, "key_mtime_ns": key[0], "key_path": key[1], "seen_at": now}
+
+
 def _story_query() -> Any:
     return (select(stories.c.uid, versions.c.kind, versions.c.title, versions.c.paragraphs,
                    versions.c.published, stories.c.first_seen, stories.c.updated)
@@ -272,6 +348,18 @@ def _story(row: Any) -> Story:
     paras = tuple(json.loads(paragraphs))
     return Story(uid=uid, kind=kind, title=title or brief_title(paras[0]), paragraphs=paras,
                  published=published, first_seen=first_seen, updated=updated)
+
+
+def _dialect(name: str) -> Any:
+    """The dialect module for INSERT ... ON CONFLICT, imported only when that database is
+    used: the PostgreSQL dialect costs a SQLite-backed `monitor scan` a tenth of its start-up."""
+    if name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite
 
 
 def _tune_sqlite(engine: Engine) -> None:
@@ -295,4 +383,26 @@ def _tune_sqlite(engine: Engine) -> None:
 
 
 def _short(exc: BaseException) -> str:
-    return str(getattr(exc, "orig", exc)).splitlines()[0][:300]
+    lines = str(getattr(exc, "orig", exc)).splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    """A conflict that deciding the file again resolves."""
+    state = getattr(exc.orig, "sqlstate", None)
+    if state is not None:
+        return state in RETRY_SQLSTATES
+    return isinstance(exc, IntegrityError) and "UNIQUE constraint failed" in str(exc.orig)
+
+
+def _password(url: str) -> str | None:
+    try:
+        return make_url(url).password
+    except (SQLAlchemyError, ValueError):
+        return None
+
+
+def _mask(message: str, password: str | None) -> str:
+    """Never show a password, whether the message quotes the URL or the password alone."""
+    message = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", message)
+    return message.replace(password, "***") if password else message

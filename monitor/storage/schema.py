@@ -110,3 +110,46 @@ scans = Table(
     Column("rejected", Integer, nullable=False),
     Index("ix_scans_finished", "finished"),
 )
+
+# -- the digest outbox (migration 0002) ------------------------------------------
+
+digests = Table(
+    "digests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    # Created once with the row and reused on every retry; NULL for a baseline.
+    Column("message_id", Text, unique=True),
+    Column("status", Text, nullable=False),  # "pending", "sent" or "baseline"
+    Column("created", UTCDateTime, nullable=False),
+    Column("sent", UTCDateTime),
+    # The highest versions.id this digest looked at: the next digest starts above it.
+    Column("version_upto", BigInteger, nullable=False),
+    Column("new_count", Integer, nullable=False),
+    Column("revised_count", Integer, nullable=False),
+    Column("message", Text),  # the whole RFC 5322 message, so a retry sends the same bytes
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Index("ix_digests_status", "status"),
+    Index("ix_digests_version_upto", "version_upto"),
+)
+
+digest_stories = Table(
+    "digest_stories",
+    metadata,
+    Column("digest_id", Integer, ForeignKey("digests.id", ondelete="CASCADE"), primary_key=True),
+    Column("story_id", Integer, ForeignKey("stories.id", ondelete="CASCADE"), primary_key=True),
+    # The version that went out: each text reaches one digest only, enforced here.
+    Column("text_hash", Text, nullable=False, unique=True),
+    Column("section", Text, nullable=False),  # "new", "revised", "more" (summarised) or "baseline"
+    Index("ix_digest_stories_story", "story_id", "digest_id"),
+)
+
+digest_recipients = Table(
+    "digest_recipients",
+    metadata,
+    Column("digest_id", Integer, ForeignKey("digests.id", ondelete="CASCADE"), primary_key=True),
+    Column("address", Text, primary_key=True),
+    Column("status", Text, nullable=False),  # "pending", "accepted" or "refused"
+    Column("reply", Text),  # the server's reply for a refusal
+    Column("updated", UTCDateTime, nullable=False),
+)
