@@ -20,10 +20,16 @@ from monitor.models import Bulletin, Item, Rejected
 LEGACY_ENCODINGS = ["cp1251", "koi8_r"]
 
 # Share of characters that may be control or replacement characters before a file is
-# called binary rather than text with a few stray bytes.
+# called binary rather than text with a few stray bytes; a handful of stray control
+# characters in a short bulletin is still text (they are removed from the paragraphs).
+# charset-normalizer already refuses random bytes that are not UTF-8; this catches
+# binary data that happens to be valid UTF-8 (mostly ASCII control bytes).
 MAX_CONTROL_SHARE = 0.02
+STRAY_CONTROLS = 8
 
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Vertical tab and form feed are line breaks here (word processors export them so), not noise.
+_NOISE = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\ufffd]")
 # Bidi embedding, override and isolate controls can make shown text read differently
 # from what was written ("Trojan Source"); a bulletin has no use for them.
 _BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
@@ -48,6 +54,8 @@ _MONTH_DAY = re.compile(rf"\b{_MONTH}\s+{_DAY}{_YEAR}(?!\d)", re.IGNORECASE)
 LEAD_CHARS = 60
 # A brief has no title of its own: readers see its opening words, cut on a word boundary.
 TITLE_CHARS = 90
+_SPACE = re.compile(r"\s")
+_TITLE_TAIL = re.compile(r"[\s,;:\-\u2013\u2014]+$")
 
 
 def parse(data: bytes) -> Bulletin | Rejected:
@@ -75,8 +83,8 @@ def decode(data: bytes) -> tuple[str, str] | Rejected:
         if match is None:
             return Rejected("undecodable: neither UTF-8 nor a known Cyrillic code page")
         text, encoding = str(match), match.encoding
-    noise = len(_CONTROL.findall(text)) + text.count("\ufffd")
-    if noise > MAX_CONTROL_SHARE * len(text):
+    noise = len(_NOISE.findall(text))
+    if noise > max(MAX_CONTROL_SHARE * len(text), STRAY_CONTROLS):
         return Rejected(f"binary data: {noise} control characters in {len(text)}")
     return text, encoding
 
@@ -184,5 +192,9 @@ def brief_title(paragraph: str) -> str:
     """The opening words of a paragraph, cut on a word boundary, as a title."""
     if len(paragraph) <= TITLE_CHARS:
         return paragraph
-    cut = paragraph[: TITLE_CHARS + 1].rsplit(" ", 1)[0] if " " in paragraph[:TITLE_CHARS] else paragraph[:TITLE_CHARS]
-    return cut.rstrip(" ,;:-\u2013\u2014") + "\u2026"
+    head = paragraph[: TITLE_CHARS + 1]
+    # The last space of any kind (typeset text uses non-breaking ones) before the limit;
+    # a single word longer than the limit is cut where it must be.
+    spaces = [m.start() for m in _SPACE.finditer(head)]
+    cut = _TITLE_TAIL.sub("", head[: spaces[-1]]) if spaces else ""
+    return (cut or paragraph[:TITLE_CHARS]) + "\u2026"

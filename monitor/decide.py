@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from monitor.identity import Fingerprint, similarity
-from monitor.models import Item
+from monitor.models import Item, Kind
 
 BulletinKey = tuple[int, str]  # (mtime_ns, path) of the bulletin that carried a version
 Action = Literal["new", "revise", "repeat", "older"]
@@ -31,6 +31,7 @@ class Candidate:
     fingerprint: Fingerprint
     paragraphs: int
     key: BulletinKey
+    kind: Kind | None = None  # None: not known, judged by the paragraph count alone
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,13 @@ def decide(
         else:
             candidate, score = match
             story = candidate.story
-            if key < candidate.key or _brief_inside(count, candidate):
+            if key < candidate.key or _brief_inside(item, candidate):
                 decisions.append(Decision("older", story, score))
                 known[fp.text_hash] = story
                 continue
             decisions.append(Decision("revise", story, score))
         known[fp.text_hash] = story
-        pool[story] = Candidate(story, fp, count, key)
+        pool[story] = Candidate(story, fp, count, key, item.kind)
     return tuple(decisions)
 
 
@@ -93,6 +94,9 @@ def _best(fp: Fingerprint, count: int, pool: Iterable[Candidate]) -> tuple[Candi
     return best
 
 
-def _brief_inside(count: int, candidate: Candidate) -> bool:
-    """A brief whose article is already stored adds nothing: keep the fuller text."""
-    return count == 1 and candidate.paragraphs > 1
+def _brief_inside(item: Item, candidate: Candidate) -> bool:
+    """A brief whose article is already stored adds nothing: keep the fuller text (and
+    the article's title, even when its body is that one paragraph)."""
+    if len(item.paragraphs) != 1:
+        return False
+    return candidate.paragraphs > 1 or (item.kind == "brief" and candidate.kind == "article")

@@ -22,6 +22,10 @@ from monitor.config import FeedSettings
 from monitor.models import Story
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# Atom requires a non-empty title and author name, and feedgen raises without them: a
+# title made only of characters XML cannot carry (U+FFFE in a bulletin, say) would
+# otherwise stop every later scan from publishing.
+UNTITLED = "(untitled)"
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
@@ -48,15 +52,15 @@ def render(settings: FeedSettings, stories: Sequence[Story]) -> bytes:
     ordered = sorted(stories, key=lambda s: (s.updated, s.uid), reverse=True)[: settings.max_entries]
     fg = FeedGenerator()
     fg.id(feed_id(settings))
-    fg.title(xml_safe(settings.title))
-    fg.author({"name": xml_safe(settings.author)})
+    fg.title(xml_safe(settings.title).strip() or FeedSettings.title)
+    fg.author({"name": xml_safe(settings.author).strip() or FeedSettings.author})
     fg.link(href=settings.base_url + "feed.atom", rel="self", type="application/atom+xml")
     fg.link(href=settings.base_url, rel="alternate", type="text/html")
     fg.updated(max((s.updated for s in ordered), default=EPOCH))
     for story in ordered:
         entry = fg.add_entry(order="append")
         entry.id(story.uid)
-        entry.title(xml_safe(story.title))
+        entry.title(xml_safe(story.title).strip() or UNTITLED)
         entry.link(href=story_url(settings.base_url, story.uid), rel="alternate")
         entry.content(content_html(story.paragraphs), type="html")
         entry.updated(story.updated)

@@ -63,6 +63,8 @@ STOP_DEADLINE = 9.0
 # Filesystem events that cannot mean a new or changed bulletin (our own reads cause some).
 IGNORED_EVENTS = {EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE, EVENT_TYPE_DELETED}
 STALE_INTERVALS = 3
+# A pending digest (server down, a temporary refusal) is tried again this often.
+DIGEST_RETRY_SECONDS = 300
 
 
 def run(settings: Settings) -> int:
@@ -209,11 +211,15 @@ class Service:
 
             result = send_pending(self.settings, self.storage)
             log.debug("digest job: %s", result)
+            retry = result.pending > 0 and not result.busy
         except Exception as exc:
-            log.error("digest failed, the next run tries again: %s", exc,
+            log.error("digest failed, retrying in %ss: %s", DIGEST_RETRY_SECONDS, exc,
                       exc_info=not isinstance(exc, MonitorError))
+            retry = True
         finally:
             self._work.release()
+        if retry and not self.stop_event.is_set():
+            schedule_digest_retry(self.scheduler, self, utcnow() + dt.timedelta(seconds=DIGEST_RETRY_SECONDS))
 
     def _acquire_work(self) -> bool:
         while not self._work.acquire(timeout=0.2):
@@ -385,6 +391,16 @@ def wire_jobs(scheduler: BackgroundScheduler, service: Service) -> None:
         # A digest missed while the machine slept is still due: once, however late.
         scheduler.add_job(service.digest_job, trigger, id="digest", name="digest",
                           max_instances=1, coalesce=True, misfire_grace_time=None)
+
+
+def schedule_digest_retry(scheduler: BackgroundScheduler, service: Service, when: dt.datetime) -> None:
+    """A digest left pending (server down, 4xx) is retried soon, not at the next daily run."""
+    try:
+        scheduler.add_job(service.digest_job, DateTrigger(run_date=when, timezone=dt.UTC), id="digest-retry",
+                          name="digest retry", replace_existing=True, max_instances=1, coalesce=True,
+                          misfire_grace_time=None)
+    except Exception as exc:  # the scheduler is shutting down
+        log.debug("digest retry not scheduled: %s", exc)
 
 
 def schedule_pickup(scheduler: BackgroundScheduler, service: Service, when: dt.datetime) -> bool:
