@@ -69,6 +69,7 @@ class DigestSettings:
     subject: str = "Bulletins"
     max_stories: int = 50
     outbox: Path = Path("state/outbox")
+    retry_seconds: float = 300.0
 
 
 @dataclass(frozen=True)

@@ -63,8 +63,6 @@ STOP_DEADLINE = 9.0
 # Filesystem events that cannot mean a new or changed bulletin (our own reads cause some).
 IGNORED_EVENTS = {EVENT_TYPE_OPENED, EVENT_TYPE_CLOSED_NO_WRITE, EVENT_TYPE_DELETED}
 STALE_INTERVALS = 3
-# A pending digest (server down, a temporary refusal) is tried again this often.
-DIGEST_RETRY_SECONDS = 300
 
 
 def run(settings: Settings) -> int:
@@ -213,13 +211,14 @@ class Service:
             log.debug("digest job: %s", result)
             retry = result.pending > 0 and not result.busy
         except Exception as exc:
-            log.error("digest failed, retrying in %ss: %s", DIGEST_RETRY_SECONDS, exc,
+            log.error("digest failed, retrying in %gs: %s", self.settings.digest.retry_seconds, exc,
                       exc_info=not isinstance(exc, MonitorError))
             retry = True
         finally:
             self._work.release()
         if retry and not self.stop_event.is_set():
-            schedule_digest_retry(self.scheduler, self, utcnow() + dt.timedelta(seconds=DIGEST_RETRY_SECONDS))
+            delay = dt.timedelta(seconds=self.settings.digest.retry_seconds)
+            schedule_digest_retry(self.scheduler, self, utcnow() + delay)
 
     def _acquire_work(self) -> bool:
         while not self._work.acquire(timeout=0.2):

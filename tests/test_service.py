@@ -256,3 +256,36 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path, exe: str) -> None:
         proc = subprocess.run([exe, "--config", str(config), "run"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in proc.stderr
+
+
+def test_a_failed_digest_is_retried_soon_not_at_the_next_daily_run(tmp_path: Path) -> None:
+    from aiosmtpd.controller import Controller
+    from mailserver import Recorder, free_port
+
+    from monitor.scan import scan
+
+    port = free_port()  # nothing listens there yet: the first send fails
+    config = write_config(tmp_path, digest={"enabled": True, "recipients": ["desk@example.org"], "retry_seconds": 1},
+                          smtp={"host": "127.0.0.1", "port": port, "security": "none", "timeout": 5})
+    drop_file(tmp_path / "drop", "first.txt", seed("000"))
+    settings = load_settings(config)
+    storage = Storage.open(settings.state.database_url)
+    service = MonitorService(settings, storage)
+    recorder = Recorder()
+    controller = Controller(recorder, hostname="127.0.0.1", port=port)
+    try:
+        scan(settings, storage)
+        service.scheduler.start(paused=True)
+        service.digest_job()
+        retry = service.scheduler.get_job("digest-retry")
+        assert retry is not None, "a failed digest must schedule a retry"
+        assert not recorder.messages
+        controller.start()
+        service.scheduler.resume()
+        wait_for(lambda: recorder.messages, timeout=15, what="the retried digest")
+        assert recorder.messages[0].rcpt_tos == ["desk@example.org"]
+        assert "5 new" in recorder.messages[0].message["Subject"]
+    finally:
+        service.scheduler.shutdown(wait=True)
+        controller.stop()
+        storage.close()
