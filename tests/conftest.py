@@ -141,3 +141,44 @@ def validate_atom(data: bytes) -> list[dict[str, str]]:
 
 
 ValidateAtom = Callable[[bytes], list[dict[str, str]]]
+
+
+# -- PostgreSQL: a throwaway server for the session, a fresh database per test ---------
+
+from collections.abc import Iterator  # noqa: E402
+
+try:  # pytest puts tests/ on sys.path for this conftest; `import tests.conftest` does not
+    from pgserver import PostgresServer, find_bindir
+except ImportError:  # pragma: no cover
+    from tests.pgserver import PostgresServer, find_bindir
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server started from the machine's binaries, stopped at session end."""
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("no PostgreSQL binaries (initdb/pg_ctl on PATH or in /usr/lib/postgresql/*/bin); "
+                    "install Debian's `postgresql` package (.ci/run does)")
+    server = PostgresServer(bindir)
+    try:
+        server.start()
+    except Exception:
+        server.stop()
+        raise
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres_server: PostgresServer) -> str:
+    """A fresh, empty database on the session's server: `postgresql+psycopg://...`."""
+    return postgres_server.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store of each kind; PostgreSQL is started only when a test asks for it."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store.db"
+    return request.getfixturevalue("pg_url")

@@ -197,6 +197,13 @@ class Storage(OutboxMixin):
 
         Returns None when this file version was recorded meanwhile (by another
         instance): the record is the claim, checked under the write lock.
+
+        Several instances give the ids one instance gives because every scan walks the
+        folder in bulletin-key order and moves past a file only once this returns, i.e.
+        once the file is committed, by it or by another instance: commits happen in key
+        order however many instances run. A scan that skipped files another instance is
+        still busy with would let a revision commit before its original and give the
+        story an id derived from the revision's text.
         """
         for attempt in range(1, INGEST_ATTEMPTS + 1):
             try:
@@ -236,7 +243,7 @@ class Storage(OutboxMixin):
         found = []
         for sid, kind, title, paragraphs, mtime_ns, path in conn.execute(_CANDIDATE_TEXTS, {"b_ids": sorted(ids)}):
             item = Item(kind=kind, paragraphs=tuple(json.loads(paragraphs)), title=title)
-            found.append(Candidate(sid, fingerprint(item), len(item.paragraphs), (mtime_ns, path)))
+            found.append(Candidate(sid, fingerprint(item), len(item.paragraphs), (mtime_ns, path), kind))
         return found
 
     def _apply(self, conn: Connection, entries: Sequence[tuple[Item, Fingerprint]],

@@ -1,38 +1,99 @@
-"""Schema migrations with Alembic, driven from code (no alembic.ini to find)."""
+"""Schema migrations with Alembic, driven from code (no alembic.ini to find).
+
+Every start of the service and every `monitor scan` asks "is the schema at head?",
+so that question is answered without Alembic: one indexed read of `alembic_version`
+against the head found by reading the revision ids in `migrations/versions/`.
+Alembic itself is imported only when there is something to apply.
+
+Several instances may start at once against one PostgreSQL database: the upgrade
+runs in one transaction holding an advisory lock, so one instance migrates and the
+others, once the lock is theirs, find the schema at head and apply nothing.
+On SQLite the transaction begins IMMEDIATE, which serialises upgrades the same way.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, inspect, text
+
+from monitor.errors import StorageError
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "migrations"
+VERSION_TABLE = "alembic_version"
+# Distinct from the ingest lock in monitor.storage: upgrading must not wait for a scan.
+MIGRATE_LOCK = 0x6D6F6E6D  # "monm"
 
-
-def _config() -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(SCRIPTS))
-    return config
+_ASSIGNMENT = r"^{name}\s*(?::[^=\n]*)?=\s*(?P<value>.+)$"
 
 
 def current(engine: Engine) -> str | None:
+    """The revision the database is at; None for an empty database."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return _current(conn)
+
+
+def _current(conn: Connection) -> str | None:
+    if not inspect(conn).has_table(VERSION_TABLE):
+        return None
+    rows = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+    return rows[0] if len(rows) == 1 else ",".join(sorted(rows)) or None
 
 
 def head() -> str | None:
-    return ScriptDirectory.from_config(_config()).get_current_head()
+    """The newest revision, from the revision files themselves (Alembic not imported)."""
+    revisions, parents = _revisions()
+    heads = sorted(revisions - parents)
+    return ",".join(heads) or None
+
+
+def _revisions() -> tuple[set[str], set[str]]:
+    """Every revision id in the scripts, and those that some script revises."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in sorted((SCRIPTS / "versions").glob("*.py")):
+        source = script.read_text(encoding="utf-8")
+        revision = _literal(source, "revision")
+        if revision is None:
+            continue
+        revisions.add(revision)
+        down = _literal(source, "down_revision")
+        if down:
+            parents.update(part.strip(" '\"") for part in down.strip("()[]").split(",") if part.strip(" '\""))
+    return revisions, parents
+
+
+def _literal(source: str, name: str) -> str | None:
+    match = re.search(_ASSIGNMENT.format(name=name), source, re.MULTILINE)
+    if match is None:
+        return None
+    value = match.group("value").split("#", 1)[0].strip()
+    return None if value == "None" else value.strip("'\"")
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply the migrations that are missing; a no-op on an up-to-date store."""
-    if revision == "head" and current(engine) == head():
+    """Apply the migrations that are missing; a cheap no-op on an up-to-date store."""
+    at = current(engine)
+    if revision == "head" and at == head():
         return
-    config = _config()
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, revision)
+    if at is not None and not set(at.split(",")) <= _revisions()[0]:
+        # Another instance, newer than this one, migrated the shared database.
+        raise StorageError(f"the database schema is at revision {at}, which this version of monitor "
+                           f"does not know (newest here: {head()}): upgrade monitor")
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(SCRIPTS))
+    with engine.connect() as conn:
+        # SQLite: BEGIN IMMEDIATE (see monitor.storage._tune_sqlite), so a second
+        # upgrader waits for the first instead of failing halfway.
+        conn.execution_options(monitor_write=True)
+        with conn.begin():
+            if conn.dialect.name == "postgresql":
+                # DDL is transactional on PostgreSQL: the lock is held until the
+                # whole upgrade commits, and whoever waited re-reads the version.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATE_LOCK})
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
