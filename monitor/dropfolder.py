@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +26,14 @@ class Entry:
     """A listed name: its record key, where it is, and why it is not a bulletin, if not."""
 
     info: FileInfo
-    location: Path
+    # The path as listed, a str: a Path per entry costs more than the listing itself, and
+    # most entries of a pass are unchanged files that are never opened.
+    where: str
     problem: str | None = None
+
+    @property
+    def location(self) -> Path:
+        return Path(self.where)
 
 
 class FileChanged(Exception):
@@ -35,11 +42,19 @@ class FileChanged(Exception):
 
 def safe_name(name: str) -> str:
     """A name that any database can store, even if the bytes on disk are not UTF-8."""
+    if name.isascii():
+        return name  # the common case, and the round trip below would change nothing
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def list_entries(folder: Path) -> list[Entry]:
-    """Every candidate name in the folder, oldest first (mtime, then name)."""
+def list_entries(folder: Path, unchanged: Mapping[str, tuple[int, int]] | None = None) -> list[Entry]:
+    """Every candidate name in the folder, oldest first (mtime, then name).
+
+    Names whose (size, mtime_ns) equal their value in `unchanged` (what the store
+    recorded) are left out early: an idle pass over a big folder then costs little more
+    than the listing itself.
+    """
+    unchanged = unchanged or {}
     entries = []
     with os.scandir(folder) as it:
         for de in it:
@@ -49,8 +64,11 @@ def list_entries(folder: Path) -> list[Entry]:
                 st = de.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # gone between listing and stat
-            info = FileInfo(path=safe_name(de.name), size=st.st_size, mtime_ns=st.st_mtime_ns)
-            entries.append(Entry(info, Path(de.path), _problem(st.st_mode)))
+            name = safe_name(de.name)
+            if unchanged.get(name) == (st.st_size, st.st_mtime_ns):
+                continue
+            info = FileInfo(path=name, size=st.st_size, mtime_ns=st.st_mtime_ns)
+            entries.append(Entry(info, de.path, _problem(st.st_mode)))
     entries.sort(key=lambda e: (e.info.mtime_ns, e.info.path))
     return entries
 
@@ -72,7 +90,7 @@ def is_settled(info: FileInfo, now_ns: int, settle_seconds: float) -> bool:
 
 def read(entry: Entry, max_bytes: int) -> bytes:
     """Read a whole file, refusing to follow a link; FileChanged if it moved under us."""
-    fd = os.open(entry.location, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    fd = os.open(entry.where, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     with os.fdopen(fd, "rb") as fh:
         before = os.fstat(fh.fileno())
         if not stat.S_ISREG(before.st_mode):

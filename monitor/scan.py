@@ -14,11 +14,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 from monitor import bulletin, dropfolder
 from monitor.config import Settings
-from monitor.feed import render, write_atomically
-from monitor.identity import fingerprint
+from monitor.identity import fingerprint, known_fingerprint, text_hash
 from monitor.models import FileOutcome, Rejected, ScanReport
 from monitor.storage import Storage
 
@@ -37,7 +37,7 @@ def scan(settings: Settings, storage: Storage, *, clock: Clock = utcnow,
     started = clock()
     report = ScanReport()
     seen = storage.file_states()
-    for entry in dropfolder.list_entries(settings.drop.folder):
+    for entry in dropfolder.list_entries(settings.drop.folder, seen):
         if stop is not None and stop.is_set():
             report = replace(report, interrupted=True)
             break
@@ -82,7 +82,13 @@ def _one(settings: Settings, storage: Storage, entry: dropfolder.Entry, report: 
     parsed = bulletin.parse(data)
     if isinstance(parsed, Rejected):
         return _reject(storage, entry, sha, parsed.reason, report, now)
-    entries = [(item, fingerprint(item)) for item in parsed.items]
+    # Exact repeats are common (producers carry yesterday's briefs again) and are decided
+    # on their hash alone: only the other items pay for shingles and index keys. A text
+    # the store has now it still has under the write lock, as nothing is ever deleted.
+    hashes = [text_hash(item) for item in parsed.items]
+    stored = storage.known_texts(hashes)
+    entries = [(item, known_fingerprint(h) if h in stored else fingerprint(item))
+               for item, h in zip(parsed.items, hashes, strict=True)]
     outcome = storage.ingest(info, sha, entries, now)
     if outcome is None:
         log.debug("%s: already ingested by another instance", info.path)
@@ -105,12 +111,26 @@ def _add(report: ScanReport, outcome: FileOutcome) -> ScanReport:
 
 
 def publish(settings: Settings, storage: Storage, *, force: bool = False) -> bool:
-    """Rewrite the feed file if the store changed (or the file is missing)."""
+    """Rewrite the feed file if the store changed (or the file is missing or stale)."""
     path = settings.feed.path
-    if not force and path.exists():
+    if not force and path.exists() and not _stale(path, storage):
         return False
+    # Imported here: feedgen and lxml are a large part of start-up, and an idle pass never renders.
+    from monitor.feed import render, write_atomically
+
     write_atomically(path, render(settings.feed, storage.latest_stories(settings.feed.max_entries)))
     return True
+
+
+def _stale(path: Path, storage: Storage) -> bool:
+    """A story changed after the feed file was written: a pass died between its commit
+    and the rename (a crash, a kill), so the next pass must write the feed even though
+    it finds nothing new itself."""
+    changed = storage.last_change()
+    try:
+        return changed is not None and int(changed.timestamp() * 1e9) > path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return True
 
 
 def scan_and_publish(settings: Settings, storage: Storage, *, clock: Clock = utcnow,

@@ -1,0 +1,93 @@
+"""In-process measurements for bench/run.py, each in a fresh interpreter.
+
+    python bench/probe.py idle CONFIG   a scan of an unchanged folder: its time, the
+                                        start-up before it, and how many files it opened
+    python bench/probe.py feed DB       latest_stories + render on a store, best of 30
+    python bench/probe.py rss CMD...    run CMD, report its peak RSS (its ru_maxrss)
+
+The RSS of a command is read by this small, freshly started process: Linux counts the
+memory a child had before exec, so a child forked straight from the big benchmark
+runner would report the runner's size.
+"""
+
+from __future__ import annotations
+
+import time
+
+STARTED = time.perf_counter()
+
+import json  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+def idle(config: Path) -> dict[str, float | int]:
+    from monitor.config import load_settings
+    from monitor.scan import scan
+    from monitor.storage import Storage
+
+    settings = load_settings(config)
+    storage = Storage.open(settings.state.database_url)
+    startup = time.perf_counter() - STARTED
+    drop = str(settings.drop.folder)
+    opened = []
+
+    def hook(event: str, args: tuple[object, ...]) -> None:
+        if event == "open" and str(args[0]).startswith(drop):
+            opened.append(args[0])
+
+    sys.addaudithook(hook)
+    scans = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        report = scan(settings, storage)
+        scans.append(time.perf_counter() - t0)
+        assert report.files_read == 0, report
+    floors = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        with os.scandir(drop) as it:
+            for entry in it:
+                entry.stat(follow_symlinks=False)
+        floors.append(time.perf_counter() - t0)
+    storage.close()
+    return {"startup_seconds": startup, "scan_seconds": min(scans), "scandir_seconds": min(floors),
+            "opened": len(opened)}
+
+
+def feed(db: Path) -> dict[str, float]:
+    from monitor.config import FeedSettings
+    from monitor.feed import render
+    from monitor.storage import Storage
+
+    storage = Storage.open(f"sqlite:///{db}")
+    settings = FeedSettings()
+    times = []
+    for _ in range(30):
+        t0 = time.perf_counter()
+        data = render(settings, storage.latest_stories(settings.max_entries))
+        times.append(time.perf_counter() - t0)
+    assert data.count(b"<entry>") == min(settings.max_entries, storage.story_count())
+    storage.close()
+    return {"render_ms": min(times) * 1000}
+
+
+def rss(cmd: list[str]) -> dict[str, object]:
+    import resource
+    import subprocess
+
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # The only child this process ever had: the largest RSS of all reaped children is its.
+    maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"seconds": time.perf_counter() - t0, "stdout": proc.stdout, "stderr": proc.stderr[-2000:],
+            "returncode": proc.returncode, "maxrss_kib": maxrss}
+
+
+if __name__ == "__main__":
+    what = sys.argv[1]
+    if what == "rss":
+        print(json.dumps(rss(sys.argv[2:])))
+    else:
+        print(json.dumps(idle(Path(sys.argv[2])) if what == "idle" else feed(Path(sys.argv[2]))))

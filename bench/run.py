@@ -1,0 +1,241 @@
+"""Run every benchmark and print a Markdown table of figures against their floors.
+
+    .venv/bin/python bench/run.py            # the full run (10,000 bulletins, 1,000,000 stories)
+    .venv/bin/python bench/run.py --quick    # the same shape, scaled down (about a minute)
+
+Every figure is a ratio against a floor measured in the same run on the same machine,
+so the table says how close `monitor` gets to the least work the job needs, not how
+fast this machine is. Not part of the unit tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from bench import bigstore, gen  # noqa: E402
+
+PYTHON = sys.executable
+MONITOR = str(Path(PYTHON).with_name("monitor"))
+
+
+@dataclass(frozen=True)
+class Scale:
+    ingest_files: int
+    growth_stories: int
+    growth_files: int
+    rss_megabytes: int
+
+
+FULL = Scale(ingest_files=10_000, growth_stories=1_000_000, growth_files=1_000, rss_megabytes=200)
+QUICK = Scale(ingest_files=1_000, growth_stories=100_000, growth_files=300, rss_megabytes=20)
+
+
+@dataclass
+class Row:
+    name: str
+    measured: str
+    floor: str
+    ratio: float
+    target: float
+    note: str = ""
+
+    def markdown(self) -> str:
+        ok = "yes" if self.ratio <= self.target else "**no**"
+        return (f"| {self.name} | {self.measured} | {self.floor} | {self.ratio:.2f} | "
+                f"< {self.target:g} | {ok} | {self.note} |")
+
+
+def write_config(folder: Path, db: Path) -> Path:
+    (folder / "drop").mkdir(parents=True, exist_ok=True)
+    config = folder / "monitor.toml"
+    config.write_text(
+        f'[drop]\nfolder = "drop"\nsettle_seconds = 0\nmax_bytes = 50000000\n'
+        f'[state]\ndatabase_url = "sqlite:///{db}"\n'
+        f'[feed]\npath = "feed.atom"\nmax_entries = 100\n[http]\nenabled = false\n',
+        encoding="utf-8",
+    )
+    return config
+
+
+def run_rss(cmd: list[str]) -> tuple[float, str, int]:
+    """Run `cmd` through bench/probe.py; return (seconds, stdout, peak RSS in KiB)."""
+    done = subprocess.run([PYTHON, str(HERE / "probe.py"), "rss", *cmd], capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout)
+    if result["returncode"] != 0:
+        raise SystemExit(f"{' '.join(cmd)} exited {result['returncode']}:\n{result['stderr']}")
+    return result["seconds"], result["stdout"], result["maxrss_kib"]
+
+
+def scan(config: Path) -> tuple[float, str]:
+    seconds, out, _ = run_rss([MONITOR, "--config", str(config), "--log-level", "WARNING", "scan"])
+    return seconds, out.strip()
+
+
+def best(times: int, fn: Callable[[], float]) -> float:
+    return min(fn() for _ in range(times))
+
+
+def new_stories(summary: str) -> int:
+    return int(summary.split("stories new ")[1].split(",")[0])
+
+
+# -- the benchmarks -------------------------------------------------------------
+
+
+def bench_ingest(work: Path, scale: Scale) -> tuple[Row, Path]:
+    folder = work / "ingest"
+    config = write_config(folder, folder / "monitor.db")
+    gen.write(folder / "drop", scale.ingest_files)
+    floor_seconds, _, _ = run_rss([PYTHON, str(HERE / "floors.py"), "ingest", str(folder / "drop"),
+                                   str(work / "floor.db")])
+    seconds, summary = scan(config)
+    stories = new_stories(summary)
+    row = Row(f"Ingest {scale.ingest_files:,} bulletins (`monitor scan`)",
+              f"{stories / seconds:,.0f} stories/s ({seconds:.1f} s)",
+              f"{stories / floor_seconds:,.0f} stories/s ({floor_seconds:.1f} s)",
+              seconds / floor_seconds, 3, f"{stories:,} stories; {summary.split(', ', 1)[1]}")
+    return row, config
+
+
+def bench_idle(work: Path, config: Path, scale: Scale) -> list[Row]:
+    drop = str(config.parent / "drop")
+    floor = best(5, lambda: run_rss([PYTHON, str(HERE / "floors.py"), "scandir", drop])[0])
+    whole = best(5, lambda: scan(config)[0])
+    probe = json.loads(subprocess.run([PYTHON, str(HERE / "probe.py"), "idle", str(config)], check=True,
+                                      capture_output=True, text=True).stdout)
+    inner_floor = probe["scandir_seconds"]
+    return [
+        Row(f"Idle rescan of {scale.ingest_files:,} unchanged files, whole command",
+            f"{whole * 1000:.0f} ms", f"{floor * 1000:.0f} ms", whole / floor, 2,
+            f"fresh interpreter each; files opened: {probe['opened']}; start-up (imports, open store) "
+            f"{probe['startup_seconds'] * 1000:.0f} ms"),
+        Row(f"Idle rescan of {scale.ingest_files:,} unchanged files, the scan itself",
+            f"{probe['scan_seconds'] * 1000:.0f} ms", f"{inner_floor * 1000:.0f} ms",
+            probe["scan_seconds"] / inner_floor, 2, "scan() in a warm process vs scandir+stat in the same process"),
+    ]
+
+
+def bench_growth(work: Path, scale: Scale) -> list[Row]:
+    small_db, big_db = work / "growth" / "small.db", work / "growth" / "big.db"
+    t0 = time.perf_counter()
+    bigstore.build(big_db, scale.growth_stories)
+    build_seconds = time.perf_counter() - t0
+    bigstore.build(small_db, 1_000)
+    feed = [feed_render(db, f"{n:,}") for db, n in ((small_db, 1_000), (big_db, scale.growth_stories))]
+    drop = work / "growth" / "new"
+    gen.write(drop, scale.growth_files, seed=99, start_mtime=1_750_000_000.0)
+    times = []
+    for name, db in (("empty", work / "growth" / "empty.db"), ("small", small_db), ("big", big_db)):
+        folder = work / "growth" / name
+        config = write_config(folder, db)
+        shutil.rmtree(folder / "drop")
+        shutil.copytree(drop, folder / "drop")
+        if name == "small":
+            continue  # the 1,000-story store only serves the feed benchmark
+        times.append(scan(config))
+    (empty_s, empty_sum), (big_s, big_sum) = times
+    assert new_stories(empty_sum) == new_stories(big_sum), (empty_sum, big_sum)
+    growth = Row(f"Growth: ingest {scale.growth_files:,} new bulletins, empty store vs "
+                 f"{scale.growth_stories:,} stories",
+                 f"{big_s:.2f} s", f"{empty_s:.2f} s", big_s / empty_s, 1.5,
+                 f"{new_stories(big_sum):,} new stories each; big store built in {build_seconds:.0f} s")
+    (small_ms, _), (big_ms, _) = feed
+    render = Row(f"Feed render, 1,000 vs {scale.growth_stories:,} stories stored",
+                 f"{big_ms:.1f} ms", f"{small_ms:.1f} ms", big_ms / small_ms, 1.2,
+                 "latest_stories(max_entries=100) + Atom render, best of 30, warm process")
+    return [growth, render]
+
+
+def feed_render(db: Path, label: str) -> tuple[float, str]:
+    out = subprocess.run([PYTHON, str(HERE / "probe.py"), "feed", str(db)], check=True, capture_output=True,
+                         text=True).stdout
+    return json.loads(out)["render_ms"], label
+
+
+def bench_rss(work: Path, scale: Scale) -> Row:
+    folder = work / "rss"
+    config = write_config(folder, folder / "monitor.db")
+    drop = folder / "drop"
+    # Longer articles than the ingest set: fewer, bigger files, like real bulletins of a busy month.
+    total, seed = 0, 1000
+    while total < scale.rss_megabytes * 1_000_000:
+        paths = gen.write(drop, 100, seed=seed, start_mtime=1_700_000_000.0 + seed * 1000,
+                          paragraph_words=120, article_paragraphs=40, prefix=f"{seed}_")
+        total += sum(p.stat().st_size for p in paths)
+        seed += 1
+    files = len(os.listdir(drop))
+    _, _, floor_kib = run_rss([PYTHON, "-c", "import sqlalchemy, feedgen.feed, charset_normalizer; "
+                                "import monitor.scan"])
+    seconds, out, kib = run_rss([MONITOR, "--config", str(config), "--log-level", "WARNING", "scan"])
+    return Row(f"Peak RSS ingesting a {total / 1e6:.0f} MB drop folder ({files:,} files)",
+               f"{kib / 1024:.0f} MB", f"{floor_kib / 1024:.0f} MB", kib / 1024 / 150, 1,
+               f"ratio is against the 150 MB budget; floor = RSS of importing the modules alone; "
+               f"took {seconds:.0f} s, {new_stories(out):,} stories")
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+            f"SQLite {sqlite3.sqlite_version}, {platform.system()} {platform.release()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="scaled down, about a minute")
+    parser.add_argument("--only", choices=["ingest", "growth", "rss"], action="append",
+                        help="run only these (idle runs with ingest)")
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
+    args = parser.parse_args()
+    scale = QUICK if args.quick else FULL
+    only = set(args.only or ["ingest", "growth", "rss"])
+    work = args.keep or Path(tempfile.mkdtemp(prefix="monitor-bench-"))
+    if args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+    started = time.perf_counter()
+    rows: list[Row] = []
+    try:
+        if "ingest" in only:
+            row, config = bench_ingest(work, scale)
+            rows.append(row)
+            rows += bench_idle(work, config, scale)
+        if "growth" in only:
+            rows += bench_growth(work, scale)
+        if "rss" in only:
+            rows.append(bench_rss(work, scale))
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    command = "bench/run.py" + (" --quick" if args.quick else "")
+    print(f"\n`.venv/bin/python {command}` on {machine()}; total {time.perf_counter() - started:.0f} s\n")
+    print("| benchmark | monitor | floor | ratio | target | met | notes |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        print(row.markdown())
+
+
+if __name__ == "__main__":
+    main()
