@@ -116,6 +116,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         count = storage.story_count()
         last = storage.last_scan()
         rejected = storage.rejected_files()
+        pending = storage.pending_digests()
     finally:
         storage.close()
     print(f"config: {settings.source}")
@@ -129,6 +130,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     print(f"files rejected: {len(rejected)}")
     for name, reason in rejected:
         print(f"  {name}: {reason}")
+    print(f"digests pending: {len(pending)}")
+    for digest in pending:
+        print(f"  {digest.message_id}: {digest.new_count} new, {digest.revised_count} revised, "
+              f"{digest.attempts} attempts, waiting for {', '.join(digest.recipients) or 'nobody'}")
     return EXIT_OK
 
 

@@ -215,9 +215,8 @@ def _apply_environment(settings: Settings) -> Settings:
     url = os.environ.get(ENV_DATABASE_URL)
     if url:
         base = Path.cwd()
-        settings = dataclasses.replace(
-            settings, state=StateSettings(database_url=resolve_database_url(url, base))
-        )
+        state = dataclasses.replace(settings.state, database_url=resolve_database_url(url, base))
+        settings = dataclasses.replace(settings, state=state)
     password = os.environ.get(ENV_SMTP_PASSWORD, "")
     if password:
         settings = dataclasses.replace(settings, smtp=dataclasses.replace(settings.smtp, password=password))

@@ -97,11 +97,14 @@ def test_exit_status_follows_delivery(tmp_path: Path, exe: str) -> None:
     assert "kept for the next run" in down.stderr and "cannot connect" in down.stderr
     [(message_id, status)] = digest_rows(tmp_path)
     assert status == "pending"
+    shown = monitor("status").stdout
+    assert "digests pending: 1" in shown and message_id in shown and "1 attempts" in shown
     with MailServer(port=port) as server:
         up = monitor("digest")
     assert up.returncode == 0 and message_id in up.stdout
     assert [m.message["Message-ID"] for m in server.messages] == [message_id]
     assert digest_rows(tmp_path) == [(message_id, "sent")]
+    assert "digests pending: 0" in monitor("status").stdout
 
 
 def test_a_crash_between_send_and_mark_repeats_the_same_digest_only(tmp_path: Path, exe: str) -> None:
