@@ -38,8 +38,18 @@ def feed_id(settings: FeedSettings) -> str:
     return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, settings.base_url + 'feed.atom')}"
 
 
+def story_key(uid: str) -> str:
+    """The uuid part of a story id, which names its page."""
+    return uid.rsplit(":", 1)[-1]
+
+
+def story_path(uid: str) -> str:
+    """The path of a story's page, relative to the site root."""
+    return f"stories/{story_key(uid)}"
+
+
 def story_url(base_url: str, uid: str) -> str:
-    return f"{base_url}stories/{uid.rsplit(':', 1)[-1]}"
+    return base_url + story_path(uid)
 
 
 def content_html(paragraphs: Sequence[str]) -> str:

@@ -11,7 +11,7 @@ import datetime as dt
 import html
 from collections.abc import Sequence
 
-from monitor.feed import xml_safe
+from monitor.feed import story_path, xml_safe
 from monitor.models import Story
 
 STYLE = """
@@ -28,11 +28,6 @@ time{color:#666;font-size:.9rem;display:block}
 
 def esc(text: str) -> str:
     return html.escape(xml_safe(text), quote=True)
-
-
-def story_path(uid: str) -> str:
-    """The path of a story's page, relative to the site root (as in feed.story_url)."""
-    return f"stories/{uid.rsplit(':', 1)[-1]}"
 
 
 def _date(story: Story) -> str:

@@ -44,7 +44,7 @@ from monitor import page
 from monitor.config import Settings
 from monitor.crontab import crontab_trigger
 from monitor.errors import ConfigError, MonitorError, StorageError
-from monitor.feed import EPOCH, render, story_url, write_atomically
+from monitor.feed import EPOCH, render, story_key, write_atomically
 from monitor.metrics import Metrics
 from monitor.models import ScanReport, Story
 from monitor.scan import scan_and_publish, utcnow
@@ -423,7 +423,7 @@ def build_snapshot(settings: Settings, stories: list[Story], data: bytes) -> Sna
         feed=FeedDocument.build(data, newest),
         index_html=page.index(settings.feed.title, listed, generated=utcnow()).encode(),
         feed_title=settings.feed.title,
-        stories={story_url("", s.uid).removeprefix("stories/"): s for s in listed},
+        stories={story_key(s.uid): s for s in listed},
     )
 
 
