@@ -34,6 +34,11 @@ def xml_safe(text: str) -> str:
     return _NOT_XML.sub("", text)
 
 
+def escape_html(text: str) -> str:
+    """Bulletin text for any HTML (feed content, pages, mail): shown as text, never markup."""
+    return html.escape(xml_safe(text), quote=True)
+
+
 def feed_id(settings: FeedSettings) -> str:
     return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, settings.base_url + 'feed.atom')}"
 
@@ -54,7 +59,7 @@ def story_url(base_url: str, uid: str) -> str:
 
 def content_html(paragraphs: Sequence[str]) -> str:
     """One <p> per paragraph; bulletin text is always escaped, never live markup."""
-    return "".join(f"<p>{html.escape(xml_safe(p))}</p>" for p in paragraphs)
+    return "".join(f"<p>{escape_html(p)}</p>" for p in paragraphs)
 
 
 def render(settings: FeedSettings, stories: Sequence[Story]) -> bytes:

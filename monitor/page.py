@@ -8,10 +8,9 @@ the pages work under whatever host and port a proxy or compose file puts in fron
 from __future__ import annotations
 
 import datetime as dt
-import html
 from collections.abc import Sequence
 
-from monitor.feed import story_path, xml_safe
+from monitor.feed import escape_html, story_path
 from monitor.models import Story
 
 STYLE = """
@@ -26,9 +25,7 @@ time{color:#666;font-size:.9rem;display:block}
 """
 
 
-def esc(text: str) -> str:
-    return html.escape(xml_safe(text), quote=True)
-
+esc = escape_html
 
 def _date(story: Story) -> str:
     shown = story.published.isoformat() if story.published else story.updated.date().isoformat()
