@@ -29,10 +29,10 @@ SEED = 20241211
 ATOM = "{http://www.w3.org/2005/Atom}"
 
 
-def _setup(folder: Path) -> Path:
+def _setup(folder: Path, files: int = FILES) -> Path:
     folder.mkdir()
     config = write_config(folder, feed={"max_entries": 10_000})
-    gen.write(folder / "drop", FILES, seed=5, start_mtime=time.time() - 3600)
+    gen.write(folder / "drop", files, seed=5, start_mtime=time.time() - 3600)
     return config
 
 
@@ -135,32 +135,35 @@ def test_feed_catches_up_after_a_crash_between_commit_and_rename(tmp_path: Path,
 
 
 SERVICE_KILLS = 6
+# Enough files that a scan takes seconds, so the kills land while it ingests however
+# fast the machine is (with 40, a quick machine finished before the first kill).
+SERVICE_FILES = 400
 
 
 def test_sigkill_of_the_service_during_scans(tmp_path: Path, exe: str) -> None:
     """`monitor run` killed while its scans ingest: restarted, it ends where one run would."""
     from servicekit import Service, wait_for
 
-    reference = _setup(tmp_path / "reference")
+    reference = _setup(tmp_path / "reference", SERVICE_FILES)
     proc = _scan(exe, reference)
     assert proc.wait(timeout=120) == 0
 
     folder = tmp_path / "service"
     folder.mkdir()
-    gen.write(folder / "drop", FILES, seed=5, start_mtime=time.time() - 3600)
+    gen.write(folder / "drop", SERVICE_FILES, seed=5, start_mtime=time.time() - 3600)
     rng = random.Random(SEED + 1)
     feed_path = folder / "feed.atom"
     progress: list[int] = []
     options = {"scan_seconds": 1, "settle_seconds": 0, "feed": {"max_entries": 10_000}}
     for _ in range(SERVICE_KILLS):
         before = _files_recorded(folder)
-        if before >= FILES:
+        if before >= SERVICE_FILES:
             break
         service = Service(exe, folder, **options)  # type: ignore[arg-type]
         try:
             # Kill at a random moment once this run's scan is ingesting, not during start-up.
             wait_for(lambda: _files_recorded(folder) > before or None, 60, "the scan to ingest")  # noqa: B023
-            time.sleep(rng.uniform(0.0, 0.3))
+            time.sleep(rng.uniform(0.0, 0.2))
             service.proc.kill()
             service.proc.wait(timeout=30)
         finally:
@@ -168,7 +171,7 @@ def test_sigkill_of_the_service_during_scans(tmp_path: Path, exe: str) -> None:
         if feed_path.exists():
             etree.fromstring(feed_path.read_bytes())
         progress.append(_files_recorded(folder))
-    assert any(0 < n < FILES for n in progress), f"no kill landed during a scan: {progress}"
+    assert any(0 < n < SERVICE_FILES for n in progress), f"no kill landed during a scan: {progress}"
 
     service = Service(exe, folder, **options)  # type: ignore[arg-type]
     try:
