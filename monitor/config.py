@@ -61,7 +61,9 @@ class ScheduleSettings:
 
 @dataclass(frozen=True)
 class DigestSettings:
-    enabled: bool = False
+    # On by default: without [smtp] host the digest goes to the Maildir under state/,
+    # so a fresh install shows the whole path; no mail leaves the machine unconfigured.
+    enabled: bool = True
     schedule: str = "0 8 * * *"
     timezone: str = "UTC"
     recipients: tuple[str, ...] = ()

@@ -13,6 +13,7 @@ On SQLite the transaction begins IMMEDIATE, which serialises upgrades the same w
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -24,6 +25,8 @@ SCRIPTS = Path(__file__).resolve().parent.parent / "migrations"
 VERSION_TABLE = "alembic_version"
 # Distinct from the ingest lock in monitor.storage: upgrading must not wait for a scan.
 MIGRATE_LOCK = 0x6D6F6E6D  # "monm"
+
+log = logging.getLogger(__name__)
 
 _ASSIGNMENT = r"^{name}\s*(?::[^=\n]*)?=\s*(?P<value>.+)$"
 
@@ -81,6 +84,10 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         # Another instance, newer than this one, migrated the shared database.
         raise StorageError(f"the database schema is at revision {at}, which this version of monitor "
                            f"does not know (newest here: {head()}): upgrade monitor")
+    if not log.isEnabledFor(logging.DEBUG):
+        # Alembic's INFO lines (plugins, context, each step) are noise for an operator;
+        # one line of ours says what happened.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     from alembic import command
     from alembic.config import Config
 
@@ -97,3 +104,4 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATE_LOCK})
             config.attributes["connection"] = conn
             command.upgrade(config, revision)
+    log.info("database schema upgraded from %s to %s", at or "empty", current(engine))
