@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from monitor.models import Item
@@ -24,7 +25,12 @@ from monitor.models import Item
 SHINGLE_WORDS = 3
 
 # MinHash by one-permutation hashing: every shingle is hashed once and falls into one
-# of BANDS * ROWS bins; each bin keeps its minimum. A band key hashes ROWS bins.
+# of BANDS * ROWS bins; each bin keeps its minimum. A shingle's hash is simple
+# tabulation hashing over its words: the XOR of one independent 64-bit blake2b value
+# per (word, place in the shingle), so each distinct word is hashed once, not each
+# shingle, and the hash is the same in every process and on every machine. Simple
+# tabulation is 3-independent and known to behave like a truly random hash for MinHash
+# (Dahlgaard, Knudsen, Thorup 2017; Patrascu, Thorup 2012). A band key hashes ROWS bins.
 # Two texts with shingle Jaccard similarity J share at least one band key with
 # probability 1 - (1 - J**ROWS) ** BANDS. With 10 bands of 4 rows:
 #   J = 0.85 (one word changed in a 40-word brief)  -> 0.9994
@@ -54,17 +60,27 @@ _QUOTES = str.maketrans({
     "\u2010": "-", "\u2011": "-", "\u2012": "-", "\u2013": "-", "\u2014": "-", "\u2015": "-",
     "\u2212": "-", "\u00a0": " ", "\u202f": " ", "\u2009": " ", "\u00ad": None,
 })
-_WS = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
-_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+# Control, zero-width, bidi and BOM characters are deleted, in the same pass as the folding.
+_INVISIBLE = [(0x00, 0x1F), (0x7F, 0x9F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x2069), (0xFEFF, 0xFEFF)]
+_FOLD = {**_QUOTES, **{c: None for first, last in _INVISIBLE for c in range(first, last + 1)}}
 _MASK64 = (1 << 64) - 1
+# Distinct words whose hash is kept: a bulletin's vocabulary, a few megabytes at most.
+WORD_CACHE = 1 << 15
+_WORD_HASHES: dict[str, tuple[int, int, int]] = {}
 
 
 def normalize(text: str) -> str:
     """The text as identity sees it: NFKC, folded quotes/dashes/spaces, casefolded."""
-    text = unicodedata.normalize("NFKC", text).translate(_QUOTES)
-    text = _INVISIBLE.sub("", text)
-    return _WS.sub(" ", text).strip().casefold()
+    text = unicodedata.normalize("NFKC", text).translate(_FOLD)
+    # split() and strip() take the same whitespace as the regex \s: runs become one space.
+    return " ".join(text.split()).casefold()
+
+
+def _normalize_again(text: str) -> str:
+    """normalize() of normalized paragraphs joined by newlines. On ASCII, normalize()
+    only deletes the newlines (the rest is done already), which is much cheaper."""
+    return text.replace("\n", "") if text.isascii() else normalize(text)
 
 
 def _hash64(text: str) -> int:
@@ -76,28 +92,73 @@ def _signed(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
 
+def _word_hashes(word: str) -> tuple[int, int, int]:
+    """Three independent 64-bit hashes of a word, one for each place in a shingle."""
+    found = _WORD_HASHES.get(word)
+    if found is None:
+        d = hashlib.blake2b(word.encode(), digest_size=24).digest()
+        found = int.from_bytes(d[:8], "big"), int.from_bytes(d[8:16], "big"), int.from_bytes(d[16:], "big")
+        if len(_WORD_HASHES) >= WORD_CACHE:
+            _WORD_HASHES.clear()  # a long-running service meets new words forever
+        _WORD_HASHES[word] = found
+    return found
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(normalize(text))
+
+
 def shingles(text: str) -> frozenset[str]:
-    words = _WORD.findall(normalize(text))
+    """The word shingles of a text, as text (what shingle_hashes() hashes)."""
+    words = _words(text)
     if len(words) <= SHINGLE_WORDS:
         return frozenset([" ".join(words)]) if words else frozenset()
     return frozenset(" ".join(words[i : i + SHINGLE_WORDS]) for i in range(len(words) - SHINGLE_WORDS + 1))
 
 
+def _shingle_hash(words: Sequence[str]) -> int:
+    h = 0
+    for place, word in enumerate(words):
+        h ^= _word_hashes(word)[place]
+    return h
+
+
+def _shingle_hashes(words: list[str]) -> frozenset[int]:
+    if len(words) <= SHINGLE_WORDS:
+        return frozenset([_shingle_hash(words)]) if words else frozenset()
+    # _shingle_hash() unrolled for SHINGLE_WORDS == 3: this is most of a fingerprint's cost.
+    t = list(map(_WORD_HASHES.get, words))
+    if None in t:
+        t = [_word_hashes(w) for w in words]
+    return frozenset(a[0] ^ b[1] ^ c[2] for a, b, c in zip(t, t[1:], t[2:], strict=False))
+
+
+def shingle_hashes(text: str) -> frozenset[int]:
+    """The 64-bit hashes of a text's shingles: what fingerprints and band keys are made of."""
+    return _shingle_hashes(_words(text))
+
+
 def band_keys(shingle_set: frozenset[str]) -> tuple[int, ...]:
-    if not shingle_set:
+    """The band keys of a set of shingles given as text (see shingles())."""
+    return _band_keys(frozenset(_shingle_hash(s.split(" ")) for s in shingle_set))
+
+
+def _band_keys(hashes: frozenset[int]) -> tuple[int, ...]:
+    if not hashes:
         return ()
     bins = [_MASK64] * BINS
-    for s in shingle_set:
-        h = _hash64(s)
+    for h in hashes:
         b = h % BINS
         if h < bins[b]:
             bins[b] = h
-    # Densify empty bins from the next filled one so short texts still get full bands.
-    filled = [i for i, v in enumerate(bins) if v != _MASK64]
-    for i, v in enumerate(bins):
-        if v == _MASK64:
-            j = next((k for k in filled if k > i), filled[0])
-            bins[i] = bins[j] ^ (i * 0x9E3779B97F4A7C15 & _MASK64)
+    # Densify empty bins from the next filled one (the first one after the last) so short
+    # texts still get full bands. One pass backwards: `after` is the next filled bin.
+    after = next(i for i, v in enumerate(bins) if v != _MASK64)
+    for i in range(BINS - 1, -1, -1):
+        if bins[i] == _MASK64:
+            bins[i] = bins[after] ^ (i * 0x9E3779B97F4A7C15 & _MASK64)
+        else:
+            after = i
     keys = []
     for band in range(BANDS):
         row = bins[band * ROWS : (band + 1) * ROWS]
@@ -112,13 +173,18 @@ class Fingerprint:
     text_hash: str
     paragraph_keys: tuple[int, ...]
     band_keys: tuple[int, ...]
-    shingles: frozenset[str]
-    lead_shingles: frozenset[str]
+    shingles: frozenset[int]  # shingle_hashes(): Jaccard on hashes, as on the texts
+    lead_shingles: frozenset[int]
 
 
-def text_hash(item: Item) -> str:
+def normalized_paragraphs(item: Item) -> list[str]:
+    """What text_hash() and fingerprint() start from; pass it to both to normalize once."""
+    return [normalize(p) for p in item.paragraphs]
+
+
+def text_hash(item: Item, normalized: list[str] | None = None) -> str:
     """The exact-repeat key alone: what fingerprint() puts in `text_hash`, at a fraction of its cost."""
-    return _repeat_key(item, [normalize(p) for p in item.paragraphs])
+    return _repeat_key(item, normalized_paragraphs(item) if normalized is None else normalized)
 
 
 def _repeat_key(item: Item, normalized: list[str]) -> str:
@@ -139,29 +205,29 @@ def known_fingerprint(text_hash: str) -> Fingerprint:
     return Fingerprint(text_hash, (), (), frozenset(), frozenset())
 
 
-def fingerprint(item: Item) -> Fingerprint:
-    normalized = [normalize(p) for p in item.paragraphs]
-    joined = "\n".join(normalized)
-    all_shingles = shingles(joined)
+def fingerprint(item: Item, normalized: list[str] | None = None) -> Fingerprint:
+    if normalized is None:
+        normalized = normalized_paragraphs(item)
+    all_shingles = _shingle_hashes(_WORD.findall(_normalize_again("\n".join(normalized))))
     pkeys = tuple(
         dict.fromkeys(_signed(_hash64(p)) for p in normalized if len(p.split()) >= MIN_KEY_WORDS)
     )
     return Fingerprint(
         text_hash=_repeat_key(item, normalized),
         paragraph_keys=pkeys,
-        band_keys=band_keys(all_shingles),
+        band_keys=_band_keys(all_shingles),
         shingles=all_shingles,
-        lead_shingles=shingles(normalized[0]) if normalized else frozenset(),
+        lead_shingles=_shingle_hashes(_WORD.findall(_normalize_again(normalized[0]))) if normalized else frozenset(),
     )
 
 
-def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+def jaccard(a: frozenset[int], b: frozenset[int]) -> float:
     if not a or not b:
         return 0.0
     return len(a & b) / len(a | b)
 
 
-def containment(small: frozenset[str], big: frozenset[str]) -> float:
+def containment(small: frozenset[int], big: frozenset[int]) -> float:
     return len(small & big) / len(small) if small else 0.0
 
 

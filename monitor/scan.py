@@ -18,7 +18,7 @@ from pathlib import Path
 
 from monitor import bulletin, dropfolder
 from monitor.config import Settings
-from monitor.identity import fingerprint, known_fingerprint, text_hash
+from monitor.identity import fingerprint, known_fingerprint, normalized_paragraphs, text_hash
 from monitor.models import FileOutcome, Rejected, ScanReport
 from monitor.storage import Storage
 
@@ -74,21 +74,24 @@ def _one(settings: Settings, storage: Storage, entry: dropfolder.Entry, report: 
         return _reject(storage, entry, None, f"cannot read: {exc.strerror or exc}", report, now)
     sha = hashlib.sha256(data).hexdigest()
     report = replace(report, files_read=report.files_read + 1)
-    copies = storage.content_items(sha)
+    # Parsed before the store is asked anything, so that one read answers both whether
+    # these bytes were ingested already and which of their texts the store has.
+    parsed = bulletin.parse(data)
+    items = () if isinstance(parsed, Rejected) else parsed.items
+    forms = [normalized_paragraphs(item) for item in items]
+    hashes = [text_hash(item, form) for item, form in zip(items, forms, strict=True)]
+    copies, stored = storage.known_content(sha, hashes)
     if copies is not None:
         # The same bytes were ingested under another name or before a touch: all repeats.
         storage.record_file(info, sha, items=copies, now=now)
         return _add(report, FileOutcome(unchanged=copies))
-    parsed = bulletin.parse(data)
     if isinstance(parsed, Rejected):
         return _reject(storage, entry, sha, parsed.reason, report, now)
     # Exact repeats are common (producers carry yesterday's briefs again) and are decided
     # on their hash alone: only the other items pay for shingles and index keys. A text
     # the store has now it still has under the write lock, as nothing is ever deleted.
-    hashes = [text_hash(item) for item in parsed.items]
-    stored = storage.known_texts(hashes)
-    entries = [(item, known_fingerprint(h) if h in stored else fingerprint(item))
-               for item, h in zip(parsed.items, hashes, strict=True)]
+    entries = [(item, known_fingerprint(h) if h in stored else fingerprint(item, form))
+               for item, form, h in zip(items, forms, hashes, strict=True)]
     outcome = storage.ingest(info, sha, entries, now)
     if outcome is None:
         log.debug("%s: already ingested by another instance", info.path)

@@ -140,7 +140,7 @@ def test_instances_upgrading_at_once_do_not_collide(pg_url: str, tmp_path: Path,
         assert code == 0, err
         assert out.strip() == f"schema revision: {head()} (newest: {head()})"
     # exactly one of them applied the migrations
-    applied = [err for _, _, err in results if "Running upgrade  ->" in err]
+    applied = [err for _, _, err in results if "database schema upgraded from empty" in err]
     assert len(applied) == 1
 
 

@@ -17,7 +17,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, make_url, select, text, union_all
+from sqlalchemy import (
+    Connection,
+    Engine,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    literal,
+    make_url,
+    select,
+    text,
+    union_all,
+)
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
 from monitor.bulletin import brief_title
@@ -34,6 +46,8 @@ STORY_NAMESPACE = uuid.UUID("6f1c8f52-3a0e-4b8e-9d1e-5b2a7f0c9e41")
 # How many stories one item is verified against at most: the ones sharing the most
 # index keys with it. A true revision shares many keys; boilerplate shares few.
 MAX_CANDIDATES = 50
+# Index rows fetched per key in the one candidate query per file (see _KEY_HITS).
+KEY_ROWS = 4 * MAX_CANDIDATES
 # One lock id for the decide-and-write step across all instances on PostgreSQL.
 INGEST_LOCK = 0x6D6F6E69  # "moni"
 ONE_TICK = dt.timedelta(microseconds=1)
@@ -42,6 +56,7 @@ ONE_TICK = dt.timedelta(microseconds=1)
 # the texts the winner stored are then known, so the loser's items become repeats.
 INGEST_ATTEMPTS = 5
 RETRY_SQLSTATES = {"23505", "40001", "40P01"}  # unique_violation, serialization_failure, deadlock_detected
+WAL_CHECKPOINT_PAGES = 10_000  # SQLite's default is 1,000
 CONNECT_TIMEOUT = 10  # seconds; a wrong host should fail a scan quickly, not hang it
 
 log = logging.getLogger(__name__)
@@ -55,6 +70,17 @@ _CONTENT = (select(files.c.item_count)
             .where(files.c.sha256 == bindparam("b_sha"), files.c.status == "read").limit(1))
 _KNOWN = (select(versions.c.text_hash, versions.c.story_id)
           .where(versions.c.text_hash.in_(bindparam("b_hashes", expanding=True))))
+# Index hits for a whole file: (key, story_id) rows, at most KEY_ROWS + 1 per key, so a
+# boilerplate key shared by thousands of stories costs a bounded number of rows. A key
+# that reaches KEY_ROWS + 1 is "crowded": the items holding one are ranked by the
+# grouped query below instead, which sees every row.
+_KEY_HITS = union_all(*(
+    select(literal(src).label("src"), t.c.key, t.c.story_id,
+           func.row_number().over(partition_by=t.c.key, order_by=t.c.story_id).label("rn"))
+    .where(t.c.key.in_(bindparam(name, expanding=True)))
+    for src, t, name in ((0, paragraph_keys, "b_pkeys"), (1, band_keys, "b_bkeys"))
+)).subquery()
+_FILE_HITS = select(_KEY_HITS.c.src, _KEY_HITS.c.key, _KEY_HITS.c.story_id).where(_KEY_HITS.c.rn <= KEY_ROWS + 1)
 _HITS = union_all(
     select(paragraph_keys.c.story_id).where(paragraph_keys.c.key.in_(bindparam("b_pkeys", expanding=True))),
     select(band_keys.c.story_id).where(band_keys.c.key.in_(bindparam("b_bkeys", expanding=True))),
@@ -65,8 +91,10 @@ _CANDIDATE_TEXTS = (select(stories.c.id, versions.c.kind, versions.c.title, vers
                            versions.c.key_mtime_ns, versions.c.key_path)
                     .join(versions, versions.c.text_hash == stories.c.current_hash)
                     .where(stories.c.id.in_(bindparam("b_ids", expanding=True))))
-_NEW_STORIES = stories.insert()
-_STORY_IDS = select(stories.c.uid, stories.c.id).where(stories.c.uid.in_(bindparam("b_uids", expanding=True)))
+# One multi-row INSERT ... RETURNING for all of a file's new stories (SQLite 3.35+,
+# PostgreSQL): the rows get their ids in the order given, like one insert at a time.
+# RETURNING's own order is not defined, hence the uid with each id.
+_NEW_STORIES = stories.insert().returning(stories.c.uid, stories.c.id)
 _NEW_VERSIONS = versions.insert()
 _UPDATED = select(stories.c.updated).where(stories.c.id == bindparam("b_sid"))
 _MAKE_CURRENT = (stories.update().where(stories.c.id == bindparam("b_sid"))
@@ -94,8 +122,10 @@ class Storage(OutboxMixin):
             except OSError as exc:
                 raise StorageError(f"cannot create the database folder {folder}: {exc.strerror or exc}") from None
         try:
-            options: dict[str, Any] = {"pool_pre_ping": True}
             parsed = make_url(url)
+            # A server connection can drop between uses; a SQLite file cannot, so a scan
+            # does not pay a ping for each of its transactions there.
+            options: dict[str, Any] = {"pool_pre_ping": parsed.get_backend_name() != "sqlite"}
             if parsed.get_backend_name() == "postgresql":
                 # The claim check in ingest() must see what the lock holder committed:
                 # READ COMMITTED takes a new snapshot per statement, whatever the server default.
@@ -167,6 +197,14 @@ class Storage(OutboxMixin):
         with self._read() as conn:
             return set(conn.execute(_KNOWN, {"b_hashes": list(text_hashes)}).scalars())
 
+    def known_content(self, sha256: str, text_hashes: Sequence[str]) -> tuple[int | None, set[str]]:
+        """content_items() and known_texts() in one read transaction (a scan asks both per file)."""
+        with self._read() as conn:
+            copies = conn.execute(_CONTENT, {"b_sha": sha256}).scalar()
+            if copies is not None or not text_hashes:
+                return copies, set()
+            return None, set(conn.execute(_KNOWN, {"b_hashes": list(text_hashes)}).scalars())
+
     def content_items(self, sha256: str) -> int | None:
         """Items in an already ingested file with these exact bytes, if there is one."""
         with self._read() as conn:
@@ -231,13 +269,7 @@ class Storage(OutboxMixin):
         return outcome
 
     def _candidates(self, conn: Connection, fps: Sequence[Fingerprint]) -> list[Candidate]:
-        ids: set[int] = set()
-        for fp in fps:
-            keys = list(fp.paragraph_keys) + list(fp.band_keys)
-            if not keys:
-                continue
-            params = {"b_pkeys": list(fp.paragraph_keys), "b_bkeys": list(fp.band_keys)}
-            ids.update(conn.execute(_TOP_CANDIDATES, params).scalars())
+        ids = self._candidate_ids(conn, fps)
         if not ids:
             return []
         found = []
@@ -245,6 +277,31 @@ class Storage(OutboxMixin):
             item = Item(kind=kind, paragraphs=tuple(json.loads(paragraphs)), title=title)
             found.append(Candidate(sid, fingerprint(item), len(item.paragraphs), (mtime_ns, path), kind))
         return found
+
+    def _candidate_ids(self, conn: Connection, fps: Sequence[Fingerprint]) -> set[int]:
+        """For each item, the MAX_CANDIDATES stories sharing the most index keys with it
+        (ties to the lower id), from one query for the whole file."""
+        wanted = [_item_keys(fp) for fp in fps]
+        pkeys = sorted({k for keys in wanted for src, k in keys if src == 0})
+        bkeys = sorted({k for keys in wanted for src, k in keys if src == 1})
+        if not pkeys and not bkeys:
+            return set()
+        hits: dict[tuple[int, int], list[int]] = {}
+        for src, key, sid in conn.execute(_FILE_HITS, {"b_pkeys": pkeys, "b_bkeys": bkeys}):
+            hits.setdefault((src, key), []).append(sid)
+        ids: set[int] = set()
+        for fp, keys in zip(fps, wanted, strict=True):
+            if any(len(hits.get(k, ())) > KEY_ROWS for k in keys):
+                # A crowded key: its rows were cut, so the counts here would be short.
+                params = {"b_pkeys": list(fp.paragraph_keys), "b_bkeys": list(fp.band_keys)}
+                ids.update(conn.execute(_TOP_CANDIDATES, params).scalars())
+                continue
+            shared: dict[int, int] = {}
+            for k in keys:
+                for sid in hits.get(k, ()):
+                    shared[sid] = shared.get(sid, 0) + 1
+            ids.update(sorted(shared, key=lambda sid: (-shared[sid], sid))[:MAX_CANDIDATES])
+        return ids
 
     def _apply(self, conn: Connection, entries: Sequence[tuple[Item, Fingerprint]],
                decisions: Sequence[Decision], key: BulletinKey, now: dt.datetime) -> FileOutcome:
@@ -284,9 +341,9 @@ class Storage(OutboxMixin):
         if not created:
             return {}
         uids = {provisional: f"urn:uuid:{uuid.uuid5(STORY_NAMESPACE, text_hash)}" for provisional, text_hash in created}
-        conn.execute(_NEW_STORIES, [{"uid": uids[provisional], "first_seen": now, "updated": now,
-                                     "current_hash": text_hash} for provisional, text_hash in created])
-        ids = dict(conn.execute(_STORY_IDS, {"b_uids": list(uids.values())}).all())
+        rows = [{"uid": uids[provisional], "first_seen": now, "updated": now, "current_hash": text_hash}
+                for provisional, text_hash in created]
+        ids = dict(conn.execute(_NEW_STORIES, rows).all())
         return {provisional: ids[uid] for provisional, uid in uids.items()}
 
     def _make_current(self, conn: Connection, sid: int, text_hash: str, now: dt.datetime) -> None:
@@ -338,6 +395,11 @@ class Storage(OutboxMixin):
             conn.execute(select(1))
 
 
+def _item_keys(fp: Fingerprint) -> set[tuple[int, int]]:
+    """An item's index keys as (0 for a paragraph key or 1 for a band key, key)."""
+    return {(0, k) for k in fp.paragraph_keys} | {(1, k) for k in fp.band_keys}
+
+
 def _version_row(sid: int, item: Item, fp: Fingerprint, key: BulletinKey, now: dt.datetime) -> dict[str, Any]:
     return {"story_id": sid, "text_hash": fp.text_hash, "kind": item.kind, "title": item.title,
             "paragraphs": json.dumps(list(item.paragraphs), ensure_ascii=False),
@@ -378,6 +440,10 @@ def _tune_sqlite(engine: Engine) -> None:
         cur.execute("PRAGMA busy_timeout = 30000")
         cur.execute("PRAGMA journal_mode = WAL")
         cur.execute("PRAGMA synchronous = NORMAL")
+        # Each file's commit touches index pages all over the band and paragraph key
+        # indexes; checkpointing the WAL every ~40 MB instead of every ~4 MB writes a page
+        # that many commits changed back to the database once, not once per checkpoint.
+        cur.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
 
