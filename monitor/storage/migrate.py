@@ -103,5 +103,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
                 # whole upgrade commits, and whoever waited re-reads the version.
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATE_LOCK})
             config.attributes["connection"] = conn
+            before = _current(conn)  # under the lock: another instance may have just done it
             command.upgrade(config, revision)
-    log.info("database schema upgraded from %s to %s", at or "empty", current(engine))
+            after = _current(conn)
+    if after != before:
+        log.info("database schema upgraded from %s to %s", before or "empty", after)
