@@ -67,7 +67,10 @@ def parse(data: bytes) -> Bulletin | Rejected:
     paragraphs = split_paragraphs(content)
     if not paragraphs:
         return Rejected("no text: the file is empty or blank")
-    return Bulletin(items=segment(paragraphs), encoding=encoding)
+    items = segment(paragraphs)
+    if not items:
+        return Rejected("no news items: the file holds nothing but date lines")
+    return Bulletin(items=items, encoding=encoding)
 
 
 def decode(data: bytes) -> tuple[str, str] | Rejected:
@@ -110,7 +113,9 @@ def segment(paragraphs: list[str]) -> tuple[Item, ...]:
     items: list[Item] = [Item(kind="brief", paragraphs=(p,)) for p in briefs]
     for n, (start, line_at) in enumerate(zip(starts, date_at, strict=True)):
         end = starts[n + 1] if n + 1 < len(starts) else len(paragraphs)
-        items.append(_article(paragraphs, start, line_at, end))
+        article = _article(paragraphs, start, line_at, end)
+        if article.paragraphs:  # a bare date line, with no title and no body, says nothing
+            items.append(article)
     return _date_items(items)
 
 

@@ -218,3 +218,15 @@ def test_brief_title_cuts_at_non_breaking_spaces_too() -> None:
 
 def test_brief_title_of_one_endless_word() -> None:
     assert brief_title("x" * 500) == "x" * TITLE_CHARS + "\u2026"
+
+
+@pytest.mark.parametrize(("data", "items"), [(b"1.1.0001", 0), (b"18.04.2024\n", 0),
+                                             (b"On 1 May 2024, a brief.\n18.04.2024", 1)])
+def test_a_bare_date_line_is_no_item(data: bytes, items: int) -> None:
+    """Found by hypothesis: a date line with neither title nor body made an empty article."""
+    parsed = parse(data)
+    if items == 0:
+        assert isinstance(parsed, Rejected) and parsed.reason.startswith("no news items")
+    else:
+        assert isinstance(parsed, Bulletin) and len(parsed.items) == items
+        assert all(item.paragraphs for item in parsed.items)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, inspect, text
@@ -27,6 +28,10 @@ VERSION_TABLE = "alembic_version"
 MIGRATE_LOCK = 0x6D6F6E6D  # "monm"
 
 log = logging.getLogger(__name__)
+# Alembic keeps the running migration in module globals (alembic.context, alembic.op),
+# so two upgrades in one process must not overlap; other processes are kept out by
+# the database lock below.
+_IN_PROCESS = threading.Lock()
 
 _ASSIGNMENT = r"^{name}\s*(?::[^=\n]*)?=\s*(?P<value>.+)$"
 
@@ -93,7 +98,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
     config = Config()
     config.set_main_option("script_location", str(SCRIPTS))
-    with engine.connect() as conn:
+    with _IN_PROCESS, engine.connect() as conn:
         # SQLite: BEGIN IMMEDIATE (see monitor.storage._tune_sqlite), so a second
         # upgrader waits for the first instead of failing halfway.
         conn.execution_options(monitor_write=True)

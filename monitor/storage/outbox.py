@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
-import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,7 +27,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from monitor.errors import StorageError
 from monitor.models import Story
-from monitor.storage.schema import digest_recipients, digest_stories, digests, stories, versions
+from monitor.storage.schema import digest_recipients, digest_stories, digests, stories, story_from_row, versions
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -247,12 +246,7 @@ class OutboxMixin:
                         versions.c.paragraphs, versions.c.published, stories.c.first_seen, stories.c.updated)
                  .join(stories, stories.c.id == versions.c.story_id)
                  .where(versions.c.text_hash.in_(hashes)))
-        found = {}
-        for text_hash, uid, kind, title, paragraphs, published, first_seen, updated in conn.execute(query):
-            paras = tuple(json.loads(paragraphs))
-            found[text_hash] = Story(uid=uid, kind=kind, title=title or _brief_title(paras), paragraphs=paras,
-                                     published=published, first_seen=first_seen, updated=updated)
-        return found
+        return {row[0]: story_from_row(row[1:]) for row in conn.execute(query)}
 
     # -- sending -------------------------------------------------------------------
 
@@ -316,8 +310,3 @@ class OutboxMixin:
             row["recipients"] = {p.address: (p.status, p.reply) for p in people if p.digest_id == row["id"]}
         return rows
 
-
-def _brief_title(paragraphs: tuple[str, ...]) -> str:
-    from monitor.bulletin import brief_title
-
-    return brief_title(paragraphs[0])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -16,7 +18,11 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    select,
 )
+
+from monitor.bulletin import brief_title
+from monitor.models import Story
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -153,3 +159,17 @@ digest_recipients = Table(
     Column("reply", Text),  # the server's reply for a refusal
     Column("updated", UTCDateTime, nullable=False),
 )
+
+
+def story_query() -> Any:
+    """The columns of a published story: a story joined to its current version."""
+    return (select(stories.c.uid, versions.c.kind, versions.c.title, versions.c.paragraphs,
+                   versions.c.published, stories.c.first_seen, stories.c.updated)
+            .join(versions, versions.c.text_hash == stories.c.current_hash))
+
+
+def story_from_row(row: Any) -> Story:
+    uid, kind, title, paragraphs, published, first_seen, updated = row
+    paras = tuple(json.loads(paragraphs))
+    return Story(uid=uid, kind=kind, title=title or brief_title(paras[0]), paragraphs=paras,
+                 published=published, first_seen=first_seen, updated=updated)
