@@ -127,8 +127,8 @@ def test_file_records(storage: Storage) -> None:
     ingest(storage, "first.txt", SEED0, 100)
     sha = hashlib.sha256(SEED0).hexdigest()
     assert storage.file_states() == {"first.txt": (len(SEED0), 100)}
-    assert storage.content_items(sha) == 5
-    assert storage.content_items("0" * 64) is None
+    assert storage.known_content(sha, [])[0] == 5
+    assert storage.known_content("0" * 64, [])[0] is None
     # the same file version again: already claimed, nothing done
     assert ingest(storage, "first.txt", SEED0, 100) is None
     # a touched file (new mtime) is a new version to look at
@@ -138,7 +138,7 @@ def test_file_records(storage: Storage) -> None:
     storage.record_file(FileInfo("blob.bin", 3, 400), None, reason="binary: contains NUL bytes", now=T0)
     assert storage.file_states()["copy.txt"] == (len(SEED0), 300)
     assert storage.rejected_files() == [("blob.bin", "binary: contains NUL bytes")]
-    assert storage.content_items(sha) == 5
+    assert storage.known_content(sha, [])[0] == 5
     # a rejected file that is fixed later becomes a read file (upsert by path)
     storage.record_file(FileInfo("blob.bin", 9, 500), "f" * 64, items=0, now=T0)
     assert storage.rejected_files() == []
@@ -207,7 +207,7 @@ def test_a_failure_mid_file_leaves_nothing(storage: Storage) -> None:
     # nothing of the file: not its new article, not the file record
     assert storage.story_count() == 5
     assert "boom.txt" not in storage.file_states()
-    assert storage.content_items(hashlib.sha256(CORRECTED4).hexdigest()) is None
+    assert storage.known_content(hashlib.sha256(CORRECTED4).hexdigest(), [])[0] is None
     assert find(storage, PRESS) == []
     # the same file under a name the trigger lets through goes in whole
     assert ingest(storage, "fine.txt", CORRECTED4, 200) == FileOutcome(new=1, unchanged=4)

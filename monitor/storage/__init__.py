@@ -149,25 +149,14 @@ class Storage(IngestMixin, OutboxMixin):
             rows = conn.execute(select(files.c.path, files.c.size, files.c.mtime_ns))
             return {path: (size, mtime) for path, size, mtime in rows}
 
-    def known_texts(self, text_hashes: Sequence[str]) -> set[str]:
-        """Which of these text hashes the store already has (a text, once stored, stays)."""
-        if not text_hashes:
-            return set()
-        with self._read() as conn:
-            return set(conn.execute(_KNOWN, {"b_hashes": list(text_hashes)}).scalars())
-
     def known_content(self, sha256: str, text_hashes: Sequence[str]) -> tuple[int | None, set[str]]:
-        """content_items() and known_texts() in one read transaction (a scan asks both per file)."""
+        """Items in an already ingested copy of these exact bytes (None if none), else which of
+        these text hashes the store already has; one read transaction per file."""
         with self._read() as conn:
             copies = conn.execute(_CONTENT, {"b_sha": sha256}).scalar()
             if copies is not None or not text_hashes:
                 return copies, set()
             return None, set(conn.execute(_KNOWN, {"b_hashes": list(text_hashes)}).scalars())
-
-    def content_items(self, sha256: str) -> int | None:
-        """Items in an already ingested file with these exact bytes, if there is one."""
-        with self._read() as conn:
-            return conn.execute(_CONTENT, {"b_sha": sha256}).scalar()
 
     def record_file(self, info: FileInfo, sha256: str | None, *, items: int = 0,
                     reason: str | None = None, now: dt.datetime) -> None:
