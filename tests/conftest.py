@@ -156,10 +156,7 @@ ValidateAtom = Callable[[bytes], list[dict[str, str]]]
 
 from collections.abc import Iterator  # noqa: E402
 
-try:  # pytest puts tests/ on sys.path for this conftest; `import tests.conftest` does not
-    from pgserver import PostgresServer, find_bindir
-except ImportError:  # pragma: no cover
-    from tests.pgserver import PostgresServer, find_bindir
+from pgserver import PostgresServer, find_bindir  # noqa: E402 - tests/ is on sys.path under pytest
 
 
 @pytest.fixture(scope="session")

@@ -13,10 +13,11 @@ import glob
 import itertools
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from ports import free_port
 
 USER = "postgres"
 PASSWORD = "t3st-s3cret"  # a throwaway server; the tests check it is masked in error lines
@@ -38,10 +39,6 @@ def find_bindir() -> Path | None:
     return Path(versioned[-1]).parent if versioned else None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PostgresServer:

@@ -7,7 +7,6 @@ import json
 import os
 import random
 import signal
-import socket
 import string
 import subprocess
 import time
@@ -17,15 +16,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from conftest import write_config
+from ports import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
 T = TypeVar("T")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(probe: Callable[[], T | None], timeout: float, what: str, step: float = 0.05) -> T:
