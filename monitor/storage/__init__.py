@@ -20,7 +20,6 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
-    bindparam,
     create_engine,
     event,
     func,
@@ -32,18 +31,17 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from monitor.errors import StorageError
 from monitor.models import FileInfo, ScanReport, Story
-from monitor.storage.ingest import _KNOWN, STORY_NAMESPACE, IngestMixin, _retryable
+from monitor.storage.ingest import STORY_NAMESPACE, IngestMixin, _retryable, upsert_file
 from monitor.storage.outbox import OutboxMixin
 from monitor.storage.schema import (
-    band_keys,
     files,
     metadata,
-    paragraph_keys,
     scans,
     stories,
     story_from_row,
     story_query,
 )
+from monitor.storage.sql import SQL, cursor
 
 # One lock id for the decide-and-write step across all instances on PostgreSQL.
 INGEST_LOCK = 0x6D6F6E69  # "moni"
@@ -54,22 +52,17 @@ log = logging.getLogger(__name__)
 
 __all__ = ["STORY_NAMESPACE", "Storage", "metadata"]
 
-# The statements run once or more per file are built once: building a SQLAlchemy
-# construct costs more than running it, and a prebuilt one hits the compiled cache.
-_CONTENT = (select(files.c.item_count)
-            .where(files.c.sha256 == bindparam("b_sha"), files.c.status == "read").limit(1))
-_FILE_COLUMNS = ("path", "size", "mtime_ns", "sha256", "status", "reason", "item_count", "seen_at")
-
 
 class Storage(IngestMixin, OutboxMixin):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        dialect = _dialect(self.dialect)
-        upsert = dialect.insert(files)
-        self._upsert_file_stmt = upsert.on_conflict_do_update(
-            index_elements=["path"], set_={c: upsert.excluded[c] for c in _FILE_COLUMNS})
-        self._add_keys = {t.name: dialect.insert(t).on_conflict_do_nothing() for t in (paragraph_keys, band_keys)}
+        # The per-file statements run on the driver's cursor (see monitor.storage.sql),
+        # so its exceptions are caught alongside SQLAlchemy's.
+        self._sql = SQL.for_dialect(self.dialect)
+        dbapi = engine.dialect.loaded_dbapi
+        self._driver_error: type[Exception] = dbapi.Error
+        self._driver_operational: type[Exception] = dbapi.OperationalError
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True) -> Storage:
@@ -117,7 +110,7 @@ class Storage(IngestMixin, OutboxMixin):
         try:
             with self.engine.connect() as conn, conn.begin():
                 yield conn
-        except OperationalError as exc:
+        except (OperationalError, self._driver_operational) as exc:
             raise StorageError(f"database error: {self._short(exc)}") from None
 
     @contextmanager
@@ -130,7 +123,7 @@ class Storage(IngestMixin, OutboxMixin):
                     if self.dialect == "postgresql":
                         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": INGEST_LOCK})
                     yield conn
-        except OperationalError as exc:
+        except (OperationalError, self._driver_operational) as exc:
             if retry and _retryable(exc):
                 raise  # the caller decides again
             raise StorageError(f"database error: {self._short(exc)}") from None
@@ -138,37 +131,28 @@ class Storage(IngestMixin, OutboxMixin):
     def _short(self, exc: BaseException) -> str:
         return _mask(_short(exc), self.engine.url.password)
 
-    def _insert(self, table: Any) -> Any:
-        return _dialect(self.dialect).insert(table)
-
     # -- files ---------------------------------------------------------------
 
     def file_states(self) -> dict[str, tuple[int, int]]:
         """(size, mtime_ns) of every file recorded, read or rejected, by path."""
-        with self._read() as conn:
-            rows = conn.execute(select(files.c.path, files.c.size, files.c.mtime_ns))
-            return {path: (size, mtime) for path, size, mtime in rows}
+        with self._read() as conn, cursor(conn) as cur:
+            return {path: (size, mtime) for path, size, mtime in cur.execute(self._sql.file_states)}
 
     def known_content(self, sha256: str, text_hashes: Sequence[str]) -> tuple[int | None, set[str]]:
         """Items in an already ingested copy of these exact bytes (None if none), else which of
         these text hashes the store already has; one read transaction per file."""
-        with self._read() as conn:
-            copies = conn.execute(_CONTENT, {"b_sha": sha256}).scalar()
-            if copies is not None or not text_hashes:
-                return copies, set()
-            return None, set(conn.execute(_KNOWN, {"b_hashes": list(text_hashes)}).scalars())
+        sql = self._sql
+        with self._read() as conn, cursor(conn) as cur:
+            row = cur.execute(sql.content, (sha256,)).fetchone()
+            if row is not None or not text_hashes:
+                return (row[0] if row else None), set()
+            return None, {h for h, _ in cur.execute(sql.known, (sql.texts(text_hashes),))}
 
     def record_file(self, info: FileInfo, sha256: str | None, *, items: int = 0,
                     reason: str | None = None, now: dt.datetime) -> None:
         """Record a file as read (its content already in the store) or rejected."""
-        with self._write() as conn:
-            self._upsert_file(conn, info, sha256, items, reason, now)
-
-    def _upsert_file(self, conn: Connection, info: FileInfo, sha256: str | None, items: int,
-                     reason: str | None, now: dt.datetime) -> None:
-        row = {"path": info.path, "size": info.size, "mtime_ns": info.mtime_ns, "sha256": sha256,
-               "status": "rejected" if reason else "read", "reason": reason, "item_count": items, "seen_at": now}
-        conn.execute(self._upsert_file_stmt, row)
+        with self._write() as conn, cursor(conn) as cur:
+            upsert_file(self._sql, cur, info, sha256, items, reason, now)
 
     def rejected_files(self) -> list[tuple[str, str]]:
         with self._read() as conn:
@@ -218,18 +202,6 @@ class Storage(IngestMixin, OutboxMixin):
             conn.execute(select(1))
 
 
-def _dialect(name: str) -> Any:
-    """The dialect module for INSERT ... ON CONFLICT, imported only when that database is
-    used: the PostgreSQL dialect costs a SQLite-backed `monitor scan` a tenth of its start-up."""
-    if name == "postgresql":
-        from sqlalchemy.dialects import postgresql
-
-        return postgresql
-    from sqlalchemy.dialects import sqlite
-
-    return sqlite
-
-
 def _tune_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
@@ -251,7 +223,8 @@ def _tune_sqlite(engine: Engine) -> None:
         # A writer takes the write lock at BEGIN: two writers then queue on busy_timeout
         # instead of failing when a read lock cannot be upgraded.
         immediate = conn.get_execution_options().get("monitor_write")
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # On the driver's connection: once per transaction, so a scan runs it twice per file.
+        conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def _use_wal(cur: Any) -> None:
