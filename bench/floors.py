@@ -3,6 +3,8 @@
     python bench/floors.py ingest FOLDER DB   read every file, insert its distinct
                                               paragraphs into SQLite with executemany
     python bench/floors.py scandir FOLDER     os.scandir + stat of every entry
+    python bench/floors.py replay SRC DST     write the rows a scan wrote to the store SRC
+                                              into an empty copy of its schema, file by file
 
 Only the standard library is imported, so the interpreter's start-up is all the
 overhead a floor has.
@@ -14,6 +16,7 @@ import hashlib
 import os
 import sqlite3
 import sys
+import time
 
 
 def ingest(folder: str, db: str) -> int:
@@ -50,10 +53,68 @@ def scandir(folder: str) -> int:
     return count
 
 
+TABLES = ("stories", "versions", "paragraph_keys", "band_keys", "files")  # in foreign key order
+
+
+def replay(src: str, dst: str) -> float:
+    """The store's own writes: every row `monitor scan` wrote to SRC, written again file by
+    file into DST (same schema, same journal settings), one executemany per table.
+
+    No parsing, no decisions, no reads: what is left is what the schema's tables and
+    indexes cost to write. A story's index keys go with the file that created it.
+    Returns the seconds the writes took (reading SRC first is not counted).
+    """
+    source = sqlite3.connect(src)
+    ddl = [sql for (sql,) in source.execute(
+        "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
+        "ORDER BY type = 'index', rowid")]
+    paths = [p for (p,) in source.execute("SELECT path FROM files ORDER BY mtime_ns, path")]
+    per_file: dict[str, dict[str, list[tuple[object, ...]]]] = {p: {} for p in paths}
+
+    def add(table: str, path: str, row: tuple[object, ...]) -> None:
+        per_file[path].setdefault(table, []).append(row)
+
+    first_file = {}
+    for row in source.execute("SELECT * FROM versions ORDER BY id"):
+        add("versions", row[8], row)  # key_path: the file that carried this text first
+        first_file.setdefault(row[1], row[8])
+    for row in source.execute("SELECT * FROM stories ORDER BY id"):
+        add("stories", first_file[row[0]], row)
+    for table in ("paragraph_keys", "band_keys"):
+        for row in source.execute(f"SELECT * FROM {table}"):
+            add(table, first_file[row[1]], row)
+    for row in source.execute("SELECT * FROM files"):
+        add("files", row[1], row)
+    source.close()
+
+    conn = sqlite3.connect(dst, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA wal_autocheckpoint = 10000")  # as the monitor's store
+    conn.execute("PRAGMA foreign_keys = ON")
+    for sql in ddl:
+        conn.execute(sql)
+    started = time.perf_counter()
+    for path in paths:
+        conn.execute("BEGIN IMMEDIATE")
+        for table in TABLES:
+            rows = per_file[path].get(table)
+            if not rows:
+                continue
+            marks = ", ".join("?" * len(rows[0]))
+            conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+        conn.execute("COMMIT")
+    seconds = time.perf_counter() - started
+    conn.close()
+    return seconds
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "ingest":
         print(ingest(sys.argv[2], sys.argv[3]))
     elif sys.argv[1] == "scandir":
         print(scandir(sys.argv[2]))
+    elif sys.argv[1] == "replay":
+        print(replay(sys.argv[2], sys.argv[3]))
     else:
         sys.exit(f"unknown floor {sys.argv[1]!r}")

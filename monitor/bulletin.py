@@ -11,8 +11,6 @@ import datetime as dt
 import re
 import unicodedata
 
-from charset_normalizer import from_bytes
-
 from monitor.models import Bulletin, Item, Rejected
 
 # Legacy code pages that real producers use for Russian text. Letting the detector
@@ -82,6 +80,9 @@ def decode(data: bytes) -> tuple[str, str] | Rejected:
     try:
         text, encoding = data.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError:
+        # Imported here: most bulletins are UTF-8, and an idle `monitor scan` reads none.
+        from charset_normalizer import from_bytes
+
         match = from_bytes(data, cp_isolation=LEGACY_ENCODINGS).best()
         if match is None:
             return Rejected("undecodable: neither UTF-8 nor a known Cyrillic code page")

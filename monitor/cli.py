@@ -13,6 +13,7 @@ from monitor.config import Settings, config_path, load_settings
 from monitor.errors import ConfigError, MonitorError, StorageError
 
 if TYPE_CHECKING:
+    from monitor.models import ScanReport
     from monitor.storage import Storage
 
 EXIT_OK = 0
@@ -75,17 +76,37 @@ def _storage(settings: Settings) -> Storage:
 
 
 def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
+    baseline = getattr(args, "baseline", False)
+    report = None if baseline else _idle_scan(settings)
+    if report is not None:
+        print(report.summary())
+        return EXIT_OK
     from monitor.scan import scan_and_publish
 
     storage = _storage(settings)
     try:
         report = scan_and_publish(settings, storage)
-        if getattr(args, "baseline", False):
+        if baseline:
             _baseline(settings, storage)
     finally:
         storage.close()
     print(report.summary())
     return EXIT_OK
+
+
+def _idle_scan(settings: Settings) -> ScanReport | None:
+    """The pass over an unchanged folder, answered without SQLAlchemy when the store allows
+    (see monitor.storage.ledger); None when the full pass must run."""
+    from monitor.idle import idle_pass
+    from monitor.storage.ledger import Ledger
+
+    ledger = Ledger.open(settings.state.database_url)
+    if ledger is None:
+        return None
+    try:
+        return idle_pass(settings, ledger)
+    finally:
+        ledger.close()
 
 
 def _baseline(settings: Settings, storage: Storage) -> None:

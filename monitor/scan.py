@@ -12,23 +12,20 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from monitor import bulletin, dropfolder
 from monitor.config import Settings
 from monitor.identity import fingerprint, known_fingerprint, normalized_paragraphs, text_hash
+from monitor.idle import Clock, feed_is_stale, utcnow
 from monitor.models import FileOutcome, Rejected, ScanReport
-from monitor.storage import Storage
+
+if TYPE_CHECKING:
+    from monitor.storage import Storage
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], dt.datetime]
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def scan(settings: Settings, storage: Storage, *, clock: Clock = utcnow,
@@ -116,24 +113,13 @@ def _add(report: ScanReport, outcome: FileOutcome) -> ScanReport:
 def publish(settings: Settings, storage: Storage, *, force: bool = False) -> bool:
     """Rewrite the feed file if the store changed (or the file is missing or stale)."""
     path = settings.feed.path
-    if not force and path.exists() and not _stale(path, storage):
+    if not force and path.exists() and not feed_is_stale(path, storage):
         return False
     # Imported here: feedgen and lxml are a large part of start-up, and an idle pass never renders.
     from monitor.feed import render, write_atomically
 
     write_atomically(path, render(settings.feed, storage.latest_stories(settings.feed.max_entries)))
     return True
-
-
-def _stale(path: Path, storage: Storage) -> bool:
-    """A story changed after the feed file was written: a pass died between its commit
-    and the rename (a crash, a kill), so the next pass must write the feed even though
-    it finds nothing new itself."""
-    changed = storage.last_change()
-    try:
-        return changed is not None and int(changed.timestamp() * 1e9) > path.stat().st_mtime_ns
-    except FileNotFoundError:
-        return True
 
 
 def scan_and_publish(settings: Settings, storage: Storage, *, clock: Clock = utcnow,

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from bench import gen
 
 KILLS = 30
-FILES = 40
+FILES = 300
 SEED = 20241211
 ATOM = "{http://www.w3.org/2005/Atom}"
 
@@ -66,25 +66,47 @@ def _files_recorded(folder: Path) -> int:
         return 0
 
 
+def _ingest_seconds(exe: str, folder: Path) -> float:
+    """Seconds from a scan's first commit to its end, over the whole corpus."""
+    config = _setup(folder)
+    proc = _scan(exe, config)
+    _wait_for_progress(folder, proc, 0)
+    t0 = time.perf_counter()
+    assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
+    return time.perf_counter() - t0
+
+
 def _feed(path: Path) -> list[tuple[str, str, str]]:
     entries = validate_atom(path.read_bytes())
     return [(e["id"], e["title"], e["content"]) for e in entries]
 
 
+def _wait_for_progress(folder: Path, proc: subprocess.Popen[bytes], recorded: int) -> None:
+    """Return once the scan has committed a file beyond `recorded` (or has ended)."""
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and _files_recorded(folder) <= recorded and time.monotonic() < deadline:
+        time.sleep(0.002)
+
+
 def test_sigkill_during_scan_loses_and_doubles_nothing(tmp_path: Path, exe: str) -> None:
     reference = _setup(tmp_path / "reference")
-    t0 = time.perf_counter()
     proc = _scan(exe, reference)
     assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
-    duration = time.perf_counter() - t0
+    # How long ingesting the corpus takes once a scan is under way: each kill lands at a
+    # random moment in a short window after the scan's first commit, so the kills fall
+    # all along the corpus, inside transactions and between them, and never all on the
+    # start-up (which commits nothing) or on idle passes after the corpus ran out.
+    window = 0.8 * _ingest_seconds(exe, tmp_path / "timing") / KILLS
 
     crashed = _setup(tmp_path / "crashed")
     feed_path = crashed.parent / "feed.atom"
     rng = random.Random(SEED)
     killed_running = 0
     for _ in range(KILLS):
+        recorded = _files_recorded(crashed.parent)
         proc = _scan(exe, crashed)
-        time.sleep(rng.uniform(0.0, duration))
+        _wait_for_progress(crashed.parent, proc, recorded)
+        time.sleep(rng.uniform(0.0, window))
         if proc.poll() is None:
             killed_running += 1
             proc.kill()
@@ -92,7 +114,8 @@ def test_sigkill_during_scan_loses_and_doubles_nothing(tmp_path: Path, exe: str)
         if feed_path.exists():
             # Never half-written: whatever is at [feed].path is a whole, valid document.
             etree.fromstring(feed_path.read_bytes())
-    assert killed_running >= KILLS // 2, "most kills should land while the scan runs"
+    assert killed_running >= KILLS * 2 // 3, f"only {killed_running} kills landed while the scan ran"
+    assert _files_recorded(crashed.parent) < FILES, "the corpus should outlast the kills"
 
     proc = _scan(exe, crashed)
     assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""

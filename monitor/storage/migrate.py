@@ -14,16 +14,13 @@ On SQLite the transaction begins IMMEDIATE, which serialises upgrades the same w
 from __future__ import annotations
 
 import logging
-import re
 import threading
-from pathlib import Path
 
 from sqlalchemy import Connection, Engine, inspect, text
 
 from monitor.errors import StorageError
+from monitor.storage.revisions import SCRIPTS, VERSION_TABLE, head, revisions
 
-SCRIPTS = Path(__file__).resolve().parent.parent / "migrations"
-VERSION_TABLE = "alembic_version"
 # Distinct from the ingest lock in monitor.storage: upgrading must not wait for a scan.
 MIGRATE_LOCK = 0x6D6F6E6D  # "monm"
 
@@ -32,8 +29,6 @@ log = logging.getLogger(__name__)
 # so two upgrades in one process must not overlap; other processes are kept out by
 # the database lock below.
 _IN_PROCESS = threading.Lock()
-
-_ASSIGNMENT = r"^{name}\s*(?::[^=\n]*)?=\s*(?P<value>.+)$"
 
 
 def current(engine: Engine) -> str | None:
@@ -49,43 +44,12 @@ def _current(conn: Connection) -> str | None:
     return rows[0] if len(rows) == 1 else ",".join(sorted(rows)) or None
 
 
-def head() -> str | None:
-    """The newest revision, from the revision files themselves (Alembic not imported)."""
-    revisions, parents = _revisions()
-    heads = sorted(revisions - parents)
-    return ",".join(heads) or None
-
-
-def _revisions() -> tuple[set[str], set[str]]:
-    """Every revision id in the scripts, and those that some script revises."""
-    revisions: set[str] = set()
-    parents: set[str] = set()
-    for script in sorted((SCRIPTS / "versions").glob("*.py")):
-        source = script.read_text(encoding="utf-8")
-        revision = _literal(source, "revision")
-        if revision is None:
-            continue
-        revisions.add(revision)
-        down = _literal(source, "down_revision")
-        if down:
-            parents.update(part.strip(" '\"") for part in down.strip("()[]").split(",") if part.strip(" '\""))
-    return revisions, parents
-
-
-def _literal(source: str, name: str) -> str | None:
-    match = re.search(_ASSIGNMENT.format(name=name), source, re.MULTILINE)
-    if match is None:
-        return None
-    value = match.group("value").split("#", 1)[0].strip()
-    return None if value == "None" else value.strip("'\"")
-
-
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Apply the migrations that are missing; a cheap no-op on an up-to-date store."""
     at = current(engine)
     if revision == "head" and at == head():
         return
-    if at is not None and not set(at.split(",")) <= _revisions()[0]:
+    if at is not None and not set(at.split(",")) <= revisions()[0]:
         # Another instance, newer than this one, migrated the shared database.
         raise StorageError(f"the database schema is at revision {at}, which this version of monitor "
                            f"does not know (newest here: {head()}): upgrade monitor")
@@ -99,7 +63,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     config = Config()
     config.set_main_option("script_location", str(SCRIPTS))
     with _IN_PROCESS, engine.connect() as conn:
-        # SQLite: BEGIN IMMEDIATE (see monitor.storage._tune_sqlite), so a second
+        # SQLite: BEGIN IMMEDIATE (see monitor.storage.store._tune_sqlite), so a second
         # upgrader waits for the first instead of failing halfway.
         conn.execution_options(monitor_write=True)
         with conn.begin():

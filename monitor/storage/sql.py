@@ -25,6 +25,7 @@ from typing import Any
 # SQLAlchemy's storage format for DateTime on SQLite, which the rest of the store reads.
 _SQLITE_STAMP = "%Y-%m-%d %H:%M:%S.%f"
 
+_SCAN_COLUMNS = ("started", "finished", "files_read", "new", "revised", "unchanged", "skipped", "rejected")
 _FILE_COLUMNS = ("path", "size", "mtime_ns", "sha256", "status", "reason", "item_count", "seen_at")
 
 
@@ -46,6 +47,8 @@ class SQL:
     updated: str
     make_current: str
     upsert_file: str
+    last_change: str
+    record_scan: str
     ints: Callable[[Sequence[int]], Any]
     texts: Callable[[Sequence[str]], Any]
     stamp: Callable[[dt.datetime], Any]
@@ -102,9 +105,18 @@ def _build(in_list: Callable[[str, str], str], placeholder: str, **conversions: 
         "upsert_file": (f"INSERT INTO files ({', '.join(_FILE_COLUMNS)}) "
                         f"VALUES ({', '.join('?' * len(_FILE_COLUMNS))}) ON CONFLICT (path) DO UPDATE SET "
                         + ", ".join(f"{c} = excluded.{c}" for c in _FILE_COLUMNS[1:])),
+        "last_change": "SELECT max(updated) FROM stories",
+        "record_scan": (f"INSERT INTO scans ({', '.join(_SCAN_COLUMNS)}) "
+                        f"VALUES ({', '.join('?' * len(_SCAN_COLUMNS))})"),
     }
     # No statement here has a literal "?" or "%", so the placeholder swap is safe.
     return SQL(**{name: sql.replace("?", placeholder) for name, sql in statements.items()}, **conversions)
+
+
+def scan_row(sql: SQL, report: Any, started: dt.datetime, finished: dt.datetime) -> tuple[Any, ...]:
+    """The parameters of `record_scan` for a ScanReport."""
+    return (sql.stamp(started), sql.stamp(finished), report.files_read, report.new, report.revised,
+            report.unchanged, report.skipped, report.rejected)
 
 
 @contextmanager

@@ -1,0 +1,128 @@
+"""The ledger of a SQLite store: the answers an idle `monitor scan` needs, without SQLAlchemy.
+
+A pass over a folder where nothing changed asks the store three things: which file
+versions are recorded, when a story last changed (is the feed file current?), and
+where to record the pass. Run from cron every minute, such a pass is a fresh process
+each time, and importing SQLAlchemy was most of its time. So on a SQLite store these
+are answered here with the standard library's `sqlite3` and the same SQL text that
+`Storage` runs (monitor.storage.sql). As soon as anything is to be done (a new or
+changed file, a missing or stale feed, a schema to upgrade) the caller turns to
+`Storage`; other databases always go through `Storage`.
+
+Every SQLite connection of the monitor, `Storage`'s included, is set up by
+`configure_sqlite` below.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from monitor.errors import StorageError
+from monitor.models import ScanReport
+from monitor.storage.revisions import VERSION_TABLE, head
+from monitor.storage.sql import SQL, scan_row
+
+# Each file's commit touches index pages all over the band and paragraph key indexes;
+# checkpointing the WAL every ~40 MB instead of every ~4 MB (SQLite's default of 1,000
+# pages) writes a page that many commits changed back to the database once, not once
+# per checkpoint.
+WAL_CHECKPOINT_PAGES = 10_000
+BUSY_TIMEOUT_MS = 30_000
+
+_SQL = SQL.for_dialect("sqlite")
+
+
+def configure_sqlite(conn: Any) -> None:
+    """The settings of every connection to a SQLite store (a DBAPI connection)."""
+    cur = conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    _use_wal(cur)
+    cur.execute("PRAGMA synchronous = NORMAL")
+    cur.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+    cur.execute("PRAGMA foreign_keys = ON")
+    cur.close()
+
+
+def _use_wal(cur: Any) -> None:
+    """Switch a new store to WAL. The switch needs the file to itself and SQLite does not
+    wait for that (no busy handler), so processes opening a new store together retry."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+class Ledger:
+    """Files recorded, the last change, and scans, on an existing SQLite store at head."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    def open(cls, url: str) -> Ledger | None:
+        """The ledger of the store at `url`; None when `Storage` must answer instead: not a
+        SQLite file, no store there yet, or a schema that is not at head."""
+        path = _sqlite_path(url)
+        if path is None or not path.is_file():
+            return None
+        try:
+            # mode=rw: a store that vanished meanwhile is not created empty here.
+            conn = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=rw", uri=True,
+                                   isolation_level=None)
+        except sqlite3.Error:
+            return None
+        try:
+            configure_sqlite(conn)
+            rows = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall()
+        except sqlite3.Error:
+            conn.close()
+            return None
+        if [r[0] for r in rows] != [head()]:
+            conn.close()
+            return None
+        return cls(conn)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def file_states(self) -> dict[str, tuple[int, int]]:
+        """(size, mtime_ns) of every file recorded, read or rejected, by path."""
+        try:
+            return {path: (size, mtime) for path, size, mtime in self._conn.execute(_SQL.file_states)}
+        except sqlite3.Error as exc:
+            raise StorageError(f"database error: {exc}") from None
+
+    def last_change(self) -> dt.datetime | None:
+        """When a story last became new or revised; None when the store has none."""
+        try:
+            value = self._conn.execute(_SQL.last_change).fetchone()[0]
+        except sqlite3.Error as exc:
+            raise StorageError(f"database error: {exc}") from None
+        return None if value is None else _SQL.read_stamp(value)
+
+    def record_scan(self, report: ScanReport, started: dt.datetime, finished: dt.datetime) -> None:
+        try:
+            with self._conn:  # BEGIN ... COMMIT, or ROLLBACK on an error
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._conn.execute(_SQL.record_scan, scan_row(_SQL, report, started, finished))
+        except sqlite3.Error as exc:
+            raise StorageError(f"database error: {exc}") from None
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a plain `sqlite:///PATH` URL (as the config resolves it), else None."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or "?" in url or url == prefix + ":memory:":
+        return None
+    return Path(url.removeprefix(prefix))

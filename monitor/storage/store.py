@@ -1,0 +1,231 @@
+"""`Storage`: the state store, through SQLAlchemy.
+
+One class with methods shaped around the pipeline: what files were seen, ingesting
+one file's items in one transaction (ingest.py), reading the newest stories for the
+feed, the digest outbox (outbox.py), and the bookkeeping of scans.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    event,
+    func,
+    make_url,
+    select,
+    text,
+)
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from monitor.errors import StorageError
+from monitor.models import FileInfo, ScanReport, Story
+from monitor.storage.ingest import STORY_NAMESPACE, IngestMixin, _retryable, upsert_file
+from monitor.storage.ledger import configure_sqlite
+from monitor.storage.outbox import OutboxMixin
+from monitor.storage.schema import (
+    files,
+    metadata,
+    scans,
+    stories,
+    story_from_row,
+    story_query,
+)
+from monitor.storage.sql import SQL, cursor, scan_row
+
+# One lock id for the decide-and-write step across all instances on PostgreSQL.
+INGEST_LOCK = 0x6D6F6E69  # "moni"
+CONNECT_TIMEOUT = 10  # seconds; a wrong host should fail a scan quickly, not hang it
+
+log = logging.getLogger(__name__)
+
+__all__ = ["STORY_NAMESPACE", "Storage", "metadata"]
+
+
+class Storage(IngestMixin, OutboxMixin):
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        # The per-file statements run on the driver's cursor (see monitor.storage.sql),
+        # so its exceptions are caught alongside SQLAlchemy's.
+        self._sql = SQL.for_dialect(self.dialect)
+        dbapi = engine.dialect.loaded_dbapi
+        self._driver_error: type[Exception] = dbapi.Error
+        self._driver_operational: type[Exception] = dbapi.OperationalError
+
+    @classmethod
+    def open(cls, url: str, *, upgrade: bool = True) -> Storage:
+        """Connect, and bring the schema to the newest migration unless told not to."""
+        if url.startswith("sqlite:///") and not url.endswith(":memory:"):
+            folder = Path(url.removeprefix("sqlite:///")).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create the database folder {folder}: {exc.strerror or exc}") from None
+        try:
+            parsed = make_url(url)
+            # A server connection can drop between uses; a SQLite file cannot, so a scan
+            # does not pay a ping for each of its transactions there.
+            options: dict[str, Any] = {"pool_pre_ping": parsed.get_backend_name() != "sqlite"}
+            if parsed.get_backend_name() == "postgresql":
+                # The claim check in ingest() must see what the lock holder committed:
+                # READ COMMITTED takes a new snapshot per statement, whatever the server default.
+                options["isolation_level"] = "READ COMMITTED"
+                if "connect_timeout" not in parsed.query:
+                    options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+            engine = create_engine(parsed, **options)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise StorageError(f"cannot use database URL: {_mask(str(exc), _password(url))}") from None
+        if engine.dialect.name == "sqlite":
+            _tune_sqlite(engine)
+        storage = cls(engine)
+        if upgrade:
+            storage.upgrade()
+        return storage
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def upgrade(self) -> None:
+        from monitor.storage.migrate import upgrade
+
+        try:
+            upgrade(self.engine)
+        except OperationalError as exc:
+            raise StorageError(f"database unreachable: {self._short(exc)}") from None
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+        except (OperationalError, self._driver_operational) as exc:
+            raise StorageError(f"database error: {self._short(exc)}") from None
+
+    @contextmanager
+    def _write(self, *, retry: bool = False) -> Iterator[Connection]:
+        """A transaction that holds the store's write lock for its whole length."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(monitor_write=True)
+                with conn.begin():
+                    if self.dialect == "postgresql":
+                        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": INGEST_LOCK})
+                    yield conn
+        except (OperationalError, self._driver_operational) as exc:
+            if retry and _retryable(exc):
+                raise  # the caller decides again
+            raise StorageError(f"database error: {self._short(exc)}") from None
+
+    def _short(self, exc: BaseException) -> str:
+        return _mask(_short(exc), self.engine.url.password)
+
+    # -- files ---------------------------------------------------------------
+
+    def file_states(self) -> dict[str, tuple[int, int]]:
+        """(size, mtime_ns) of every file recorded, read or rejected, by path."""
+        with self._read() as conn, cursor(conn) as cur:
+            return {path: (size, mtime) for path, size, mtime in cur.execute(self._sql.file_states)}
+
+    def known_content(self, sha256: str, text_hashes: Sequence[str]) -> tuple[int | None, set[str]]:
+        """Items in an already ingested copy of these exact bytes (None if none), else which of
+        these text hashes the store already has; one read transaction per file."""
+        sql = self._sql
+        with self._read() as conn, cursor(conn) as cur:
+            row = cur.execute(sql.content, (sha256,)).fetchone()
+            if row is not None or not text_hashes:
+                return (row[0] if row else None), set()
+            return None, {h for h, _ in cur.execute(sql.known, (sql.texts(text_hashes),))}
+
+    def record_file(self, info: FileInfo, sha256: str | None, *, items: int = 0,
+                    reason: str | None = None, now: dt.datetime) -> None:
+        """Record a file as read (its content already in the store) or rejected."""
+        with self._write() as conn, cursor(conn) as cur:
+            upsert_file(self._sql, cur, info, sha256, items, reason, now)
+
+    def rejected_files(self) -> list[tuple[str, str]]:
+        with self._read() as conn:
+            query = select(files.c.path, files.c.reason).where(files.c.status == "rejected").order_by(files.c.path)
+            return [(p, r) for p, r in conn.execute(query)]
+
+    # -- reading -------------------------------------------------------------
+
+    def latest_stories(self, limit: int) -> list[Story]:
+        """The `limit` most recently updated stories, newest first."""
+        query = story_query().order_by(stories.c.updated.desc(), stories.c.id.desc()).limit(limit)
+        with self._read() as conn:
+            return [story_from_row(row) for row in conn.execute(query)]
+
+    def story(self, uid: str) -> Story | None:
+        with self._read() as conn:
+            row = conn.execute(story_query().where(stories.c.uid == uid)).first()
+            return story_from_row(row) if row else None
+
+    def story_count(self) -> int:
+        with self._read() as conn:
+            return conn.execute(select(func.count()).select_from(stories)).scalar_one()
+
+    def last_change(self) -> dt.datetime | None:
+        """When a story last became new or revised (the newest `updated`); None when empty."""
+        with self._read() as conn, cursor(conn) as cur:
+            value = cur.execute(self._sql.last_change).fetchone()[0]
+            return None if value is None else self._sql.read_stamp(value)
+
+    # -- scans ---------------------------------------------------------------
+
+    def record_scan(self, report: ScanReport, started: dt.datetime, finished: dt.datetime) -> None:
+        with self._write() as conn, cursor(conn) as cur:
+            cur.execute(self._sql.record_scan, scan_row(self._sql, report, started, finished))
+
+    def last_scan(self) -> dict[str, Any] | None:
+        with self._read() as conn:
+            row = conn.execute(select(scans).order_by(scans.c.finished.desc(), scans.c.id.desc()).limit(1)).first()
+            return dict(row._mapping) if row else None
+
+    def ping(self) -> None:
+        """Raise StorageError when the store cannot be reached."""
+        with self._read() as conn:
+            conn.execute(select(1))
+
+
+def _tune_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's begin event issue BEGIN, so writers can take the lock up front.
+        dbapi_conn.isolation_level = None
+        configure_sqlite(dbapi_conn)
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        # A writer takes the write lock at BEGIN: two writers then queue on busy_timeout
+        # instead of failing when a read lock cannot be upgraded.
+        immediate = conn.get_execution_options().get("monitor_write")
+        # On the driver's connection: once per transaction, so a scan runs it twice per file.
+        conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _short(exc: BaseException) -> str:
+    lines = str(getattr(exc, "orig", exc)).splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+def _password(url: str) -> str | None:
+    try:
+        return make_url(url).password
+    except (SQLAlchemyError, ValueError):
+        return None
+
+
+def _mask(message: str, password: str | None) -> str:
+    """Never show a password, whether the message quotes the URL or the password alone."""
+    message = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", message)
+    return message.replace(password, "***") if password else message
