@@ -43,7 +43,7 @@ class FileChanged(Exception):
 def safe_name(name: str) -> str:
     """A name that any database can store, even if the bytes on disk are not UTF-8."""
     if name.isascii():
-        return name  # the common case, and the round trip below would change nothing
+        return name  # the common case (list_entries checks it inline), and the round trip would change nothing
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
@@ -54,18 +54,20 @@ def list_entries(folder: Path, unchanged: Mapping[str, tuple[int, int]] | None =
     recorded) are left out early: an idle pass over a big folder then costs little more
     than the listing itself.
     """
-    unchanged = unchanged or {}
+    recorded = (unchanged or {}).get
     entries = []
     with os.scandir(folder) as it:
         for de in it:
-            if de.name.startswith(".") or de.name.endswith(IGNORED_SUFFIXES):
+            name = de.name
+            if name[0] == "." or name.endswith(IGNORED_SUFFIXES):
                 continue
             try:
                 st = de.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # gone between listing and stat
-            name = safe_name(de.name)
-            if unchanged.get(name) == (st.st_size, st.st_mtime_ns):
+            if not name.isascii():
+                name = safe_name(name)
+            if recorded(name) == (st.st_size, st.st_mtime_ns):
                 continue
             info = FileInfo(path=name, size=st.st_size, mtime_ns=st.st_mtime_ns)
             entries.append(Entry(info, de.path, _problem(st.st_mode)))

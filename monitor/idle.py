@@ -46,7 +46,7 @@ def idle_pass(settings: Settings, ledger: Ledger, *, clock: Clock = utcnow) -> S
     seen = ledger.file_states()
     if dropfolder.list_entries(settings.drop.folder, seen):
         return None  # a new, changed, still settling or rejected-and-changed name
-    if not settings.feed.path.exists() or feed_is_stale(settings.feed.path, ledger):
+    if feed_is_stale(settings, ledger):
         return None
     report = ScanReport()
     finished = clock()
@@ -55,12 +55,20 @@ def idle_pass(settings: Settings, ledger: Ledger, *, clock: Clock = utcnow) -> S
     return report
 
 
-def feed_is_stale(path: Path, storage: Changes) -> bool:
-    """A story changed after the feed file was written: a pass died between its commit
-    and the rename (a crash, a kill), so the next pass must write the feed even though
-    it finds nothing new itself."""
-    changed = storage.last_change()
+def feed_is_stale(settings: Settings, storage: Changes) -> bool:
+    """The feed file must be written again although this pass found nothing new: it is
+    missing; or a story changed after it was written (a pass died between its commit and
+    the rename: a crash, a kill); or the config file changed after it was written (a new
+    title, base URL or number of entries shows at the next pass, not at the next story)."""
     try:
-        return changed is not None and int(changed.timestamp() * 1e9) > path.stat().st_mtime_ns
+        written = settings.feed.path.stat().st_mtime_ns
     except FileNotFoundError:
         return True
+    if settings.source != "<defaults>":
+        try:
+            if Path(settings.source).stat().st_mtime_ns > written:
+                return True
+        except OSError:
+            pass  # the config was read a moment ago; if it is gone now, the feed is as good as it was
+    changed = storage.last_change()
+    return changed is not None and int(changed.timestamp() * 1e9) > written

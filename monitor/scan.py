@@ -113,7 +113,7 @@ def _add(report: ScanReport, outcome: FileOutcome) -> ScanReport:
 def publish(settings: Settings, storage: Storage, *, force: bool = False) -> bool:
     """Rewrite the feed file if the store changed (or the file is missing or stale)."""
     path = settings.feed.path
-    if not force and path.exists() and not feed_is_stale(path, storage):
+    if not force and not feed_is_stale(settings, storage):
         return False
     # Imported here: feedgen and lxml are a large part of start-up, and an idle pass never renders.
     from monitor.feed import render, write_atomically

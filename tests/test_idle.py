@@ -58,7 +58,8 @@ def test_unchanged_folder_is_answered_from_the_ledger(profiled: Monitor) -> None
     assert "last scan" in status.lower()
 
 
-@pytest.mark.parametrize("change", ["new file", "touched file", "missing feed", "stale feed", "older schema"])
+@pytest.mark.parametrize("change", ["new file", "touched file", "missing feed", "stale feed", "edited config",
+                                    "older schema"])
 def test_anything_to_do_takes_the_full_pass(profiled: Monitor, change: str) -> None:
     a = profiled.drop_file("a.txt", seed("000"))
     scan_path(profiled)
@@ -73,6 +74,12 @@ def test_anything_to_do_takes_the_full_pass(profiled: Monitor, change: str) -> N
         # As after a pass killed between its commit and the feed's rename.
         old = feed.stat().st_mtime - 3600
         os.utime(feed, (old, old))
+    elif change == "edited config":
+        text = profiled.config.read_text(encoding="utf-8").replace("Test bulletins", "Renamed bulletins")
+        profiled.config.write_text(text, encoding="utf-8")
+        written = feed.stat().st_mtime - 10
+        os.utime(feed, (written, written))
+        os.utime(profiled.config, (written + 5, written + 5))  # edited after the feed was written
     elif change == "older schema":
         with sqlite3.connect(profiled.folder / "monitor.db") as conn:
             conn.execute("UPDATE alembic_version SET version_num = 'not-a-revision'")
@@ -82,6 +89,9 @@ def test_anything_to_do_takes_the_full_pass(profiled: Monitor, change: str) -> N
         assert "files read 1" in summary and "stories new 0" not in summary
     if change in ("missing feed", "stale feed"):
         assert feed.exists() and feed.stat().st_mtime > dt.datetime.now().timestamp() - 60
+    if change == "edited config":
+        assert b"Renamed bulletins" in feed.read_bytes()
+        assert scan_path(profiled)[1] == "ledger"  # once the feed caught up, idle again
     if change == "older schema":
         # Storage does not know that revision either: it refuses rather than guessing.
         assert "not-a-revision" in summary and "upgrade monitor" in summary

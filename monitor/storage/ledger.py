@@ -99,7 +99,8 @@ class Ledger:
     def file_states(self) -> dict[str, tuple[int, int]]:
         """(size, mtime_ns) of every file recorded, read or rejected, by path."""
         try:
-            return {path: (size, mtime) for path, size, mtime in self._conn.execute(_SQL.file_states)}
+            rows = self._conn.execute(_SQL.file_states).fetchall()
+            return {path: (size, mtime) for path, size, mtime in rows}
         except sqlite3.Error as exc:
             raise StorageError(f"database error: {exc}") from None
 

@@ -7,7 +7,9 @@ seventy rows per file. So the per-file statements are written here once for each
 supported database (both speak ON CONFLICT and RETURNING), parameters are plain
 tuples, and a list travels as one parameter (a JSON array on SQLite, an array on
 PostgreSQL), so every statement has one text that the driver prepares once. They run
-inside the transactions `Storage` opens with SQLAlchemy, on the same connection.
+inside the transactions `Storage` opens with SQLAlchemy, on the same connection; the
+three an idle scan needs (file_states, last_change, record_scan) also run on the
+ledger's plain sqlite3 connection (monitor.storage.ledger).
 
 Everything else in the store (schema, migrations, the feed and digest queries, which
 run once per scan or per request) stays SQLAlchemy Core.
