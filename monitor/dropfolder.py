@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,10 @@ from monitor.models import FileInfo
 log = logging.getLogger(__name__)
 
 IGNORED_SUFFIXES = (".tmp", ".part")
+# The reason recorded for a file this process may not read. Fixing the permissions
+# (chmod, chown) changes neither size nor mtime, so such a file is also read again
+# once it is readable (readable_again), not only when it changes.
+UNREADABLE = "permission denied: the file cannot be read"
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,11 @@ def list_entries(folder: Path, unchanged: Mapping[str, tuple[int, int]] | None =
             entries.append(Entry(info, de.path, _problem(st.st_mode)))
     entries.sort(key=lambda e: (e.info.mtime_ns, e.info.path))
     return entries
+
+
+def readable_again(folder: Path, rejected: Iterable[tuple[str, str]]) -> list[str]:
+    """The files rejected as UNREADABLE that this process may read now (no file is opened)."""
+    return [path for path, reason in rejected if reason == UNREADABLE and os.access(folder / path, os.R_OK)]
 
 
 def _problem(mode: int) -> str | None:

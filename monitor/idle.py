@@ -44,6 +44,8 @@ def idle_pass(settings: Settings, ledger: Ledger, *, clock: Clock = utcnow) -> S
     """
     started = clock()
     seen = ledger.file_states()
+    if dropfolder.readable_again(settings.drop.folder, ledger.rejected_files()):
+        return None  # a file rejected for its permissions can be read now
     if dropfolder.list_entries(settings.drop.folder, seen):
         return None  # a new, changed, still settling or rejected-and-changed name
     if feed_is_stale(settings, ledger):

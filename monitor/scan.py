@@ -34,6 +34,8 @@ def scan(settings: Settings, storage: Storage, *, clock: Clock = utcnow,
     started = clock()
     report = ScanReport()
     seen = storage.file_states()
+    for path in dropfolder.readable_again(settings.drop.folder, storage.rejected_files()):
+        seen.pop(path, None)  # listed as changed, so read now
     for entry in dropfolder.list_entries(settings.drop.folder, seen):
         if stop is not None and stop.is_set():
             report = replace(report, interrupted=True)
@@ -63,7 +65,7 @@ def _one(settings: Settings, storage: Storage, entry: dropfolder.Entry, report: 
     try:
         data = dropfolder.read(entry, settings.drop.max_bytes)
     except PermissionError:
-        return _reject(storage, entry, None, "permission denied: the file cannot be read", report, now)
+        return _reject(storage, entry, None, dropfolder.UNREADABLE, report, now)
     except (FileNotFoundError, dropfolder.FileChanged) as exc:
         log.info("%s: %s, left for a later pass", info.path, getattr(exc, "strerror", None) or exc)
         return replace(report, skipped=report.skipped + 1)

@@ -150,13 +150,27 @@ def test_an_unreadable_file_is_rejected_with_its_reason(tmp_path: Path, exe: str
     if probe.returncode == 0:
         pytest.skip("dropping CAP_DAC_OVERRIDE did not take effect here")
 
-    done = subprocess.run([*UNPRIVILEGED, exe, "--config", str(mon.config), "scan"], capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "locked.txt: rejected: permission denied" in done.stderr
-    counts = _summary(done.stdout)
-    assert counts["rejected"] == 1 and counts["new"] == 5, done.stdout
+    def scan() -> tuple[dict[str, int], str]:
+        done = subprocess.run([*UNPRIVILEGED, exe, "--config", str(mon.config), "scan"], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return _summary(done.stdout), done.stderr
+
+    counts, log = scan()
+    assert "locked.txt: rejected: permission denied" in log
+    assert counts["rejected"] == 1 and counts["new"] == 5, counts
     assert "  locked.txt: permission denied" in mon("status").stdout
+
+    # Still unreadable: recorded once, not rejected (nor logged) again at every pass.
+    counts, log = scan()
+    assert counts == _summary("files read 0, stories new 0, revised 0, unchanged 0, files skipped 0, rejected 0")
+    assert "permission denied" not in log
+
+    # Readable again (chmod changes neither size nor mtime): read at the next pass, no touch needed.
+    os.chmod(locked, 0o644)
+    counts, log = scan()
+    assert counts["read"] == 1 and counts["new"] == 1 and counts["rejected"] == 0, counts
+    assert "locked.txt" not in mon("status").stdout
 
 
 HOSTILE = ("On 12 December 2024, the <script>alert('x')</script> committee & partners met; "

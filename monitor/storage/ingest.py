@@ -56,8 +56,10 @@ class IngestMixin:
                now: dt.datetime) -> FileOutcome | None:
         """Decide and write one file's items, and record the file, in one transaction.
 
-        Returns None when this file version was recorded meanwhile (by another
-        instance): the record is the claim, checked under the write lock.
+        Returns None when this file version, with these bytes, was recorded meanwhile
+        (by another instance): the record is the claim, checked under the write lock. A
+        record of the same size and mtime without a content hash (a file rejected before
+        it could be read, such as for its permissions) is no claim: it is replaced.
 
         Several instances give the ids one instance gives because every scan walks the
         folder in bulletin-key order and moves past a file only once this returns, i.e.
@@ -81,7 +83,7 @@ class IngestMixin:
         sql = self._sql
         with self._write(retry=True) as conn, cursor(conn) as cur:
             done = cur.execute(sql.file_done, (info.path,)).fetchone()
-            if done is not None and tuple(done) == (info.size, info.mtime_ns):
+            if done is not None and tuple(done) == (info.size, info.mtime_ns, sha256):
                 return None
             hashes = [fp.text_hash for _, fp in entries]
             known = dict(cur.execute(sql.known, (sql.texts(hashes),)).fetchall()) if hashes else {}

@@ -1,7 +1,8 @@
 """The ledger of a SQLite store: the answers an idle `monitor scan` needs, without SQLAlchemy.
 
-A pass over a folder where nothing changed asks the store three things: which file
-versions are recorded, when a story last changed (is the feed file current?), and
+A pass over a folder where nothing changed asks the store four things: which file
+versions are recorded, which were rejected (one rejected for its permissions is read
+again once it is readable), when a story last changed (is the feed file current?), and
 where to record the pass. Run from cron every minute, such a pass is a fresh process
 each time, and importing SQLAlchemy was most of its time. So on a SQLite store these
 are answered here with the standard library's `sqlite3` and the same SQL text that
@@ -101,6 +102,13 @@ class Ledger:
         try:
             rows = self._conn.execute(_SQL.file_states).fetchall()
             return {path: (size, mtime) for path, size, mtime in rows}
+        except sqlite3.Error as exc:
+            raise StorageError(f"database error: {exc}") from None
+
+    def rejected_files(self) -> list[tuple[str, str]]:
+        """(path, reason) of every file recorded as rejected, by path."""
+        try:
+            return [(path, reason) for path, reason in self._conn.execute(_SQL.rejected_files)]
         except sqlite3.Error as exc:
             raise StorageError(f"database error: {exc}") from None
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     select,
+    text,
 )
 
 from monitor.bulletin import brief_title
@@ -57,6 +58,9 @@ files = Table(
     Column("item_count", Integer, nullable=False, default=0),
     Column("seen_at", UTCDateTime, nullable=False),
     Index("ix_files_sha256", "sha256"),
+    # Every pass reads the rejected files (migration 0003): as many rows as there are of them.
+    Index("ix_files_rejected", "path", sqlite_where=text("status = 'rejected'"),
+          postgresql_where=text("status = 'rejected'")),
 )
 
 stories = Table(

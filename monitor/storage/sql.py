@@ -8,7 +8,7 @@ supported database (both speak ON CONFLICT and RETURNING), parameters are plain
 tuples, and a list travels as one parameter (a JSON array on SQLite, an array on
 PostgreSQL), so every statement has one text that the driver prepares once. They run
 inside the transactions `Storage` opens with SQLAlchemy, on the same connection; the
-three an idle scan needs (file_states, last_change, record_scan) also run on the
+four an idle scan needs (file_states, rejected_files, last_change, record_scan) also run on the
 ledger's plain sqlite3 connection (monitor.storage.ledger).
 
 Everything else in the store (schema, migrations, the feed and digest queries, which
@@ -51,6 +51,7 @@ class SQL:
     upsert_file: str
     last_change: str
     record_scan: str
+    rejected_files: str
     ints: Callable[[Sequence[int]], Any]
     texts: Callable[[Sequence[str]], Any]
     stamp: Callable[[dt.datetime], Any]
@@ -87,7 +88,7 @@ def _build(in_list: Callable[[str, str], str], placeholder: str, **conversions: 
         for src, table in ((0, "paragraph_keys"), (1, "band_keys")))
     statements = {
         "file_states": "SELECT path, size, mtime_ns FROM files",
-        "file_done": "SELECT size, mtime_ns FROM files WHERE path = ?",
+        "file_done": "SELECT size, mtime_ns, sha256 FROM files WHERE path = ?",
         "content": "SELECT item_count FROM files WHERE sha256 = ? AND status = 'read' LIMIT 1",
         "known": f"SELECT text_hash, story_id FROM versions WHERE {in_list('text_hash', 'text')}",
         "file_hits": f"SELECT src, key, story_id FROM ({ranked}) AS hits WHERE rn <= ?",
@@ -108,6 +109,7 @@ def _build(in_list: Callable[[str, str], str], placeholder: str, **conversions: 
                         f"VALUES ({', '.join('?' * len(_FILE_COLUMNS))}) ON CONFLICT (path) DO UPDATE SET "
                         + ", ".join(f"{c} = excluded.{c}" for c in _FILE_COLUMNS[1:])),
         "last_change": "SELECT max(updated) FROM stories",
+        "rejected_files": "SELECT path, reason FROM files WHERE status = 'rejected' ORDER BY path",
         "record_scan": (f"INSERT INTO scans ({', '.join(_SCAN_COLUMNS)}) "
                         f"VALUES ({', '.join('?' * len(_SCAN_COLUMNS))})"),
     }

@@ -33,7 +33,6 @@ from monitor.storage.ingest import STORY_NAMESPACE, IngestMixin, _retryable, ups
 from monitor.storage.ledger import configure_sqlite
 from monitor.storage.outbox import OutboxMixin
 from monitor.storage.schema import (
-    files,
     metadata,
     scans,
     stories,
@@ -153,9 +152,9 @@ class Storage(IngestMixin, OutboxMixin):
             upsert_file(self._sql, cur, info, sha256, items, reason, now)
 
     def rejected_files(self) -> list[tuple[str, str]]:
-        with self._read() as conn:
-            query = select(files.c.path, files.c.reason).where(files.c.status == "rejected").order_by(files.c.path)
-            return [(p, r) for p, r in conn.execute(query)]
+        """(path, reason) of every file recorded as rejected, by path."""
+        with self._read() as conn, cursor(conn) as cur:
+            return [(path, reason) for path, reason in cur.execute(self._sql.rejected_files)]
 
     # -- reading -------------------------------------------------------------
 
