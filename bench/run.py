@@ -52,13 +52,16 @@ class Row:
     measured: str
     floor: str
     ratio: float
-    target: float
+    target: float | None  # None: a figure that explains another, with no target of its own
     note: str = ""
 
     def markdown(self) -> str:
-        ok = "yes" if self.ratio <= self.target else "**no**"
+        if self.target is None:
+            target = ok = "-"
+        else:
+            target, ok = f"< {self.target:g}", "yes" if self.ratio <= self.target else "**no**"
         return (f"| {self.name} | {self.measured} | {self.floor} | {self.ratio:.2f} | "
-                f"< {self.target:g} | {ok} | {self.note} |")
+                f"{target} | {ok} | {self.note} |")
 
 
 def write_config(folder: Path, db: Path) -> Path:
@@ -115,7 +118,7 @@ def bench_ingest(work: Path, scale: Scale) -> tuple[list[Row], Path]:
                          str(work / "replay.db")])
     replay_seconds = float(out)
     writes = Row(f"Ingest {scale.ingest_files:,} bulletins vs the store's own writes, replayed",
-                 f"{seconds:.1f} s", f"{replay_seconds:.1f} s", seconds / replay_seconds, 3,
+                 f"{seconds:.1f} s", f"{replay_seconds:.1f} s", seconds / replay_seconds, None,
                  "floor: the rows the scan wrote, one transaction and one executemany per table per file "
                  f"(bench/floors.py replay); that floor alone is {replay_seconds / floor_seconds:.1f}x "
                  "the paragraph floor above")
