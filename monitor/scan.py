@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-
 def scan(settings: Settings, storage: Storage, *, clock: Clock = utcnow,
          stop: threading.Event | None = None) -> ScanReport:
     """Read every new or changed, settled file once; return the counts."""

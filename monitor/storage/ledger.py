@@ -20,6 +20,8 @@ import datetime as dt
 import sqlite3
 import time
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +67,7 @@ def _use_wal(cur: Any) -> None:
 
 
 class Ledger:
-    """Files recorded, the last change, and scans, on an existing SQLite store at head."""
+    """Files recorded and rejected, the last change, and scans, on an existing SQLite store at head."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -99,34 +101,34 @@ class Ledger:
 
     def file_states(self) -> dict[str, tuple[int, int]]:
         """(size, mtime_ns) of every file recorded, read or rejected, by path."""
-        try:
+        with _errors():
             rows = self._conn.execute(_SQL.file_states).fetchall()
-            return {path: (size, mtime) for path, size, mtime in rows}
-        except sqlite3.Error as exc:
-            raise StorageError(f"database error: {exc}") from None
+        return {path: (size, mtime) for path, size, mtime in rows}
 
     def rejected_files(self) -> list[tuple[str, str]]:
         """(path, reason) of every file recorded as rejected, by path."""
-        try:
-            return [(path, reason) for path, reason in self._conn.execute(_SQL.rejected_files)]
-        except sqlite3.Error as exc:
-            raise StorageError(f"database error: {exc}") from None
+        with _errors():
+            return self._conn.execute(_SQL.rejected_files).fetchall()
 
     def last_change(self) -> dt.datetime | None:
         """When a story last became new or revised; None when the store has none."""
-        try:
+        with _errors():
             value = self._conn.execute(_SQL.last_change).fetchone()[0]
-        except sqlite3.Error as exc:
-            raise StorageError(f"database error: {exc}") from None
         return None if value is None else _SQL.read_stamp(value)
 
     def record_scan(self, report: ScanReport, started: dt.datetime, finished: dt.datetime) -> None:
-        try:
-            with self._conn:  # BEGIN ... COMMIT, or ROLLBACK on an error
-                self._conn.execute("BEGIN IMMEDIATE")
-                self._conn.execute(_SQL.record_scan, scan_row(_SQL, report, started, finished))
-        except sqlite3.Error as exc:
-            raise StorageError(f"database error: {exc}") from None
+        with _errors(), self._conn:  # BEGIN ... COMMIT, or ROLLBACK on an error
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute(_SQL.record_scan, scan_row(_SQL, report, started, finished))
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """A database error as the StorageError that `Storage` would raise (the CLI exits 3)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise StorageError(f"database error: {exc}") from None
 
 
 def _sqlite_path(url: str) -> Path | None:
