@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 IGNORED_SUFFIXES = (".tmp", ".part")
 # The reason recorded for a file this process may not read. Fixing the permissions
 # (chmod, chown) changes neither size nor mtime, so such a file is also read again
-# once it is readable (readable_again), not only when it changes.
+# once it is readable (to_read), not only when it changes.
 UNREADABLE = "permission denied: the file cannot be read"
 
 
@@ -79,9 +79,14 @@ def list_entries(folder: Path, unchanged: Mapping[str, tuple[int, int]] | None =
     return entries
 
 
-def readable_again(folder: Path, rejected: Iterable[tuple[str, str]]) -> list[str]:
-    """The files rejected as UNREADABLE that this process may read now (no file is opened)."""
-    return [path for path, reason in rejected if reason == UNREADABLE and os.access(folder / path, os.R_OK)]
+def to_read(folder: Path, recorded: Mapping[str, tuple[int, int]], rejected: Iterable[tuple[str, str]]) -> list[Entry]:
+    """What a pass must look at, oldest first: names new or changed since `recorded` (the
+    store's (size, mtime_ns) by path), and those rejected as UNREADABLE that this process
+    may read now (checked with access(2), no file is opened)."""
+    again = {path for path, reason in rejected if reason == UNREADABLE and os.access(folder / path, os.R_OK)}
+    if again:
+        recorded = {path: state for path, state in recorded.items() if path not in again}
+    return list_entries(folder, recorded)
 
 
 def _problem(mode: int) -> str | None:

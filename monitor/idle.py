@@ -43,11 +43,8 @@ def idle_pass(settings: Settings, ledger: Ledger, *, clock: Clock = utcnow) -> S
     returns None, and the caller makes the full pass with `Storage`.
     """
     started = clock()
-    seen = ledger.file_states()
-    if dropfolder.readable_again(settings.drop.folder, ledger.rejected_files()):
-        return None  # a file rejected for its permissions can be read now
-    if dropfolder.list_entries(settings.drop.folder, seen):
-        return None  # a new, changed, still settling or rejected-and-changed name
+    if dropfolder.to_read(settings.drop.folder, ledger.file_states(), ledger.rejected_files()):
+        return None  # a new, changed or still settling name, or an unreadable file readable now
     if feed_is_stale(settings, ledger):
         return None
     report = ScanReport()

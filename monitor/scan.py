@@ -32,16 +32,11 @@ def scan(settings: Settings, storage: Storage, *, clock: Clock = utcnow,
     """Read every new or changed, settled file once; return the counts."""
     started = clock()
     report = ScanReport()
-    seen = storage.file_states()
-    for path in dropfolder.readable_again(settings.drop.folder, storage.rejected_files()):
-        seen.pop(path, None)  # listed as changed, so read now
-    for entry in dropfolder.list_entries(settings.drop.folder, seen):
+    # Names unchanged since they were recorded are left out by the listing: never opened.
+    for entry in dropfolder.to_read(settings.drop.folder, storage.file_states(), storage.rejected_files()):
         if stop is not None and stop.is_set():
             report = replace(report, interrupted=True)
             break
-        info = entry.info
-        if seen.get(info.path) == (info.size, info.mtime_ns):
-            continue  # unchanged since it was recorded: not even opened
         report = _one(settings, storage, entry, report, clock)
     finished = clock()
     storage.record_scan(report, started, finished)

@@ -86,7 +86,7 @@ class IngestMixin:
             if done is not None and tuple(done) == (info.size, info.mtime_ns, sha256):
                 return None
             hashes = [fp.text_hash for _, fp in entries]
-            known = dict(cur.execute(sql.known, (sql.texts(hashes),)).fetchall()) if hashes else {}
+            known = dict(cur.execute(sql.known, (sql.array(hashes),)).fetchall()) if hashes else {}
             fresh = [fp for _, fp in entries if fp.text_hash not in known]
             candidates = self._candidates(cur, fresh)
             decisions = decide(entries, known, candidates, key)
@@ -100,7 +100,7 @@ class IngestMixin:
             return []
         found = []
         for sid, kind, title, paragraphs, mtime_ns, path in cur.execute(
-                self._sql.candidate_texts, (self._sql.ints(sorted(ids)),)).fetchall():
+                self._sql.candidate_texts, (self._sql.array(sorted(ids)),)).fetchall():
             item = Item(kind=kind, paragraphs=tuple(json.loads(paragraphs)), title=title)
             found.append(Candidate(sid, fingerprint(item), len(item.paragraphs), (mtime_ns, path), kind))
         return found
@@ -115,13 +115,13 @@ class IngestMixin:
         if not pkeys and not bkeys:
             return set()
         hits: dict[tuple[int, int], list[int]] = {}
-        for src, key, sid in cur.execute(sql.file_hits, (sql.ints(pkeys), sql.ints(bkeys), KEY_ROWS + 1)).fetchall():
+        for src, key, sid in cur.execute(sql.file_hits, (sql.array(pkeys), sql.array(bkeys), KEY_ROWS + 1)).fetchall():
             hits.setdefault((src, key), []).append(sid)
         ids: set[int] = set()
         for fp, keys in zip(fps, wanted, strict=True):
             if any(len(hits.get(k, ())) > KEY_ROWS for k in keys):
                 # A crowded key: its rows were cut, so the counts here would be short.
-                params = (sql.ints(fp.paragraph_keys), sql.ints(fp.band_keys), MAX_CANDIDATES)
+                params = (sql.array(fp.paragraph_keys), sql.array(fp.band_keys), MAX_CANDIDATES)
                 ids.update(sid for (sid,) in cur.execute(sql.top_candidates, params).fetchall())
                 continue
             shared: dict[int, int] = {}

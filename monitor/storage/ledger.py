@@ -27,8 +27,9 @@ from typing import Any
 
 from monitor.errors import StorageError
 from monitor.models import ScanReport
+from monitor.storage import sql as statements
 from monitor.storage.revisions import VERSION_TABLE, head
-from monitor.storage.sql import SQL, scan_row
+from monitor.storage.sql import SQL
 
 # Each file's commit touches index pages all over the band and paragraph key indexes;
 # checkpointing the WAL every ~40 MB instead of every ~4 MB (SQLite's default of 1,000
@@ -102,24 +103,22 @@ class Ledger:
     def file_states(self) -> dict[str, tuple[int, int]]:
         """(size, mtime_ns) of every file recorded, read or rejected, by path."""
         with _errors():
-            rows = self._conn.execute(_SQL.file_states).fetchall()
-        return {path: (size, mtime) for path, size, mtime in rows}
+            return statements.file_states(_SQL, self._conn)
 
     def rejected_files(self) -> list[tuple[str, str]]:
         """(path, reason) of every file recorded as rejected, by path."""
         with _errors():
-            return self._conn.execute(_SQL.rejected_files).fetchall()
+            return statements.rejected_files(_SQL, self._conn)
 
     def last_change(self) -> dt.datetime | None:
         """When a story last became new or revised; None when the store has none."""
         with _errors():
-            value = self._conn.execute(_SQL.last_change).fetchone()[0]
-        return None if value is None else _SQL.read_stamp(value)
+            return statements.last_change(_SQL, self._conn)
 
     def record_scan(self, report: ScanReport, started: dt.datetime, finished: dt.datetime) -> None:
         with _errors(), self._conn:  # BEGIN ... COMMIT, or ROLLBACK on an error
             self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.execute(_SQL.record_scan, scan_row(_SQL, report, started, finished))
+            statements.record_scan(_SQL, self._conn, report, started, finished)
 
 
 @contextmanager

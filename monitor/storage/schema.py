@@ -24,6 +24,7 @@ from sqlalchemy import (
 
 from monitor.bulletin import brief_title
 from monitor.models import Story
+from monitor.storage.sql import naive_utc
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -33,11 +34,7 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: dt.datetime | None, dialect: object) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the store")
-        return value.astimezone(dt.UTC).replace(tzinfo=None)
+        return None if value is None else naive_utc(value)
 
     def process_result_value(self, value: dt.datetime | None, dialect: object) -> dt.datetime | None:
         return value.replace(tzinfo=dt.UTC) if value is not None else None

@@ -52,8 +52,7 @@ class SQL(NamedTuple):
     last_change: str
     record_scan: str
     rejected_files: str
-    ints: Callable[[Sequence[int]], Any]
-    texts: Callable[[Sequence[str]], Any]
+    array: Callable[[Sequence[Any]], Any]  # a list as one parameter (the SQL casts it)
     stamp: Callable[[dt.datetime], Any]
     day: Callable[[dt.date | None], Any]
     read_stamp: Callable[[Any], dt.datetime]
@@ -62,10 +61,10 @@ class SQL(NamedTuple):
     def for_dialect(cls, name: str) -> SQL:
         if name == "postgresql":
             return _build(lambda column, kind: f"{column} = ANY(?::{kind}[])", "%s",
-                          ints=list, texts=list, stamp=_naive_utc, day=lambda d: d,
+                          array=list, stamp=naive_utc, day=lambda d: d,
                           read_stamp=lambda v: v.replace(tzinfo=dt.UTC))
         return _build(lambda column, kind: f"{column} IN (SELECT value FROM json_each(?))", "?",
-                      ints=_json_array, texts=_json_array, stamp=lambda t: _naive_utc(t).strftime(_SQLITE_STAMP),
+                      array=_json_array, stamp=lambda t: naive_utc(t).strftime(_SQLITE_STAMP),
                       day=lambda d: d.isoformat() if d else None,
                       read_stamp=lambda v: dt.datetime.fromisoformat(v).replace(tzinfo=dt.UTC))
 
@@ -76,7 +75,8 @@ def _json_array(values: Sequence[Any]) -> str:
     return json.dumps(values)
 
 
-def _naive_utc(value: dt.datetime) -> dt.datetime:
+def naive_utc(value: dt.datetime) -> dt.datetime:
+    """How the store keeps a time (UTC, without an offset); a naive time is a bug, refused."""
     if value.tzinfo is None:
         raise ValueError("naive datetime given to the store")
     return value.astimezone(dt.UTC).replace(tzinfo=None)
@@ -123,10 +123,31 @@ def _build(in_list: Callable[[str, str], str], placeholder: str, **conversions: 
     return SQL(**{name: sql.replace("?", placeholder) for name, sql in statements.items()}, **conversions)
 
 
-def scan_row(sql: SQL, report: Any, started: dt.datetime, finished: dt.datetime) -> tuple[Any, ...]:
-    """The parameters of `record_scan` for a ScanReport."""
-    return (sql.stamp(started), sql.stamp(finished), report.files_read, report.new, report.revised,
-            report.unchanged, report.skipped, report.rejected)
+# The reads and the write an idle pass needs, on a DBAPI cursor or sqlite3 connection:
+# `Storage` (in its transactions) and the ledger (on its own connection) both use these,
+# so the idle pass gets exactly the answers the full pass would.
+
+
+def file_states(sql: SQL, cur: Any) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of every file recorded, read or rejected, by path."""
+    return {path: (size, mtime) for path, size, mtime in cur.execute(sql.file_states).fetchall()}
+
+
+def rejected_files(sql: SQL, cur: Any) -> list[tuple[str, str]]:
+    """(path, reason) of every file recorded as rejected, by path."""
+    return [(path, reason) for path, reason in cur.execute(sql.rejected_files).fetchall()]
+
+
+def last_change(sql: SQL, cur: Any) -> dt.datetime | None:
+    """When a story last became new or revised (the newest `updated`); None when there is none."""
+    value = cur.execute(sql.last_change).fetchone()[0]
+    return None if value is None else sql.read_stamp(value)
+
+
+def record_scan(sql: SQL, cur: Any, report: Any, started: dt.datetime, finished: dt.datetime) -> None:
+    """Add a pass and its counts (a ScanReport) to the scans table."""
+    cur.execute(sql.record_scan, (sql.stamp(started), sql.stamp(finished), report.files_read, report.new,
+                                  report.revised, report.unchanged, report.skipped, report.rejected))
 
 
 @contextmanager

@@ -29,6 +29,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from monitor.errors import StorageError
 from monitor.models import FileInfo, ScanReport, Story
+from monitor.storage import sql as statements
 from monitor.storage.ingest import STORY_NAMESPACE, IngestMixin, _retryable, upsert_file
 from monitor.storage.ledger import configure_sqlite
 from monitor.storage.outbox import OutboxMixin
@@ -39,7 +40,7 @@ from monitor.storage.schema import (
     story_from_row,
     story_query,
 )
-from monitor.storage.sql import SQL, cursor, scan_row
+from monitor.storage.sql import SQL, cursor
 
 # One lock id for the decide-and-write step across all instances on PostgreSQL.
 INGEST_LOCK = 0x6D6F6E69  # "moni"
@@ -133,7 +134,7 @@ class Storage(IngestMixin, OutboxMixin):
     def file_states(self) -> dict[str, tuple[int, int]]:
         """(size, mtime_ns) of every file recorded, read or rejected, by path."""
         with self._read() as conn, cursor(conn) as cur:
-            return {path: (size, mtime) for path, size, mtime in cur.execute(self._sql.file_states)}
+            return statements.file_states(self._sql, cur)
 
     def known_content(self, sha256: str, text_hashes: Sequence[str]) -> tuple[int | None, set[str]]:
         """Items in an already ingested copy of these exact bytes (None if none), else which of
@@ -143,7 +144,7 @@ class Storage(IngestMixin, OutboxMixin):
             row = cur.execute(sql.content, (sha256,)).fetchone()
             if row is not None or not text_hashes:
                 return (row[0] if row else None), set()
-            return None, {h for h, _ in cur.execute(sql.known, (sql.texts(text_hashes),))}
+            return None, {h for h, _ in cur.execute(sql.known, (sql.array(text_hashes),))}
 
     def record_file(self, info: FileInfo, sha256: str | None, *, items: int = 0,
                     reason: str | None = None, now: dt.datetime) -> None:
@@ -154,7 +155,7 @@ class Storage(IngestMixin, OutboxMixin):
     def rejected_files(self) -> list[tuple[str, str]]:
         """(path, reason) of every file recorded as rejected, by path."""
         with self._read() as conn, cursor(conn) as cur:
-            return [(path, reason) for path, reason in cur.execute(self._sql.rejected_files)]
+            return statements.rejected_files(self._sql, cur)
 
     # -- reading -------------------------------------------------------------
 
@@ -176,14 +177,13 @@ class Storage(IngestMixin, OutboxMixin):
     def last_change(self) -> dt.datetime | None:
         """When a story last became new or revised (the newest `updated`); None when empty."""
         with self._read() as conn, cursor(conn) as cur:
-            value = cur.execute(self._sql.last_change).fetchone()[0]
-            return None if value is None else self._sql.read_stamp(value)
+            return statements.last_change(self._sql, cur)
 
     # -- scans ---------------------------------------------------------------
 
     def record_scan(self, report: ScanReport, started: dt.datetime, finished: dt.datetime) -> None:
         with self._write() as conn, cursor(conn) as cur:
-            cur.execute(self._sql.record_scan, scan_row(self._sql, report, started, finished))
+            statements.record_scan(self._sql, cur, report, started, finished)
 
     def last_scan(self) -> dict[str, Any] | None:
         with self._read() as conn:
