@@ -119,11 +119,11 @@ def _baseline(settings: Settings, storage: Storage) -> None:
 
 
 def cmd_feed(settings: Settings, args: argparse.Namespace) -> int:
-    from monitor.feed import render
+    from monitor.publish import Publisher
 
     storage = _storage(settings)
     try:
-        data = render(settings.feed, storage.latest_stories(settings.feed.max_entries))
+        data = Publisher(settings, storage).main_feed()
     finally:
         storage.close()
     sys.stdout.buffer.write(data)

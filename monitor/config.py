@@ -44,6 +44,8 @@ class FeedSettings:
     path: Path = Path("state/feed.atom")
     max_entries: int = 100
     author: str = "monitor"
+    # Corrections as entries of the main feed too, for readers with one subscription.
+    corrections_in_main: bool = False
 
 
 @dataclass(frozen=True)

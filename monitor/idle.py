@@ -55,12 +55,14 @@ def idle_pass(settings: Settings, ledger: Ledger, *, clock: Clock = utcnow) -> S
 
 
 def feed_is_stale(settings: Settings, storage: Changes) -> bool:
-    """The feed file must be written again although this pass found nothing new: it is
-    missing; or a story changed after it was written (a pass died between its commit and
-    the rename: a crash, a kill); or the config file changed after it was written (a new
-    title, base URL or number of entries shows at the next pass, not at the next story)."""
+    """The feed files must be written again although this pass found nothing new: one is
+    missing; or a story changed after they were written (a pass died between its commit
+    and the rename: a crash, a kill); or the config file changed after they were written
+    (a new title, base URL or number of entries shows at the next pass, not at the next story)."""
+    from monitor.publish import files
+
     try:
-        written = settings.feed.path.stat().st_mtime_ns
+        written = min(path.stat().st_mtime_ns for path in files(settings))
     except FileNotFoundError:
         return True
     if settings.source != "<defaults>":

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING
 from monitor import bulletin, dropfolder
 from monitor.config import Settings
 from monitor.identity import fingerprint, known_fingerprint, normalized_paragraphs, text_hash
-from monitor.idle import Clock, feed_is_stale, utcnow
+from monitor.idle import Clock, utcnow
 from monitor.models import FileOutcome, Rejected, ScanReport
 
 if TYPE_CHECKING:
+    from monitor.publish import Publisher
     from monitor.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -106,22 +107,15 @@ def _add(report: ScanReport, outcome: FileOutcome) -> ScanReport:
                    unchanged=report.unchanged + outcome.unchanged)
 
 
-def publish(settings: Settings, storage: Storage, *, force: bool = False) -> bool:
-    """Rewrite the feed file if the store changed (or the file is missing or stale)."""
-    path = settings.feed.path
-    if not force and not feed_is_stale(settings, storage):
-        return False
-    # Imported here: feedgen and lxml are a large part of start-up, and an idle pass never renders.
-    from monitor.feed import render, write_atomically
-
-    write_atomically(path, render(settings.feed, storage.latest_stories(settings.feed.max_entries)))
-    return True
-
-
 def scan_and_publish(settings: Settings, storage: Storage, *, clock: Clock = utcnow,
-                     stop: threading.Event | None = None) -> ScanReport:
+                     stop: threading.Event | None = None, publisher: Publisher | None = None) -> ScanReport:
+    """A pass, then the feed files written if it changed anything (or they are stale)."""
     t0 = time.perf_counter()
     report = scan(settings, storage, clock=clock, stop=stop)
-    publish(settings, storage, force=report.changed)
+    if publisher is None:
+        from monitor.publish import Publisher
+
+        publisher = Publisher(settings, storage)
+    publisher.write_files(force=report.changed)
     log.debug("scan and publish took %.3fs", time.perf_counter() - t0)
     return report

@@ -1,6 +1,6 @@
-"""HTTP: the feed, health, metrics and the pages. The only module that talks HTTP.
+"""HTTP: the publisher's documents, health and metrics. The only module that talks HTTP.
 
-The standard library's ThreadingHTTPServer is enough here: five read-only routes
+The standard library's ThreadingHTTPServer is enough here: read-only routes
 answered from bytes prepared in memory, a thread per connection so a slow reader never
 holds up another (or the scans, which run in the scheduler's threads), and socket
 timeouts plus a cap on connections to bound what a slow or hostile client can hold.
@@ -8,8 +8,9 @@ It adds no dependency and no event loop to the process, and it serves thousands 
 requests per second on loopback (see bench/http_bench.py), far beyond what feed
 readers polling every few minutes need.
 
-No route maps to the filesystem: every answer is built from memory (the feed, the
-front page), from the metrics registry, or for an old story's page from the store.
+No route maps to the filesystem: every document (feeds, archives, pages) is one the
+publisher made (monitor.publish) and handed over in the `Snapshot`, whose mapping
+renders the ones made on request (a story's history, an archive) from the store.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import gzip
 import hashlib
 import json
 import logging
-import re
 import socket
 import threading
 from collections.abc import Mapping
@@ -30,11 +30,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from monitor import __version__, page
+from monitor import __version__
 from monitor.errors import StorageError
 from monitor.metrics import CONTENT_TYPE as METRICS_TYPE
 from monitor.metrics import Metrics
-from monitor.models import Story
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,6 @@ HTML_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-STORY_PATH = re.compile(r"/stories/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 # A reader that sends nothing for this long is dropped, and at most this many
 # connections are served at once; more are closed at once instead of queueing threads.
 SOCKET_TIMEOUT = 10.0
@@ -57,17 +55,20 @@ MAX_CONNECTIONS = 64
 
 
 @dataclass(frozen=True)
-class FeedDocument:
-    """The feed bytes with everything a conditional or compressed GET needs, computed once."""
+class Document:
+    """A document's bytes with everything a conditional or compressed GET needs, computed once."""
 
     body: bytes
     gzipped: bytes
     etag: str
     gzip_etag: str
-    modified: dt.datetime  # the newest `updated`, to the second (HTTP dates have no fraction)
+    modified: dt.datetime  # its newest date, to the second (HTTP dates have no fraction)
+    content_type: str
+    cache_control: str = "no-cache"
 
     @classmethod
-    def build(cls, body: bytes, newest: dt.datetime) -> FeedDocument:
+    def build(cls, body: bytes, newest: dt.datetime, content_type: str, *,
+              cache_control: str = "no-cache") -> Document:
         digest = hashlib.sha256(body).hexdigest()
         return cls(
             body=body,
@@ -76,6 +77,8 @@ class FeedDocument:
             etag=f'"{digest}"',
             gzip_etag=f'"{digest}-gzip"',
             modified=newest.astimezone(dt.UTC).replace(microsecond=0),
+            content_type=content_type,
+            cache_control=cache_control,
         )
 
     @property
@@ -85,12 +88,14 @@ class FeedDocument:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What the service publishes after a scan; swapped as a whole, never edited."""
+    """What the publisher hands over after each change of the store; swapped whole, never edited.
 
-    feed: FeedDocument
-    index_html: bytes
-    feed_title: str
-    stories: Mapping[str, Story] = field(default_factory=dict)  # by the uuid in the story's URL
+    `documents` maps a URL path ("/feed.atom", "/", "/stories/<uuid>", ...) to its document;
+    it may render some on request from the store, and then raises StorageError when the
+    store cannot be read."""
+
+    documents: Mapping[str, Document] = field(default_factory=dict)
+    feed_path: str = "/feed.atom"  # counted in monitor_feed_requests_total
 
 
 class Site(Protocol):
@@ -101,8 +106,6 @@ class Site(Protocol):
     def snapshot(self) -> Snapshot: ...
 
     def health(self) -> tuple[int, dict[str, Any]]: ...
-
-    def story(self, uid: str) -> Story | None: ...
 
 
 def accepts_gzip(header: str | None) -> bool:
@@ -127,7 +130,7 @@ def accepts_gzip(header: str | None) -> bool:
     return qualities.get("*", 0.0) > 0
 
 
-def not_modified(doc: FeedDocument, if_none_match: str | None, if_modified_since: str | None) -> bool:
+def not_modified(doc: Document, if_none_match: str | None, if_modified_since: str | None) -> bool:
     """RFC 9110 13.1: If-None-Match decides when present (weak comparison), else If-Modified-Since."""
     if if_none_match is not None:
         tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
@@ -171,54 +174,45 @@ class Handler(BaseHTTPRequestHandler):
 
     def _route(self, path: str, head: bool) -> None:
         site = self.server.site
-        if path == "/feed.atom":
-            self._feed(site, head)
-        elif path == "/healthz":
+        if path == "/healthz":
             status, data = site.health()
             body = json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
             self._send(status, JSON_TYPE, body, head, {"Cache-Control": "no-store"})
         elif path == "/metrics":
             self._send(200, METRICS_TYPE, site.metrics.render(), head, {"Cache-Control": "no-store"})
-        elif path == "/":
-            self._send(200, HTML_TYPE, site.snapshot().index_html, head, {**HTML_HEADERS, "Cache-Control": "no-cache"})
-        elif match := STORY_PATH.fullmatch(path):
-            self._story(site, match.group(1), head)
         else:
-            self._send(404, TEXT_TYPE, b"not found\n", head)
+            self._document(site, path, head)
 
-    def _feed(self, site: Site, head: bool) -> None:
-        doc = site.snapshot().feed
+    def _document(self, site: Site, path: str, head: bool) -> None:
+        snap = site.snapshot()
+        try:
+            doc = snap.documents.get(path)
+        except StorageError as exc:
+            log.warning("%s: %s", path, exc)
+            self._send(503, TEXT_TYPE, b"store unavailable\n", head)
+            return
+        if doc is None:
+            self._send(404, TEXT_TYPE, b"not found\n", head)
+            return
+        counted = path == snap.feed_path
         zipped = accepts_gzip(self.headers.get("Accept-Encoding"))
         headers = {
+            **(HTML_HEADERS if doc.content_type == HTML_TYPE else {}),
             "ETag": doc.gzip_etag if zipped else doc.etag,
             "Last-Modified": doc.last_modified,
-            "Cache-Control": "no-cache",
+            "Cache-Control": doc.cache_control,
             "Vary": "Accept-Encoding",
         }
         if not_modified(doc, self.headers.get("If-None-Match"), self.headers.get("If-Modified-Since")):
-            site.metrics.feed_requests.labels("304").inc()
+            if counted:
+                site.metrics.feed_requests.labels("304").inc()
             self._send(304, None, b"", True, headers)
             return
         if zipped:
             headers["Content-Encoding"] = "gzip"
-        site.metrics.feed_requests.labels("200").inc()
-        self._send(200, ATOM_TYPE, doc.gzipped if zipped else doc.body, head, headers)
-
-    def _story(self, site: Site, key: str, head: bool) -> None:
-        snap = site.snapshot()
-        story = snap.stories.get(key)
-        if story is None:
-            try:
-                story = site.story(f"urn:uuid:{key}")  # older than the feed's window
-            except StorageError as exc:
-                log.warning("story page %s: %s", key, exc)
-                self._send(503, TEXT_TYPE, b"store unavailable\n", head)
-                return
-        if story is None:
-            self._send(404, TEXT_TYPE, b"not found\n", head)
-            return
-        body = page.story_page(snap.feed_title, story).encode()
-        self._send(200, HTML_TYPE, body, head, {**HTML_HEADERS, "Cache-Control": "no-cache"})
+        if counted:
+            site.metrics.feed_requests.labels("200").inc()
+        self._send(200, doc.content_type, doc.gzipped if zipped else doc.body, head, headers)
 
     def _send(self, status: int, ctype: str | None, body: bytes, head: bool,
               headers: Mapping[str, str] | None = None) -> None:

@@ -40,15 +40,14 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from monitor import page
 from monitor.config import Settings
 from monitor.crontab import crontab_trigger
 from monitor.errors import ConfigError, MonitorError, StorageError
-from monitor.feed import EPOCH, render, story_key, write_atomically
 from monitor.metrics import Metrics
-from monitor.models import ScanReport, Story
-from monitor.scan import scan_and_publish, utcnow
-from monitor.server import FeedDocument, Server, Snapshot
+from monitor.models import ScanReport
+from monitor.publish import FEED, Publisher
+from monitor.scan import scan, utcnow
+from monitor.server import Server, Snapshot
 from monitor.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -134,8 +133,8 @@ class Service:
         self._hint_lock = threading.Lock()
         self._pickup_at: dt.datetime | None = None  # a pickup job is scheduled for then
         self._wanted: dt.datetime | None = None  # the latest moment any event asked a scan for
-        self._feed_key: tuple[int, dt.datetime | None] | None = None
         self._story_count = 0
+        self.publisher = Publisher(settings, storage)
         self._snapshot: Snapshot | None = None
         self.scheduler = BackgroundScheduler(timezone=dt.UTC, executors={"default": ThreadPoolExecutor(4)})
         wire_jobs(self.scheduler, self)
@@ -146,9 +145,6 @@ class Service:
     def snapshot(self) -> Snapshot:
         assert self._snapshot is not None  # built in __init__
         return self._snapshot
-
-    def story(self, uid: str) -> Story | None:
-        return self.storage.story(uid)
 
     def health(self) -> tuple[int, dict[str, Any]]:
         now = utcnow()
@@ -236,7 +232,7 @@ class Service:
         report: ScanReport | None = None
         error = None
         try:
-            report = scan_and_publish(self.settings, self.storage, stop=self.stop_event)
+            report = scan(self.settings, self.storage, stop=self.stop_event)
             self.refresh(force=report.changed)
         except Exception as exc:  # the next run tries again; /healthz turns 503 if it goes on
             error = str(exc) or type(exc).__name__
@@ -255,28 +251,11 @@ class Service:
                 st.last_success = now
 
     def refresh(self, *, force: bool = False) -> None:
-        """Re-render the served feed and page if the store changed (here or in another instance)."""
-        count = self.storage.story_count()
-        newest = self.storage.latest_stories(1)
-        key = (count, newest[0].updated if newest else None)
-        self._story_count = count
+        """Publish again if the store changed (here or in another instance): the files and
+        the snapshot the HTTP server reads."""
+        self._snapshot = self.publisher.refresh(force=force)
+        self._story_count = count = self.publisher.story_count
         self.metrics.stories_stored.set(count)
-        if not force and key == self._feed_key:
-            return
-        stories = self.storage.latest_stories(self.settings.feed.max_entries)
-        data = render(self.settings.feed, stories)
-        self._write_feed_file(data)
-        self._snapshot = build_snapshot(self.settings, stories, data)
-        self._feed_key = key
-
-    def _write_feed_file(self, data: bytes) -> None:
-        path = self.settings.feed.path
-        try:
-            if path.read_bytes() == data:
-                return
-        except FileNotFoundError:
-            pass
-        write_atomically(path, data)
 
     # -- instant pickup --------------------------------------------------------
 
@@ -339,7 +318,7 @@ class Service:
             observer = self._watch()
             if server is not None:
                 server.start()
-                log.info("serving http://%s:%s/ (feed at /feed.atom)", http.host, server.port)
+                log.info("serving http://%s:%s/ (feed at /%s)", http.host, server.port, FEED)
             log.info("monitor running: drop folder %s, scan every %gs, settle %gs%s",
                      self.settings.drop.folder.resolve(), self.settings.schedule.scan_seconds,
                      self.settings.drop.settle_seconds,
@@ -414,17 +393,6 @@ def schedule_pickup(scheduler: BackgroundScheduler, service: Service, when: dt.d
         log.debug("pickup not scheduled: %s", exc)
         return False
     return True
-
-
-def build_snapshot(settings: Settings, stories: list[Story], data: bytes) -> Snapshot:
-    newest = max((s.updated for s in stories), default=EPOCH)
-    listed = stories[: settings.feed.max_entries]
-    return Snapshot(
-        feed=FeedDocument.build(data, newest),
-        index_html=page.index(settings.feed.title, listed, generated=utcnow()).encode(),
-        feed_title=settings.feed.title,
-        stories={story_key(s.uid): s for s in listed},
-    )
 
 
 class _Hints(FileSystemEventHandler):

@@ -36,7 +36,9 @@ MAX_CANDIDATES = 50
 # that reaches KEY_ROWS + 1 is "crowded": the items holding one are ranked by
 # SQL.top_candidates instead, which sees every row.
 KEY_ROWS = 4 * MAX_CANDIDATES
-ONE_TICK = dt.timedelta(microseconds=1)
+# Versions are two microseconds apart at least: the one between is a correction entry's
+# (monitor.feed.CORRECTION_OFFSET), so no two entries of any feed share an `updated`.
+VERSION_TICKS = dt.timedelta(microseconds=2)
 # A file's transaction that lost a race anyway (a unique row written by a writer not
 # holding the lock, a serialization failure, a deadlock) is decided again from scratch:
 # the texts the winner stored are then known, so the loser's items become repeats.
@@ -136,7 +138,7 @@ class IngestMixin:
         # The file's versions and index keys are written with one executemany each; the
         # new stories one by one in file order, so their ids follow the file.
         sql = self._sql
-        stamp = sql.stamp(now)
+        stamps = _Ticks(cur, sql, now)
         real: dict[int, int] = {}
         revised: set[int] = set()
         unchanged = 0
@@ -147,17 +149,18 @@ class IngestMixin:
             if decision.action == "repeat":
                 unchanged += 1
                 continue
+            stamp = stamps.next()
             if decision.action == "new":
                 uid = f"urn:uuid:{uuid.uuid5(STORY_NAMESPACE, fp.text_hash)}"
                 real[decision.story] = cur.execute(sql.new_story, (uid, stamp, stamp, fp.text_hash)).fetchone()[0]
             sid = real.get(decision.story, decision.story)
-            versions.append((sid, fp.text_hash, item.kind, item.title,
+            versions.append((sid, fp.text_hash, item.kind, item.title, item.headline or item.title or "",
                              json.dumps(list(item.paragraphs), ensure_ascii=False), sql.day(item.published),
-                             key[0], key[1], stamp))
+                             key[0], key[1], stamp, decision.action != "older"))
             pkeys += [(k, sid) for k in fp.paragraph_keys]
             bkeys += [(k, sid) for k in fp.band_keys]
             if decision.action == "revise":
-                self._make_current(cur, sid, fp.text_hash, now)
+                cur.execute(sql.make_current, (fp.text_hash, stamp, sid))
                 if decision.story not in real:
                     revised.add(sid)
             elif decision.action == "older":
@@ -168,12 +171,21 @@ class IngestMixin:
                 cur.executemany(statement, rows)
         return FileOutcome(new=len(real), revised=len(revised), unchanged=unchanged)
 
-    def _make_current(self, cur: Any, sid: int, text_hash: str, now: dt.datetime) -> None:
-        sql = self._sql
-        previous = sql.read_stamp(cur.execute(sql.updated, (sid,)).fetchone()[0])
-        # `updated` moves forward on every revision, even if the clock stepped back.
-        updated = max(now, previous + ONE_TICK)
-        cur.execute(sql.make_current, (text_hash, sql.stamp(updated), sid))
+
+class _Ticks:
+    """Times for the versions one file writes: each a microsecond after the store's latest
+    at least, so that every version, and so every feed entry's `updated`, is distinct and in
+    the order it was written (under the write lock, across instances), even if the clock
+    stepped back."""
+
+    def __init__(self, cur: Any, sql: SQL, now: dt.datetime) -> None:
+        self._sql = sql
+        last = cur.execute(sql.last_stamp).fetchone()[0]
+        self._next = now if last is None else max(now, sql.read_stamp(last) + VERSION_TICKS)
+
+    def next(self) -> Any:
+        stamp, self._next = self._next, self._next + VERSION_TICKS
+        return self._sql.stamp(stamp)
 
 
 def upsert_file(sql: SQL, cur: Any, info: FileInfo, sha256: str | None, items: int, reason: str | None,

@@ -242,7 +242,7 @@ class OutboxMixin:
     def _stories_by_hash(self, conn: Connection, hashes: list[str]) -> dict[str, Story]:
         if not hashes:
             return {}
-        query = (select(versions.c.text_hash, stories.c.uid, versions.c.kind, versions.c.title,
+        query = (select(versions.c.text_hash, stories.c.uid, versions.c.kind, versions.c.headline,
                         versions.c.paragraphs, versions.c.published, stories.c.first_seen, stories.c.updated)
                  .join(stories, stories.c.id == versions.c.story_id)
                  .where(versions.c.text_hash.in_(hashes)))

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -20,9 +21,9 @@ from sqlalchemy import (
     TypeDecorator,
     select,
     text,
+    true,
 )
 
-from monitor.bulletin import brief_title
 from monitor.models import Story
 from monitor.storage.sql import naive_utc
 
@@ -80,13 +81,19 @@ versions = Table(
     Column("text_hash", Text, nullable=False, unique=True),
     Column("kind", Text, nullable=False),
     Column("title", Text),
+    Column("headline", Text),  # the title readers see, from the parser at ingest (migration 0005)
     Column("paragraphs", Text, nullable=False),  # JSON list of strings
     Column("published", Date),
     # The bulletin that carried this text first: (mtime_ns, path) orders versions.
     Column("key_mtime_ns", BigInteger, nullable=False),
     Column("key_path", Text, nullable=False),
+    # Distinct for every version, and increasing in the order versions were written.
     Column("seen_at", UTCDateTime, nullable=False),
+    # Whether this text became the story's current one when it was written (new or a
+    # revision; not a late copy of an older text): the timeline feeds are cut from these.
+    Column("shown", Boolean, nullable=False, server_default=true()),
     Index("ix_versions_story", "story_id"),
+    Index("ix_versions_seen_at", "seen_at", "id"),
 )
 
 paragraph_keys = Table(
@@ -164,7 +171,7 @@ digest_recipients = Table(
 
 def story_query() -> Any:
     """The columns of a published story: a story joined to its current version."""
-    return (select(stories.c.uid, versions.c.kind, versions.c.title, versions.c.paragraphs,
+    return (select(stories.c.uid, versions.c.kind, versions.c.headline, versions.c.paragraphs,
                    versions.c.published, stories.c.first_seen, stories.c.updated)
             .join(versions, versions.c.text_hash == stories.c.current_hash))
 
@@ -172,5 +179,5 @@ def story_query() -> Any:
 def story_from_row(row: Any) -> Story:
     uid, kind, title, paragraphs, published, first_seen, updated = row
     paras = tuple(json.loads(paragraphs))
-    return Story(uid=uid, kind=kind, title=title or brief_title(paras[0]), paragraphs=paras,
+    return Story(uid=uid, kind=kind, title=title or "", paragraphs=paras,
                  published=published, first_seen=first_seen, updated=updated)

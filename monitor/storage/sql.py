@@ -46,7 +46,7 @@ class SQL(NamedTuple):
     new_version: str
     add_paragraph_key: str
     add_band_key: str
-    updated: str
+    last_stamp: str
     make_current: str
     upsert_file: str
     last_change: str
@@ -105,11 +105,11 @@ def _build(in_list: Callable[[str, str], str], placeholder: str, **conversions: 
                             f"WHERE {in_list('s.id', 'bigint')}"),
         "new_story": ("INSERT INTO stories (uid, first_seen, updated, current_hash) "
                       "VALUES (?, ?, ?, ?) RETURNING id"),
-        "new_version": ("INSERT INTO versions (story_id, text_hash, kind, title, paragraphs, published, "
-                        "key_mtime_ns, key_path, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+        "new_version": ("INSERT INTO versions (story_id, text_hash, kind, title, headline, paragraphs, published, "
+                        "key_mtime_ns, key_path, seen_at, shown) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+        "last_stamp": "SELECT max(seen_at) FROM versions",
         "add_paragraph_key": "INSERT INTO paragraph_keys (key, story_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
         "add_band_key": "INSERT INTO band_keys (key, story_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        "updated": "SELECT updated FROM stories WHERE id = ?",
         "make_current": "UPDATE stories SET current_hash = ?, updated = ? WHERE id = ?",
         "upsert_file": (f"INSERT INTO files ({', '.join(_FILE_COLUMNS)}) "
                         f"VALUES ({', '.join('?' * len(_FILE_COLUMNS))}) ON CONFLICT (path) DO UPDATE SET "

@@ -1,8 +1,9 @@
 """`Storage`: the state store, through SQLAlchemy.
 
 One class with methods shaped around the pipeline: what files were seen, ingesting
-one file's items in one transaction (ingest.py), reading the newest stories for the
-feed, the digest outbox (outbox.py), and the bookkeeping of scans.
+one file's items in one transaction (ingest.py), reading stories and their versions
+for the feeds and pages (timeline.py), the digest outbox (outbox.py), and the
+bookkeeping of scans.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from monitor.storage.schema import (
     story_query,
 )
 from monitor.storage.sql import SQL, cursor
+from monitor.storage.timeline import TimelineMixin
 
 # One lock id for the decide-and-write step across all instances on PostgreSQL.
 INGEST_LOCK = 0x6D6F6E69  # "moni"
@@ -51,7 +53,7 @@ log = logging.getLogger(__name__)
 __all__ = ["STORY_NAMESPACE", "Storage", "metadata"]
 
 
-class Storage(IngestMixin, OutboxMixin):
+class Storage(IngestMixin, OutboxMixin, TimelineMixin):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
@@ -158,12 +160,6 @@ class Storage(IngestMixin, OutboxMixin):
             return statements.rejected_files(self._sql, cur)
 
     # -- reading -------------------------------------------------------------
-
-    def latest_stories(self, limit: int) -> list[Story]:
-        """The `limit` most recently updated stories, newest first."""
-        query = story_query().order_by(stories.c.updated.desc(), stories.c.id.desc()).limit(limit)
-        with self._read() as conn:
-            return [story_from_row(row) for row in conn.execute(query)]
 
     def story(self, uid: str) -> Story | None:
         with self._read() as conn:

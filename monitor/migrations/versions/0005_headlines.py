@@ -1,0 +1,89 @@
+"""Every version keeps its headline; versions get distinct times, and a story's times are its versions'.
+
+* `versions.headline`: what readers see as the title (an article's title, a brief's
+  opening words), written at ingest from then on, so that reading the store never
+  needs the parser. Existing rows get it here, computed from their stored text.
+* `versions.seen_at` becomes strictly increasing in (seen_at, id) order: the stories
+  of one file were stamped with one time, so feed entries shared an `updated` and ties
+  were ordered differently by the feed and the page. Ties move forward by microseconds,
+  and only as far as needed; the order of the versions is unchanged. From here on
+  ingest gives every version its own tick (monitor.storage.ingest).
+* `versions.shown`: whether the text became the story's current one when it was written
+  (ingest knows: a new story or a revision, not a late copy of an older text). For
+  existing rows it is worked out from the order of the bulletins: a version is shown
+  if its bulletin is later than every one seen before it for that story and it was
+  seen before the current version, which always is.
+* A story's `updated` is its current version's time and `first_seen` its first
+  version's, so the feed, its archives and the corrections feed agree on every date.
+* `ix_versions_seen_at`: the archives and the corrections feed walk versions by time.
+
+Revision ID: 0005
+Revises: 0003
+"""
+
+import datetime as dt
+import json
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+# Two microseconds apart, as ingest writes them: a correction entry takes the one between.
+TICK = dt.timedelta(microseconds=2)
+BATCH = 1000
+
+
+def upgrade() -> None:
+    # The parser's title rule, applied once to the texts stored before ingest kept it.
+    from monitor.bulletin import brief_title
+    from monitor.storage.schema import UTCDateTime
+
+    op.add_column("versions", sa.Column("headline", sa.Text))
+    op.add_column("versions", sa.Column("shown", sa.Boolean, nullable=False, server_default=sa.true()))
+    op.create_index("ix_versions_seen_at", "versions", ["seen_at", "id"])
+    versions = sa.table("versions", sa.column("id", sa.Integer), sa.column("story_id", sa.Integer),
+                        sa.column("text_hash", sa.Text), sa.column("title", sa.Text),
+                        sa.column("paragraphs", sa.Text), sa.column("seen_at", UTCDateTime),
+                        sa.column("key_mtime_ns", sa.BigInteger), sa.column("key_path", sa.Text),
+                        sa.column("headline", sa.Text), sa.column("shown", sa.Boolean))
+    conn = op.get_bind()
+    current = set(conn.execute(sa.text("SELECT current_hash FROM stories")).scalars())
+    rows = conn.execute(sa.select(versions.c.id, versions.c.story_id, versions.c.text_hash, versions.c.title,
+                                  versions.c.paragraphs, versions.c.seen_at, versions.c.key_mtime_ns,
+                                  versions.c.key_path)
+                        .order_by(versions.c.seen_at, versions.c.id)).all()
+    current_seen = {story: seen_at for _, story, text_hash, _, _, seen_at, _, _ in rows if text_hash in current}
+    update = (sa.update(versions).where(versions.c.id == sa.bindparam("vid"))
+              .values(headline=sa.bindparam("h"), seen_at=sa.bindparam("t"), shown=sa.bindparam("s")))
+    last: dt.datetime | None = None
+    latest_key: dict[int, tuple[int, str]] = {}  # by story: the latest bulletin seen so far
+    batch_rows: list[dict[str, object]] = []
+    for vid, story, text_hash, title, paragraphs, seen_at, mtime_ns, path in rows:
+        stamp = seen_at if last is None or seen_at >= last + TICK else last + TICK
+        last = stamp
+        key = (mtime_ns, path)
+        shown = text_hash in current or (
+            seen_at < current_seen[story] and (story not in latest_key or key >= latest_key[story]))
+        latest_key[story] = max(key, latest_key.get(story, key))
+        batch_rows.append({"vid": vid, "h": title or brief_title(json.loads(paragraphs)[0]), "t": stamp,
+                           "s": shown})
+        if len(batch_rows) >= BATCH:
+            conn.execute(update, batch_rows)
+            batch_rows = []
+    if batch_rows:
+        conn.execute(update, batch_rows)
+    conn.execute(sa.text(
+        "UPDATE stories SET "
+        "updated = (SELECT v.seen_at FROM versions AS v WHERE v.text_hash = stories.current_hash), "
+        "first_seen = (SELECT min(v.seen_at) FROM versions AS v WHERE v.story_id = stories.id)"))
+
+
+def downgrade() -> None:
+    op.drop_index("ix_versions_seen_at", table_name="versions")
+    with op.batch_alter_table("versions") as batch:
+        batch.drop_column("shown")
+        batch.drop_column("headline")

@@ -1,0 +1,259 @@
+"""The one publisher: which documents exist, rendering each once per change, files and HTTP.
+
+Documents, by URL path under `[feed] base_url`:
+
+* `feed.atom`: one entry per story (its stable id), the newest `max_entries`; a revised
+  story's content opens with its correction note. With `[feed] corrections_in_main` the
+  corrections of those stories are entries here too. Links to the newest archive.
+* `corrections.atom`: one entry per revision, each with an id of its own, so that every
+  reader shows a correction as a new unread item.
+* `archive/<n>.atom`: RFC 5005 archives of the timeline (every text that became a
+  story's current one, in the order written), `archive_entries` per document, oldest
+  first from 1. The timeline only grows at its end, so an archive never changes once it
+  is full, and only full ones are published: cacheable. With the subscription document
+  they reach every story.
+* `/`, `pages/<n>`: the listing, in the feed's order; `stories/<uuid>`: a story's history.
+
+The scan (`monitor scan`), the service's refresh and `monitor feed` all come here. The
+feed files (`[feed] path` and `corrections.atom` beside it) are written atomically; the
+service also gets a `Snapshot` for its HTTP server, and `listeners` are told which paths
+changed after each publication (the hook for pushing to a WebSub hub).
+
+Importing this module is cheap (the idle scan asks it which files to check); the
+renderers (feedgen, lxml) are imported when something is rendered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from monitor.config import Settings
+
+if TYPE_CHECKING:
+    from monitor.models import Event
+    from monitor.page import Links
+    from monitor.server import Document, Snapshot
+    from monitor.storage import Storage
+
+log = logging.getLogger(__name__)
+
+FEED = "feed.atom"
+CORRECTIONS = "corrections.atom"
+ARCHIVE = "archive/{}.atom"
+PAGE = "pages/{}"
+STORIES = "stories/"
+# Entries per archive document. Fixed, not [feed] max_entries: an archive's URL must keep
+# naming the same entries whatever the config says later.
+ARCHIVE_ENTRIES = 100
+ARCHIVE_CACHE = "public, max-age=86400"  # stable once published; a day bounds a base_url change
+ATOM_TYPE = "application/atom+xml; charset=utf-8"
+HTML_TYPE = "text/html; charset=utf-8"
+# Documents made on request (histories, older pages, archives) kept per snapshot.
+CACHED_ON_REQUEST = 512
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+_ARCHIVE_PATH = re.compile(r"/archive/([1-9][0-9]{0,8})\.atom")
+_PAGE_PATH = re.compile(r"/pages/([2-9]|[1-9][0-9]{1,8})")
+_STORY_PATH = re.compile(r"/stories/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+
+
+def files(settings: Settings) -> tuple[Path, ...]:
+    """The files the publisher writes: the main feed and the corrections feed beside it."""
+    return settings.feed.path, settings.feed.path.with_name(CORRECTIONS)
+
+
+def url(settings: Settings, path: str) -> str:
+    return settings.feed.base_url + path
+
+
+Listener = Callable[[frozenset[str]], None]
+
+
+class Publisher:
+    def __init__(self, settings: Settings, storage: Storage, *, archive_entries: int = ARCHIVE_ENTRIES) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.archive_entries = archive_entries
+        # Called with the URL paths whose bytes changed, after the files are written.
+        self.listeners: list[Listener] = []
+        self._key: tuple[int, dt.datetime | None] | None = None
+        self._published: dict[str, bytes] = {}
+        self.story_count = 0  # as of the last refresh
+        self._archived = 0  # full archives at the last publication
+        self._newest = EPOCH
+        self._snapshot: Snapshot | None = None
+
+    # -- the documents ------------------------------------------------------------
+
+    def main_feed(self) -> bytes:
+        from monitor import feed
+
+        fs = self.settings.feed
+        events = self.storage.current_events(fs.max_entries)
+        entries = [feed.story_entry(fs.base_url, e) for e in events]
+        if fs.corrections_in_main and events:
+            oldest = min(e.version.seen_at for e in events)
+            entries += [feed.correction_entry(fs.base_url, e, in_main=True)
+                        for e in self.storage.corrections(fs.max_entries) if e.version.seen_at >= oldest]
+        full = self.storage.event_count() // self.archive_entries
+        links = [("prev-archive", ARCHIVE.format(full)), ("next", ARCHIVE.format(full))] if full else []
+        return feed.document(fs, entries, path=FEED, links=links)
+
+    def corrections_feed(self) -> bytes:
+        from monitor import feed
+
+        fs = self.settings.feed
+        entries = [feed.correction_entry(fs.base_url, e) for e in self.storage.corrections(fs.max_entries)]
+        return feed.document(fs, entries, path=CORRECTIONS, title="corrections")
+
+    def archive(self, n: int) -> Document | None:
+        """Archive `n` (from 1, oldest), once it is full; None before."""
+        from monitor import feed
+        from monitor.server import Document
+
+        size = self.archive_entries
+        events = self.storage.events((n - 1) * size, size) if n >= 1 else []
+        if len(events) < size:
+            return None
+        latest: dict[str, Event] = {e.uid: e for e in events}  # a story's last state in this slice
+        fs = self.settings.feed
+        links = [("current", FEED)]
+        if n > 1:
+            links += [("prev-archive", ARCHIVE.format(n - 1)), ("next", ARCHIVE.format(n - 1))]
+        body = feed.document(fs, [feed.story_entry(fs.base_url, e) for e in latest.values()],
+                             path=ARCHIVE.format(n), title=f"archive {n}", links=links, archive=True)
+        return Document.build(body, events[-1].version.seen_at, ATOM_TYPE, cache_control=ARCHIVE_CACHE)
+
+    def listing(self, n: int) -> bytes | None:
+        """Page `n` of the listing (1 is the front page); None past the last."""
+        from monitor import page
+
+        size = self.settings.feed.max_entries
+        stories = self.storage.stories_page(size + 1, (n - 1) * size)
+        if n > 1 and not stories:
+            return None
+        newest = stories[0].updated if stories else None
+        return page.listing(self.settings.feed.title, stories[:size], _links(), page=n, older=len(stories) > size,
+                            generated=newest).encode()
+
+    def history(self, key: str) -> bytes | None:
+        from monitor import page
+
+        found = self.storage.history(f"urn:uuid:{key}")
+        if found is None:
+            return None
+        story, versions = found
+        return page.history(self.settings.feed.title, story, versions, _links()).encode()
+
+    # -- publishing ---------------------------------------------------------------------
+
+    def write_files(self, *, force: bool = False) -> frozenset[str]:
+        """`monitor scan`: write the feed files if the store changed since they were
+        written (or they are missing or older than the config); the paths that changed."""
+        from monitor.idle import feed_is_stale
+
+        if not force and not feed_is_stale(self.settings, self.storage):
+            return frozenset()
+        return self._write({"/" + FEED: self.main_feed(), "/" + CORRECTIONS: self.corrections_feed()})
+
+    def refresh(self, *, force: bool = False) -> Snapshot:
+        """The service: render everything again if the store changed (here or in another
+        instance), write the files, and return the snapshot to serve."""
+        key = (self.storage.story_count(), self.storage.last_change())
+        self.story_count = key[0]
+        if self._snapshot is not None and not force and key == self._key:
+            return self._snapshot
+        from monitor.server import Document, Snapshot
+
+        feed, corrections, front = self.main_feed(), self.corrections_feed(), self.listing(1)
+        assert front is not None
+        self._newest = key[1] or EPOCH
+        fixed = {"/" + FEED: Document.build(feed, self._newest, ATOM_TYPE),
+                 "/" + CORRECTIONS: Document.build(corrections, self._newest, ATOM_TYPE),
+                 "/": Document.build(front, self._newest, HTML_TYPE)}
+        full = self.storage.event_count() // self.archive_entries
+        new_archives = frozenset("/" + ARCHIVE.format(n) for n in range(self._archived + 1, full + 1))
+        self._archived = full
+        self._snapshot = Snapshot(documents=Documents(fixed, self._on_request), feed_path="/" + FEED)
+        self._key = key
+        self._write({"/" + FEED: feed, "/" + CORRECTIONS: corrections}, also=new_archives)
+        return self._snapshot
+
+    def _write(self, documents: Mapping[str, bytes], *, also: frozenset[str] = frozenset()) -> frozenset[str]:
+        from monitor.feed import write_atomically
+
+        for path, data in zip(files(self.settings), documents.values(), strict=True):
+            try:
+                if path.read_bytes() == data:
+                    continue
+            except FileNotFoundError:
+                pass
+            write_atomically(path, data)
+        changed = frozenset(p for p, data in documents.items() if self._published.get(p) != data) | also
+        self._published.update(documents)
+        for listener in self.listeners:
+            try:
+                listener(changed)
+            except Exception:  # a listener (a hub ping) never stops publishing
+                log.exception("publish listener failed for %s", sorted(changed))
+        return changed
+
+    def _on_request(self, path: str) -> Document | None:
+        from monitor.server import Document
+
+        if match := _ARCHIVE_PATH.fullmatch(path):
+            return self.archive(int(match.group(1)))
+        if match := _PAGE_PATH.fullmatch(path):
+            body = self.listing(int(match.group(1)))
+        elif match := _STORY_PATH.fullmatch(path):
+            body = self.history(match.group(1))
+        else:
+            return None
+        return None if body is None else Document.build(body, self._newest, HTML_TYPE)
+
+
+def _links() -> Links:
+    from monitor.page import Links
+
+    return Links(feed=FEED, corrections=CORRECTIONS)
+
+
+class Documents(Mapping[str, "Document"]):
+    """The snapshot's documents: those rendered at publication, and those made on request
+    (from the store, cached for the life of the snapshot)."""
+
+    def __init__(self, fixed: dict[str, Document], make: Callable[[str], Document | None]) -> None:
+        self._fixed = fixed
+        self._make = make
+        self._made: dict[str, Document | None] = {}
+        self._lock = threading.Lock()
+
+    def __getitem__(self, path: str) -> Document:
+        doc = self.get(path)
+        if doc is None:
+            raise KeyError(path)
+        return doc
+
+    def get(self, path: str, default: Document | None = None) -> Document | None:  # type: ignore[override]
+        if path in self._fixed:
+            return self._fixed[path]
+        if path in self._made:
+            return self._made[path] or default
+        doc = self._make(path)
+        with self._lock:
+            if len(self._made) >= CACHED_ON_REQUEST:
+                self._made.clear()
+            self._made[path] = doc
+        return doc or default
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._fixed)
+
+    def __len__(self) -> int:
+        return len(self._fixed)
