@@ -57,18 +57,19 @@ def idle(config: Path) -> dict[str, float | int]:
 
 
 def feed(db: Path) -> dict[str, float]:
-    from monitor.config import FeedSettings
-    from monitor.feed import render
+    from monitor.config import Settings
+    from monitor.publish import Publisher
     from monitor.storage import Storage
 
     storage = Storage.open(f"sqlite:///{db}")
-    settings = FeedSettings()
+    settings = Settings(source="<defaults>")
+    publisher = Publisher(settings, storage)
     times = []
     for _ in range(30):
         t0 = time.perf_counter()
-        data = render(settings, storage.latest_stories(settings.max_entries))
+        data = publisher.main_feed()
         times.append(time.perf_counter() - t0)
-    assert data.count(b"<entry>") == min(settings.max_entries, storage.story_count())
+    assert data.count(b"<entry>") == min(settings.feed.max_entries, storage.story_count())
     storage.close()
     return {"render_ms": min(times) * 1000}
 

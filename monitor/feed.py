@@ -82,7 +82,7 @@ def diff_of(old: Version, new: Version, *, limit: int = DIFF_WORDS) -> str:
 
 
 def _words(version: Version) -> str:
-    head = (version.title,) if version.title and version.title != version.paragraphs[0] else ()
+    head = (version.title,) if version.kind == "article" else ()
     return "\n".join((*head, *version.paragraphs))
 
 
@@ -90,7 +90,7 @@ def correction_note(event: Event) -> str:
     """"Corrected <date>:" and what changed, for the top of a revised story's content."""
     assert event.previous is not None
     day = event.version.seen_at.date().isoformat()
-    return f"<p><strong>Corrected {day}:</strong> {diff_of(event.previous, event.version)}</p>"
+    return f'<p class="correction"><strong>Corrected {day}:</strong> {diff_of(event.previous, event.version)}</p>'
 
 
 def story_entry(base_url: str, event: Event) -> Entry:

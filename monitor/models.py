@@ -63,6 +63,7 @@ class Story:
 class Version:
     """One text a story has had, with the bulletin that first carried it."""
 
+    kind: Kind
     title: str
     paragraphs: tuple[str, ...]
     published: dt.date | None

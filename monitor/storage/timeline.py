@@ -19,7 +19,7 @@ from sqlalchemy import Connection, and_, func, select
 from monitor.models import Event, Story, Version
 from monitor.storage.schema import stories, story_from_row, story_query, versions
 
-_VERSION_COLUMNS = (versions.c.id, versions.c.story_id, versions.c.text_hash, versions.c.headline,
+_VERSION_COLUMNS = (versions.c.id, versions.c.story_id, versions.c.text_hash, versions.c.kind, versions.c.headline,
                     versions.c.paragraphs, versions.c.published, versions.c.seen_at, versions.c.key_path)
 
 
@@ -108,8 +108,8 @@ def _previous(conn: Connection, wanted: Sequence[tuple[int, Any]]) -> dict[tuple
 
 
 def _version(row: Any) -> Version:
-    _, _, _, headline, paragraphs, published, seen_at, path = row
-    return Version(title=headline or "", paragraphs=tuple(json.loads(paragraphs)), published=published,
+    _, _, _, kind, headline, paragraphs, published, seen_at, path = row
+    return Version(kind=kind, title=headline or "", paragraphs=tuple(json.loads(paragraphs)), published=published,
                    seen_at=seen_at, bulletin=path)
 
 
