@@ -195,7 +195,8 @@ def test_accepts_gzip(header: str | None, expected: bool) -> None:
 
 
 def test_not_modified_rules() -> None:
-    doc = Document.build(b"<feed/>", dt.datetime(2024, 12, 11, 10, 0, 0, 750_000, tzinfo=dt.UTC), "application/atom+xml")
+    when = dt.datetime(2024, 12, 11, 10, 0, 0, 750_000, tzinfo=dt.UTC)
+    doc = Document.build(b"<feed/>", when, "application/atom+xml")
     assert doc.last_modified == "Wed, 11 Dec 2024 10:00:00 GMT"
     assert not_modified(doc, doc.etag, None) and not_modified(doc, doc.gzip_etag, None)
     assert not not_modified(doc, '"other"', doc.last_modified)

@@ -56,19 +56,14 @@ def upgrade() -> None:
                                   versions.c.paragraphs, versions.c.seen_at, versions.c.key_mtime_ns,
                                   versions.c.key_path)
                         .order_by(versions.c.seen_at, versions.c.id)).all()
-    current_seen = {story: seen_at for _, story, text_hash, _, _, seen_at, _, _ in rows if text_hash in current}
     update = (sa.update(versions).where(versions.c.id == sa.bindparam("vid"))
               .values(headline=sa.bindparam("h"), seen_at=sa.bindparam("t"), shown=sa.bindparam("s")))
     last: dt.datetime | None = None
-    latest_key: dict[int, tuple[int, str]] = {}  # by story: the latest bulletin seen so far
     batch_rows: list[dict[str, object]] = []
-    for vid, story, text_hash, title, paragraphs, seen_at, mtime_ns, path in rows:
+    for row, shown in zip(rows, _shown(rows, current), strict=True):
+        vid, _, _, title, paragraphs, seen_at, _, _ = row
         stamp = seen_at if last is None or seen_at >= last + TICK else last + TICK
         last = stamp
-        key = (mtime_ns, path)
-        shown = text_hash in current or (
-            seen_at < current_seen[story] and (story not in latest_key or key >= latest_key[story]))
-        latest_key[story] = max(key, latest_key.get(story, key))
         batch_rows.append({"vid": vid, "h": title or brief_title(json.loads(paragraphs)[0]), "t": stamp,
                            "s": shown})
         if len(batch_rows) >= BATCH:
@@ -80,6 +75,21 @@ def upgrade() -> None:
         "UPDATE stories SET "
         "updated = (SELECT v.seen_at FROM versions AS v WHERE v.text_hash = stories.current_hash), "
         "first_seen = (SELECT min(v.seen_at) FROM versions AS v WHERE v.story_id = stories.id)"))
+
+
+def _shown(rows: list[sa.Row], current: set[str]) -> list[bool]:
+    """For versions in the order written: did the text become its story's current one then?
+    The current text did; an earlier one did if its bulletin was later than every one
+    written before it for that story."""
+    current_at = {row.story_id: n for n, row in enumerate(rows) if row.text_hash in current}
+    latest: dict[int, tuple[int, str]] = {}
+    shown = []
+    for n, row in enumerate(rows):
+        key = (row.key_mtime_ns, row.key_path)
+        before = latest.get(row.story_id)
+        shown.append(row.text_hash in current or (n < current_at[row.story_id] and (before is None or key >= before)))
+        latest[row.story_id] = key if before is None else max(key, before)
+    return shown
 
 
 def downgrade() -> None:
