@@ -51,26 +51,31 @@ def upgrade() -> None:
                         sa.column("key_mtime_ns", sa.BigInteger), sa.column("key_path", sa.Text),
                         sa.column("headline", sa.Text), sa.column("shown", sa.Boolean))
     conn = op.get_bind()
+    # Times and `shown` need every version's key columns, in the order written (no text).
     current = set(conn.execute(sa.text("SELECT current_hash FROM stories")).scalars())
-    rows = conn.execute(sa.select(versions.c.id, versions.c.story_id, versions.c.text_hash, versions.c.title,
-                                  versions.c.paragraphs, versions.c.seen_at, versions.c.key_mtime_ns,
-                                  versions.c.key_path)
+    rows = conn.execute(sa.select(versions.c.id, versions.c.story_id, versions.c.text_hash, versions.c.seen_at,
+                                  versions.c.key_mtime_ns, versions.c.key_path)
                         .order_by(versions.c.seen_at, versions.c.id)).all()
     update = (sa.update(versions).where(versions.c.id == sa.bindparam("vid"))
-              .values(headline=sa.bindparam("h"), seen_at=sa.bindparam("t"), shown=sa.bindparam("s")))
+              .values(seen_at=sa.bindparam("t"), shown=sa.bindparam("s")))
     last: dt.datetime | None = None
-    batch_rows: list[dict[str, object]] = []
+    changes: list[dict[str, object]] = []
     for row, shown in zip(rows, _shown(rows, current), strict=True):
-        vid, _, _, title, paragraphs, seen_at, _, _ = row
-        stamp = seen_at if last is None or seen_at >= last + TICK else last + TICK
+        stamp = row.seen_at if last is None or row.seen_at >= last + TICK else last + TICK
         last = stamp
-        batch_rows.append({"vid": vid, "h": title or brief_title(json.loads(paragraphs)[0]), "t": stamp,
-                           "s": shown})
-        if len(batch_rows) >= BATCH:
-            conn.execute(update, batch_rows)
-            batch_rows = []
-    if batch_rows:
-        conn.execute(update, batch_rows)
+        changes.append({"vid": row.id, "t": stamp, "s": shown})
+    for start in range(0, len(changes), BATCH):
+        conn.execute(update, changes[start:start + BATCH])
+    # Headlines: an article's is its title; a brief's comes from its text, read in batches.
+    conn.execute(sa.text("UPDATE versions SET headline = title WHERE title IS NOT NULL"))
+    set_headline = (sa.update(versions).where(versions.c.id == sa.bindparam("vid"))
+                    .values(headline=sa.bindparam("h")))
+    after = 0
+    while batch := conn.execute(sa.select(versions.c.id, versions.c.paragraphs)
+                                .where(versions.c.title.is_(None), versions.c.id > after)
+                                .order_by(versions.c.id).limit(BATCH)).all():
+        conn.execute(set_headline, [{"vid": vid, "h": brief_title(json.loads(text)[0])} for vid, text in batch])
+        after = batch[-1].id
     conn.execute(sa.text(
         "UPDATE stories SET "
         "updated = (SELECT v.seen_at FROM versions AS v WHERE v.text_hash = stories.current_hash), "
