@@ -234,11 +234,16 @@ def test_half_written_file_is_left_for_later_then_read_whole(tmp_path: Path, exe
     monitor.drop_file("copying.txt", whole, age=30)  # the copy finished a while ago
     assert scan(monitor) == counts(read=1, new=5)
     found = entries(feed_file(monitor).read_bytes())
-    assert len(found) == 4  # [feed] max_entries
+    assert len(found) == 4  # [feed] max_entries: the file's first four items, in its order
     assert "stories stored: 5" in status(monitor)
-    press = with_text(found, "On 10 December 2024, in the CSTO Secretariat")
-    assert len(press["paragraphs"]) == 6
-    assert press["paragraphs"][-1].startswith("The press secretary, Assistant Chief of the CSTO Joint Staff")
+    storage = Storage.open(load_settings(monitor.config).state.database_url)
+    try:
+        (press,) = [s for s in storage.stories_page(10) if s.paragraphs[0].startswith(
+            "On 10 December 2024, in the CSTO Secretariat")]  # the last item, whole
+    finally:
+        storage.close()
+    assert len(press.paragraphs) == 6
+    assert press.paragraphs[-1].startswith("The press secretary, Assistant Chief of the CSTO Joint Staff")
 
 
 def test_very_long_paragraph(monitor: Monitor) -> None:

@@ -138,7 +138,7 @@ class IngestMixin:
         # The file's versions and index keys are written with one executemany each; the
         # new stories one by one in file order, so their ids follow the file.
         sql = self._sql
-        stamps = _Ticks(cur, sql, now)
+        stamps = _Ticks(cur, sql, now, sum(d.action != "repeat" for d in decisions))
         real: dict[int, int] = {}
         revised: set[int] = set()
         unchanged = 0
@@ -173,18 +173,20 @@ class IngestMixin:
 
 
 class _Ticks:
-    """Times for the versions one file writes: each a microsecond after the store's latest
-    at least, so that every version, and so every feed entry's `updated`, is distinct and in
-    the order it was written (under the write lock, across instances), even if the clock
-    stepped back."""
+    """Times for the versions one file writes: each a tick after the store's latest at least,
+    so that every version, and so every feed entry's `updated`, is distinct, and a file's
+    versions are newer than every earlier file's (under the write lock, across instances),
+    even if the clock stepped back. Within the file the first item gets the latest time, so
+    newest-first lists show a bulletin's stories in the order it gives them."""
 
-    def __init__(self, cur: Any, sql: SQL, now: dt.datetime) -> None:
+    def __init__(self, cur: Any, sql: SQL, now: dt.datetime, count: int) -> None:
         self._sql = sql
         last = cur.execute(sql.last_stamp).fetchone()[0]
-        self._next = now if last is None else max(now, sql.read_stamp(last) + VERSION_TICKS)
+        first = now if last is None else max(now, sql.read_stamp(last) + VERSION_TICKS)
+        self._next = first + (count - 1) * VERSION_TICKS
 
     def next(self) -> Any:
-        stamp, self._next = self._next, self._next + VERSION_TICKS
+        stamp, self._next = self._next, self._next - VERSION_TICKS
         return self._sql.stamp(stamp)
 
 
