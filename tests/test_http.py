@@ -182,6 +182,25 @@ def test_front_page_and_story_pages_escape_bulletin_text(svc: Service) -> None:
     assert "document.title=&#x27;owned&#x27;" in story
 
 
+def test_every_document_has_validators_and_unknown_pages_are_404(svc: Service) -> None:
+    corrections = svc.get("/corrections.atom")
+    assert corrections.status == 200 and corrections.headers["content-type"].startswith("application/atom+xml")
+    assert validate_atom(corrections.body) == []  # nothing corrected in this store
+    assert corrections.body == (svc.folder / "corrections.atom").read_bytes()
+    again = svc.request("/corrections.atom", headers={"If-None-Match": corrections.headers["etag"]})
+    assert again.status == 304
+    story = validate_atom(svc.get("/feed.atom").body)[0]["link"].removeprefix(svc.base.rstrip("/"))
+    page = svc.get(story, Accept_Encoding="gzip")
+    assert page.status == 200 and page.headers["content-encoding"] == "gzip"
+    assert page.headers["etag"].endswith('-gzip"') and "default-src 'none'" in page.headers["content-security-policy"]
+    assert b"<h1>" in gzip.decompress(page.body)
+    assert svc.request(story, headers={"If-None-Match": page.headers["etag"]}).status == 304
+    # 8 stories: one page, and no archive is full yet (100 entries each)
+    for path in ("/pages/2", "/pages/1", "/pages/0", "/archive/1.atom", "/archive/0.atom", "/archive/x.atom",
+                 f"/stories/{uuid.uuid4()}", "/stories/not-a-uuid"):
+        assert svc.get(path).status == 404, path
+
+
 # -- the pure parts, table-driven ---------------------------------------------------------
 
 
