@@ -273,3 +273,18 @@ def test_migration_0005_keeps_every_story_and_gives_headlines_and_distinct_times
         assert storage.event_count() == 3 and len(storage.corrections(10)) == 1
     finally:
         storage.close()
+
+
+def test_migration_0005_creates_what_the_schema_describes(store_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from monitor.storage.schema import metadata
+
+    storage = Storage.open(store_url)
+    try:
+        with storage.engine.connect() as conn:
+            diffs = compare_metadata(MigrationContext.configure(conn), metadata)
+    finally:
+        storage.close()
+    assert [d for d in diffs if "versions" in repr(d)] == []
