@@ -138,7 +138,7 @@ class IngestMixin:
         # The file's versions and index keys are written with one executemany each; the
         # new stories one by one in file order, so their ids follow the file.
         sql = self._sql
-        stamps = _Ticks(cur, sql, now, sum(d.action != "repeat" for d in decisions))
+        stamps = _Ticks(cur, sql, now, decisions)
         real: dict[int, int] = {}
         revised: set[int] = set()
         unchanged = 0
@@ -149,14 +149,14 @@ class IngestMixin:
             if decision.action == "repeat":
                 unchanged += 1
                 continue
-            stamp = stamps.next()
+            stamp, seq = stamps.next(decision.action)
             if decision.action == "new":
                 uid = f"urn:uuid:{uuid.uuid5(STORY_NAMESPACE, fp.text_hash)}"
                 real[decision.story] = cur.execute(sql.new_story, (uid, stamp, stamp, fp.text_hash)).fetchone()[0]
             sid = real.get(decision.story, decision.story)
             versions.append((sid, fp.text_hash, item.kind, item.title, item.headline or item.title or "",
                              json.dumps(list(item.paragraphs), ensure_ascii=False), sql.day(item.published),
-                             key[0], key[1], stamp, decision.action != "older"))
+                             key[0], key[1], stamp, seq, decision.action == "revise"))
             pkeys += [(k, sid) for k in fp.paragraph_keys]
             bkeys += [(k, sid) for k in fp.band_keys]
             if decision.action == "revise":
@@ -173,21 +173,28 @@ class IngestMixin:
 
 
 class _Ticks:
-    """Times for the versions one file writes: each a tick after the store's latest at least,
-    so that every version, and so every feed entry's `updated`, is distinct, and a file's
-    versions are newer than every earlier file's (under the write lock, across instances),
-    even if the clock stepped back. Within the file the first item gets the latest time, so
-    newest-first lists show a bulletin's stories in the order it gives them."""
+    """Times and timeline positions for the versions one file writes.
 
-    def __init__(self, cur: Any, sql: SQL, now: dt.datetime, count: int) -> None:
+    Each time is two microseconds after the store's latest at least, so that every
+    version, and so every feed entry's `updated`, is distinct, and a file's versions are
+    newer than every earlier file's (under the write lock, across instances), even if the
+    clock stepped back. Within the file the first item gets the latest time, so newest-first
+    lists show a bulletin's stories in the order it gives them. Timeline positions (`seq`)
+    follow the times, for the versions that become current (not an "older" one)."""
+
+    def __init__(self, cur: Any, sql: SQL, now: dt.datetime, decisions: Sequence[Decision]) -> None:
         self._sql = sql
-        last = cur.execute(sql.last_stamp).fetchone()[0]
+        last, seq = cur.execute(sql.last_stamp).fetchone()
         first = now if last is None else max(now, sql.read_stamp(last) + VERSION_TICKS)
-        self._next = first + (count - 1) * VERSION_TICKS
+        self._next = first + (sum(d.action != "repeat" for d in decisions) - 1) * VERSION_TICKS
+        self._seq = (seq or 0) + sum(d.action in ("new", "revise") for d in decisions)
 
-    def next(self) -> Any:
+    def next(self, action: str) -> tuple[Any, int | None]:
         stamp, self._next = self._next, self._next - VERSION_TICKS
-        return self._sql.stamp(stamp)
+        if action == "older":
+            return self._sql.stamp(stamp), None
+        seq, self._seq = self._seq, self._seq - 1
+        return self._sql.stamp(stamp), seq
 
 
 def upsert_file(sql: SQL, cur: Any, info: FileInfo, sha256: str | None, items: int, reason: str | None,

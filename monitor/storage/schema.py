@@ -19,9 +19,9 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
     select,
     text,
-    true,
 )
 
 from monitor.models import Story
@@ -89,11 +89,17 @@ versions = Table(
     Column("key_path", Text, nullable=False),
     # Distinct for every version, and increasing in the order versions were written.
     Column("seen_at", UTCDateTime, nullable=False),
-    # Whether this text became the story's current one when it was written (new or a
-    # revision; not a late copy of an older text): the timeline feeds are cut from these.
-    Column("shown", Boolean, nullable=False, server_default=true()),
+    # The timeline: 1, 2, 3, ... for the texts that became their story's current one when
+    # written (new or a revision), in the order written; NULL for a late copy of an older
+    # text. Dense, so feed archive n is a range of it (migration 0005).
+    Column("seq", BigInteger),
+    # A revision: in the timeline, and not its story's first text (the corrections feed).
+    Column("correction", Boolean, nullable=False, server_default=false()),
     Index("ix_versions_story", "story_id"),
     Index("ix_versions_seen_at", "seen_at", "id"),
+    Index("ix_versions_seq", "seq", unique=True),
+    Index("ix_versions_corrections", "seen_at", "id", sqlite_where=text("correction"),
+          postgresql_where=text("correction")),
 )
 
 paragraph_keys = Table(

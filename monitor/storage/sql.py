@@ -106,8 +106,10 @@ def _build(in_list: Callable[[str, str], str], placeholder: str, **conversions: 
         "new_story": ("INSERT INTO stories (uid, first_seen, updated, current_hash) "
                       "VALUES (?, ?, ?, ?) RETURNING id"),
         "new_version": ("INSERT INTO versions (story_id, text_hash, kind, title, headline, paragraphs, published, "
-                        "key_mtime_ns, key_path, seen_at, shown) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-        "last_stamp": "SELECT max(seen_at) FROM versions",
+                        "key_mtime_ns, key_path, seen_at, seq, correction) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+        # Two subqueries, so that each is one step down its index.
+        "last_stamp": "SELECT (SELECT max(seen_at) FROM versions), (SELECT max(seq) FROM versions)",
         "add_paragraph_key": "INSERT INTO paragraph_keys (key, story_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
         "add_band_key": "INSERT INTO band_keys (key, story_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
         "make_current": "UPDATE stories SET current_hash = ?, updated = ? WHERE id = ?",

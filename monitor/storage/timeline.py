@@ -3,8 +3,9 @@
 One order everywhere: stories by `updated` (their current version's time), newest first,
 then by id; `updated` is distinct for every story (migration 0005, ingest's ticks), so
 the id only breaks ties in stores that a clock made equal. The timeline is every version
-that became a story's current text (`versions.shown`), in the order it was written:
-it only grows at its end, so a slice of it by position never changes (feed archives).
+that became a story's current text, numbered in the order written (`versions.seq`):
+it only grows at its end, so a range of it never changes (feed archives), and every
+read here costs what it returns, whatever the size of the store.
 """
 
 from __future__ import annotations
@@ -49,19 +50,19 @@ class TimelineMixin:
 
     def event_count(self) -> int:
         with self._read() as conn:
-            return conn.execute(select(func.count()).select_from(versions).where(versions.c.shown)).scalar_one()
+            return conn.execute(select(func.max(versions.c.seq))).scalar_one() or 0
 
     def events(self, offset: int, limit: int) -> list[Event]:
-        """A slice of the timeline, oldest first."""
+        """Timeline entries `offset` + 1 to `offset` + `limit`, oldest first."""
         query = (select(stories.c.uid, *_VERSION_COLUMNS).join(stories, stories.c.id == versions.c.story_id)
-                 .where(versions.c.shown).order_by(versions.c.seen_at, versions.c.id).limit(limit).offset(offset))
+                 .where(versions.c.seq > offset, versions.c.seq <= offset + limit).order_by(versions.c.seq))
         with self._read() as conn:
             return _events(conn, conn.execute(query).all())
 
     def corrections(self, limit: int) -> list[Event]:
         """The newest `limit` revisions (timeline entries that are not a story's first text)."""
         query = (select(stories.c.uid, *_VERSION_COLUMNS).join(stories, stories.c.id == versions.c.story_id)
-                 .where(versions.c.shown, versions.c.seen_at > stories.c.first_seen)
+                 .where(versions.c.correction)
                  .order_by(versions.c.seen_at.desc(), versions.c.id.desc()).limit(limit))
         with self._read() as conn:
             return _events(conn, conn.execute(query).all())
@@ -80,14 +81,14 @@ class TimelineMixin:
 
 
 def _events(conn: Connection, rows: Sequence[Any]) -> list[Event]:
-    """Events for (uid, *version columns) rows, each with the shown text current just before it."""
+    """Events for (uid, *version columns) rows, each with the text that was current just before it."""
     before = _previous(conn, [(r.story_id, r.seen_at) for r in rows])
     return [Event(uid=r.uid, version=_version(r[1:]), previous=before.get((r.story_id, r.seen_at)),
                   key=r.text_hash) for r in rows]
 
 
 def _previous(conn: Connection, wanted: Sequence[tuple[int, Any]]) -> dict[tuple[int, Any], Version]:
-    """For each (story, time): the story's latest shown version seen before that time."""
+    """For each (story, time): the story's latest timeline version seen before that time."""
     if not wanted:
         return {}
     p = versions.alias("p")
@@ -95,7 +96,7 @@ def _previous(conn: Connection, wanted: Sequence[tuple[int, Any]]) -> dict[tuple
     for chunk in _chunks(sorted(set(wanted)), 200):
         ids = sorted({sid for sid, _ in chunk})
         rows = conn.execute(select(*(p.c[c.name] for c in _VERSION_COLUMNS))
-                            .where(and_(p.c.story_id.in_(ids), p.c.shown))
+                            .where(and_(p.c.story_id.in_(ids), p.c.seq.is_not(None)))
                             .order_by(p.c.story_id, p.c.seen_at)).all()
         by_story: dict[int, list[Any]] = {}
         for r in rows:

@@ -8,14 +8,16 @@
   were ordered differently by the feed and the page. Ties move forward by microseconds,
   and only as far as needed; the order of the versions is unchanged. From here on
   ingest gives every version its own tick (monitor.storage.ingest).
-* `versions.shown`: whether the text became the story's current one when it was written
-  (ingest knows: a new story or a revision, not a late copy of an older text). For
-  existing rows it is worked out from the order of the bulletins: a version is shown
-  if its bulletin is later than every one seen before it for that story and it was
-  seen before the current version, which always is.
+* `versions.seq`: the timeline, 1, 2, 3, ... in the order written, for the texts that
+  became their story's current one then (ingest knows: a new story or a revision, not a
+  late copy of an older text); `versions.correction` marks the revisions among them.
+  For existing rows it is worked out from the order of the bulletins: a version became
+  current if its bulletin is later than every one seen before it for that story and it
+  was seen before the current version, which always did.
 * A story's `updated` is its current version's time and `first_seen` its first
   version's, so the feed, its archives and the corrections feed agree on every date.
-* `ix_versions_seen_at`: the archives and the corrections feed walk versions by time.
+* Indexes: `ix_versions_seen_at` (the latest time, at every ingest), the unique one on
+  `seq` (archives are ranges of it), and a partial one on the corrections by time.
 
 Revision ID: 0005
 Revises: 0003
@@ -35,6 +37,7 @@ depends_on = None
 # Two microseconds apart, as ingest writes them: a correction entry takes the one between.
 TICK = dt.timedelta(microseconds=2)
 BATCH = 1000
+CORRECTION = sa.text("correction")
 
 
 def upgrade() -> None:
@@ -43,29 +46,40 @@ def upgrade() -> None:
     from monitor.storage.schema import UTCDateTime
 
     op.add_column("versions", sa.Column("headline", sa.Text))
-    op.add_column("versions", sa.Column("shown", sa.Boolean, nullable=False, server_default=sa.true()))
-    op.create_index("ix_versions_seen_at", "versions", ["seen_at", "id"])
+    op.add_column("versions", sa.Column("seq", sa.BigInteger))
+    op.add_column("versions", sa.Column("correction", sa.Boolean, nullable=False, server_default=sa.false()))
     versions = sa.table("versions", sa.column("id", sa.Integer), sa.column("story_id", sa.Integer),
                         sa.column("text_hash", sa.Text), sa.column("title", sa.Text),
                         sa.column("paragraphs", sa.Text), sa.column("seen_at", UTCDateTime),
                         sa.column("key_mtime_ns", sa.BigInteger), sa.column("key_path", sa.Text),
-                        sa.column("headline", sa.Text), sa.column("shown", sa.Boolean))
+                        sa.column("headline", sa.Text), sa.column("seq", sa.BigInteger),
+                        sa.column("correction", sa.Boolean))
     conn = op.get_bind()
-    # Times and `shown` need every version's key columns, in the order written (no text).
+    # Times and the timeline need every version's key columns, in the order written (no text).
     current = set(conn.execute(sa.text("SELECT current_hash FROM stories")).scalars())
     rows = conn.execute(sa.select(versions.c.id, versions.c.story_id, versions.c.text_hash, versions.c.seen_at,
                                   versions.c.key_mtime_ns, versions.c.key_path)
                         .order_by(versions.c.seen_at, versions.c.id)).all()
     update = (sa.update(versions).where(versions.c.id == sa.bindparam("vid"))
-              .values(seen_at=sa.bindparam("t"), shown=sa.bindparam("s")))
+              .values(seen_at=sa.bindparam("t"), seq=sa.bindparam("n"), correction=sa.bindparam("c")))
     last: dt.datetime | None = None
+    seq = 0
+    started: set[int] = set()  # stories with a text in the timeline so far
     changes: list[dict[str, object]] = []
     for row, shown in zip(rows, _shown(rows, current), strict=True):
         stamp = row.seen_at if last is None or row.seen_at >= last + TICK else last + TICK
         last = stamp
-        changes.append({"vid": row.id, "t": stamp, "s": shown})
+        seq += shown
+        changes.append({"vid": row.id, "t": stamp, "n": seq if shown else None,
+                        "c": shown and row.story_id in started})
+        if shown:
+            started.add(row.story_id)
     for start in range(0, len(changes), BATCH):
         conn.execute(update, changes[start:start + BATCH])
+    op.create_index("ix_versions_seen_at", "versions", ["seen_at", "id"])
+    op.create_index("ix_versions_seq", "versions", ["seq"], unique=True)
+    op.create_index("ix_versions_corrections", "versions", ["seen_at", "id"], sqlite_where=CORRECTION,
+                    postgresql_where=CORRECTION)
     # Headlines: an article's is its title; a brief's comes from its text, read in batches.
     conn.execute(sa.text("UPDATE versions SET headline = title WHERE title IS NOT NULL"))
     set_headline = (sa.update(versions).where(versions.c.id == sa.bindparam("vid"))
@@ -98,7 +112,8 @@ def _shown(rows: list[sa.Row], current: set[str]) -> list[bool]:
 
 
 def downgrade() -> None:
-    op.drop_index("ix_versions_seen_at", table_name="versions")
+    for name in ("ix_versions_corrections", "ix_versions_seq", "ix_versions_seen_at"):
+        op.drop_index(name, table_name="versions")
     with op.batch_alter_table("versions") as batch:
-        batch.drop_column("shown")
-        batch.drop_column("headline")
+        for column in ("correction", "seq", "headline"):
+            batch.drop_column(column)
