@@ -68,10 +68,6 @@ def files(settings: Settings) -> tuple[Path, ...]:
     return settings.feed.path, settings.feed.path.with_name(CORRECTIONS)
 
 
-def url(settings: Settings, path: str) -> str:
-    return settings.feed.base_url + path
-
-
 Listener = Callable[[frozenset[str]], None]
 
 
@@ -188,7 +184,9 @@ class Publisher:
     def _write(self, documents: Mapping[str, bytes], *, also: frozenset[str] = frozenset()) -> frozenset[str]:
         from monitor.feed import write_atomically
 
-        for path, data in zip(files(self.settings), documents.values(), strict=True):
+        on_disk = dict(zip(("/" + FEED, "/" + CORRECTIONS), files(self.settings), strict=True))
+        for name, data in documents.items():
+            path = on_disk[name]
             try:
                 if path.read_bytes() == data:
                     path.touch()  # current as of now: the idle scan compares the times
