@@ -107,6 +107,33 @@ def test_any_text_gives_a_valid_feed(title: str, paragraphs: list[str], feed_tit
     assert len(entries) == 1 and entries[0]["id"] == story.uid
 
 
+PAGE_TAGS = {"html", "head", "meta", "title", "link", "style", "body", "p", "a", "article", "h1", "h2", "h3",
+             "span", "time", "section", "code", "strong", "del", "ins", "details", "summary"}
+
+
+@given(texts=st.lists(st.text(min_size=1, max_size=200), min_size=1, max_size=4), title=st.text(max_size=100),
+       feed_title=st.text(max_size=50), bulletin_name=st.text(min_size=1, max_size=40))
+@example(texts=["<script>alert(1)</script>", "]]> & <b>x</b>"], title="<i>t</i>", feed_title="\ufffe",
+         bulletin_name="<a.txt>")
+@FAST
+def test_any_text_gives_a_history_page_with_no_live_markup(texts: list[str], title: str, feed_title: str,
+                                                           bulletin_name: str) -> None:
+    from lxml import html
+
+    from monitor import page
+    from monitor.models import Version
+
+    versions = [Version(kind="brief", title=title, paragraphs=(text,), published=None,
+                        seen_at=NOW + dt.timedelta(minutes=n), bulletin=bulletin_name)
+                for n, text in reversed(list(enumerate(texts)))]  # newest first
+    story = Story(uid="urn:uuid:00000000-0000-5000-8000-000000000001", kind="brief", title=title,
+                  paragraphs=versions[0].paragraphs, published=None, first_seen=NOW, updated=versions[0].seen_at)
+    document = page.history(feed_title, story, versions, page.Links(feed="feed.atom", corrections="corrections.atom"))
+    tree = html.fromstring(document)
+    assert {el.tag for el in tree.iter() if isinstance(el.tag, str)} <= PAGE_TAGS
+    assert len(tree.xpath("//section[@class='version']")) == (len(versions) if len(versions) > 1 else 0)
+
+
 @given(text=st.text(min_size=1, max_size=800))
 @example(text="\ufffe")  # a paragraph of nothing XML can carry: the title must not end up empty
 @example(text="<script>alert(1)</script> & ]]> \x07 \u202e")

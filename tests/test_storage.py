@@ -168,8 +168,9 @@ def test_latest_stories_newest_first_with_limit(storage: Storage) -> None:
 def test_story_by_uid(storage: Storage) -> None:
     ingest(storage, "first.txt", SEED0, 100)
     for s in storage.latest_stories(10):
-        assert storage.story(s.uid) == s
-    assert storage.story("urn:uuid:00000000-0000-0000-0000-000000000000") is None
+        found = storage.history(s.uid)
+        assert found is not None and found[0] == s and len(found[1]) == 1
+    assert storage.history("urn:uuid:00000000-0000-0000-0000-000000000000") is None
 
 
 def test_scans(storage: Storage) -> None:

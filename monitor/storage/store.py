@@ -29,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from monitor.errors import StorageError
-from monitor.models import FileInfo, ScanReport, Story
+from monitor.models import FileInfo, ScanReport
 from monitor.storage import sql as statements
 from monitor.storage.ingest import STORY_NAMESPACE, IngestMixin, _retryable, upsert_file
 from monitor.storage.ledger import configure_sqlite
@@ -38,8 +38,6 @@ from monitor.storage.schema import (
     metadata,
     scans,
     stories,
-    story_from_row,
-    story_query,
 )
 from monitor.storage.sql import SQL, cursor
 from monitor.storage.timeline import TimelineMixin
@@ -160,11 +158,6 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin):
             return statements.rejected_files(self._sql, cur)
 
     # -- reading -------------------------------------------------------------
-
-    def story(self, uid: str) -> Story | None:
-        with self._read() as conn:
-            row = conn.execute(story_query().where(stories.c.uid == uid)).first()
-            return story_from_row(row) if row else None
 
     def story_count(self) -> int:
         with self._read() as conn:
