@@ -24,7 +24,7 @@ import logging
 import socket
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
@@ -90,12 +90,12 @@ class Document:
 class Snapshot:
     """What the publisher hands over after each change of the store; swapped whole, never edited.
 
-    `documents` maps a URL path ("/feed.atom", "/", "/stories/<uuid>", ...) to its document;
+    `documents` maps a URL path ("/", "/stories/<uuid>", ...) to its document;
     it may render some on request from the store, and then raises StorageError when the
     store cannot be read."""
 
-    documents: Mapping[str, Document] = field(default_factory=dict)
-    feed_path: str = "/feed.atom"  # counted in monitor_feed_requests_total
+    documents: Mapping[str, Document]
+    feed_path: str  # the main feed's, counted in monitor_feed_requests_total
 
 
 class Site(Protocol):
