@@ -20,9 +20,9 @@ from monitor.config import Settings
 from monitor.identity import fingerprint, known_fingerprint, normalized_paragraphs, text_hash
 from monitor.idle import Clock, utcnow
 from monitor.models import FileOutcome, Rejected, ScanReport
+from monitor.publish import Publisher
 
 if TYPE_CHECKING:
-    from monitor.publish import Publisher
     from monitor.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -108,14 +108,10 @@ def _add(report: ScanReport, outcome: FileOutcome) -> ScanReport:
 
 
 def scan_and_publish(settings: Settings, storage: Storage, *, clock: Clock = utcnow,
-                     stop: threading.Event | None = None, publisher: Publisher | None = None) -> ScanReport:
-    """A pass, then the feed files written if it changed anything (or they are stale)."""
+                     stop: threading.Event | None = None) -> ScanReport:
+    """`monitor scan`: a pass, then the feed files written if it changed anything (or they are stale)."""
     t0 = time.perf_counter()
     report = scan(settings, storage, clock=clock, stop=stop)
-    if publisher is None:
-        from monitor.publish import Publisher
-
-        publisher = Publisher(settings, storage)
-    publisher.write_files(force=report.changed)
+    Publisher(settings, storage).write_files(force=report.changed)
     log.debug("scan and publish took %.3fs", time.perf_counter() - t0)
     return report
