@@ -7,11 +7,12 @@ Documents, by URL path under `[feed] base_url`:
   corrections of those stories are entries here too. Links to the newest archive.
 * `corrections.atom`: one entry per revision, each with an id of its own, so that every
   reader shows a correction as a new unread item.
-* `archive/<n>.atom`: RFC 5005 archives of the timeline (every text that became a
-  story's current one, in the order written), `archive_entries` per document, oldest
-  first from 1. The timeline only grows at its end, so an archive never changes once it
-  is full, and only full ones are published: cacheable. With the subscription document
-  they reach every story.
+* `archive/<first>-<last>.atom`: RFC 5005 archives of the timeline (every text that
+  became a story's current one, numbered in the order written), `max_entries` per
+  document: `archive/1-100.atom`, `archive/101-200.atom`, ... The timeline only grows at
+  its end and only full archives are published, so the document a URL names never
+  changes: cacheable. Since an archive is no longer than the subscription document, the
+  texts after the newest archive are all in the latter: together they reach every story.
 * `/`, `pages/<n>`: the listing, in the feed's order; `stories/<uuid>`: a story's history.
 
 The scan (`monitor scan`), the service's refresh and `monitor feed` all come here. The
@@ -45,12 +46,9 @@ log = logging.getLogger(__name__)
 
 FEED = "feed.atom"
 CORRECTIONS = "corrections.atom"
-ARCHIVE = "archive/{}.atom"
+ARCHIVE = "archive/{}-{}.atom"  # the first and last timeline positions it holds
 PAGE = "pages/{}"
 STORIES = "stories/"
-# Entries per archive document. Fixed, not [feed] max_entries: an archive's URL must keep
-# naming the same entries whatever the config says later.
-ARCHIVE_ENTRIES = 100
 ARCHIVE_CACHE = "public, max-age=86400"  # stable once published; a day bounds a base_url change
 ATOM_TYPE = "application/atom+xml; charset=utf-8"
 HTML_TYPE = "text/html; charset=utf-8"
@@ -58,7 +56,7 @@ HTML_TYPE = "text/html; charset=utf-8"
 CACHED_ON_REQUEST = 512
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
-_ARCHIVE_PATH = re.compile(r"/archive/([1-9][0-9]{0,8})\.atom")
+_ARCHIVE_PATH = re.compile(r"/archive/([1-9][0-9]{0,11})-([1-9][0-9]{0,11})\.atom")
 _PAGE_PATH = re.compile(r"/pages/([2-9]|[1-9][0-9]{1,8})")
 _STORY_PATH = re.compile(r"/stories/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 
@@ -72,10 +70,9 @@ Listener = Callable[[frozenset[str]], None]
 
 
 class Publisher:
-    def __init__(self, settings: Settings, storage: Storage, *, archive_entries: int = ARCHIVE_ENTRIES) -> None:
+    def __init__(self, settings: Settings, storage: Storage) -> None:
         self.settings = settings
         self.storage = storage
-        self.archive_entries = archive_entries
         # Called with the URL paths whose bytes changed, after the files are written.
         self.listeners: list[Listener] = []
         self._key: tuple[int, dt.datetime | None] | None = None
@@ -97,9 +94,13 @@ class Publisher:
             oldest = min(e.version.seen_at for e in events)
             entries += [feed.correction_entry(fs.base_url, e, in_main=True)
                         for e in self.storage.corrections(fs.max_entries) if e.version.seen_at >= oldest]
-        full = self.storage.event_count() // self.archive_entries
-        links = [("prev-archive", ARCHIVE.format(full)), ("next", ARCHIVE.format(full))] if full else []
+        full = self.storage.event_count() // fs.max_entries
+        links = [("prev-archive", self.archive_path(full)), ("next", self.archive_path(full))] if full else []
         return feed.document(fs, entries, path=FEED, links=links)
+
+    def archive_path(self, n: int) -> str:
+        size = self.settings.feed.max_entries
+        return ARCHIVE.format((n - 1) * size + 1, n * size)
 
     def corrections_feed(self) -> bytes:
         from monitor import feed
@@ -113,7 +114,7 @@ class Publisher:
         from monitor import feed
         from monitor.server import Document
 
-        size = self.archive_entries
+        size = self.settings.feed.max_entries
         events = self.storage.events((n - 1) * size, size) if n >= 1 else []
         if len(events) < size:
             return None
@@ -121,9 +122,9 @@ class Publisher:
         fs = self.settings.feed
         links = [("current", FEED)]
         if n > 1:
-            links += [("prev-archive", ARCHIVE.format(n - 1)), ("next", ARCHIVE.format(n - 1))]
+            links += [("prev-archive", self.archive_path(n - 1)), ("next", self.archive_path(n - 1))]
         body = feed.document(fs, [feed.story_entry(fs.base_url, e) for e in latest.values()],
-                             path=ARCHIVE.format(n), title=f"archive {n}", links=links, archive=True)
+                             path=self.archive_path(n), title=f"archive {n}", links=links, archive=True)
         return Document.build(body, events[-1].version.seen_at, ATOM_TYPE, cache_control=ARCHIVE_CACHE)
 
     def listing(self, n: int) -> bytes | None:
@@ -173,8 +174,8 @@ class Publisher:
         fixed = {"/" + FEED: Document.build(feed, self._newest, ATOM_TYPE),
                  "/" + CORRECTIONS: Document.build(corrections, self._newest, ATOM_TYPE),
                  "/": Document.build(front, self._newest, HTML_TYPE)}
-        full = self.storage.event_count() // self.archive_entries
-        new_archives = frozenset("/" + ARCHIVE.format(n) for n in range(self._archived + 1, full + 1))
+        full = self.storage.event_count() // self.settings.feed.max_entries
+        new_archives = frozenset("/" + self.archive_path(n) for n in range(self._archived + 1, full + 1))
         self._archived = full
         self._snapshot = Snapshot(documents=Documents(fixed, self._on_request), feed_path="/" + FEED)
         self._key = key
@@ -207,7 +208,12 @@ class Publisher:
         from monitor.server import Document
 
         if match := _ARCHIVE_PATH.fullmatch(path):
-            return self.archive(int(match.group(1)))
+            first, last = int(match.group(1)), int(match.group(2))
+            size = self.settings.feed.max_entries
+            # Only the ranges this config cuts: any other would be a second URL for the same entries.
+            if last % size or first != last - size + 1:
+                return None
+            return self.archive(last // size)
         if match := _PAGE_PATH.fullmatch(path):
             body = self.listing(int(match.group(1)))
         elif match := _STORY_PATH.fullmatch(path):

@@ -8,6 +8,7 @@ import email.utils
 import gzip
 import hashlib
 import http.client
+import random
 import re
 import socket
 import time
@@ -17,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from conftest import drop_file, seed, validate_atom
-from servicekit import Service, wait_for
+from lxml import etree
+from servicekit import Service, brief_bulletin, wait_for
 
 from monitor.server import Document, accepts_gzip, not_modified
 
@@ -238,3 +240,39 @@ def test_keep_alive_requests_do_not_wait_for_delayed_acks(svc: Service) -> None:
         conn.close()
     # With Nagle's algorithm on, each response's tail waits ~40 ms for the client's ACK.
     assert took < 1.0, f"40 keep-alive requests took {took:.2f}s"
+
+
+def rel_links(data: bytes) -> dict[str, str]:
+    return {a.get("rel"): a.get("href") for a in etree.fromstring(data).findall("{http://www.w3.org/2005/Atom}link")}
+
+
+def test_every_one_of_166_stories_is_reachable_through_the_feed_and_the_pages(tmp_path: Path, exe: str) -> None:
+    """Only the newest `max_entries` (50 here) are in /feed.atom and on /; the rest through the
+    RFC 5005 archives the feed links to, and the listing's older pages."""
+    rng = random.Random(166)
+    service = Service(exe, tmp_path)
+    try:
+        service.wait_ready()
+        briefs = b"".join(brief_bulletin(i, rng) for i in range(166))
+        drop_file(service.drop, "many.txt", briefs)
+        wait_for(lambda: service.metrics()["monitor_stories_stored"] == 166, 20, "166 stories")
+        feed = service.get("/feed.atom")
+        ids = {e["id"] for e in validate_atom(feed.body)}
+        assert len(ids) == 50  # [feed] max_entries in the tests' config
+        document, archives = feed.body, []
+        while (link := rel_links(document).get("prev-archive")) is not None:
+            archive = service.get(link.removeprefix(service.base.rstrip("/")))
+            assert archive.status == 200 and archive.headers["cache-control"].startswith("public")
+            assert b"<fh:archive" in archive.body
+            archives.append(link.removeprefix(service.base))
+            ids |= {e["id"] for e in validate_atom(archive.body)}
+            document = archive.body
+        assert archives == ["archive/101-150.atom", "archive/51-100.atom", "archive/1-50.atom"]
+        assert len(ids) == 166
+        for wrong in ("/archive/151-200.atom", "/archive/2-51.atom", "/archive/1-100.atom"):
+            assert service.get(wrong).status == 404, wrong  # not full yet, or not a range this config cuts
+        pages = [service.get(p).body.decode() for p in ("/", "/pages/2", "/pages/3", "/pages/4")]
+        listed = {link for text in pages for link in re.findall(r'href="(?:\.\./)?(stories/[0-9a-f-]{36})"', text)}
+        assert len(listed) == 166 and service.get("/pages/5").status == 404
+    finally:
+        service.close()

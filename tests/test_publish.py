@@ -22,7 +22,7 @@ from monitor import bulletin
 from monitor.config import FeedSettings, Settings
 from monitor.identity import fingerprint
 from monitor.models import FileInfo
-from monitor.publish import ARCHIVE, Publisher
+from monitor.publish import Publisher
 from monitor.storage import Storage
 
 T0 = dt.datetime(2025, 1, 6, 9, 0, tzinfo=dt.UTC)
@@ -49,10 +49,10 @@ class Store:
         entries = [(item, fingerprint(item)) for item in parsed.items]
         self.storage.ingest(info, hashlib.sha256(data).hexdigest(), entries, T0 + dt.timedelta(minutes=self.n))
 
-    def publisher(self, *, max_entries: int = 10, archive_entries: int = 100, in_main: bool = False) -> Publisher:
+    def publisher(self, *, max_entries: int = 10, in_main: bool = False) -> Publisher:
         feed = FeedSettings(title="Test <bulletins>", base_url=BASE, path=self.folder / "feed.atom",
                             max_entries=max_entries, corrections_in_main=in_main)
-        return Publisher(Settings(source="<defaults>", feed=feed), self.storage, archive_entries=archive_entries)
+        return Publisher(Settings(source="<defaults>", feed=feed), self.storage)
 
 
 @pytest.fixture
@@ -144,16 +144,16 @@ def test_archives_reach_every_story_and_never_change(store: Store) -> None:
         store.add(brief_bulletin(i, rng))
     store.add(SEED4)
     store.add(CORRECTED4)
-    pub = store.publisher(max_entries=5, archive_entries=4)
+    pub = store.publisher(max_entries=4)
     first = pub.archive(1)
     assert first is not None and pub.archive(8) is None  # 29 timeline entries: 7 full archives
     data = pub.main_feed()
     seen: dict[str, tuple[str, str]] = {}  # id -> (updated, content) of the entry with the latest updated
     path = links(data)["prev-archive"]
-    assert links(data)["next"] == path == BASE + ARCHIVE.format(7)
+    assert links(data)["next"] == path == BASE + "archive/25-28.atom"
     documents = [data]
     while path:
-        doc = pub.archive(int(re.search(r"(\d+)\.atom$", path).group(1)))
+        doc = pub.archive(int(re.search(r"-(\d+)\.atom$", path).group(1)) // 4)
         assert doc is not None and doc.cache_control.startswith("public")
         root = etree.fromstring(doc.body)
         assert root.find(FH + "archive") is not None
@@ -173,7 +173,7 @@ def test_archives_reach_every_story_and_never_change(store: Store) -> None:
     store.add(AGAIN4)
     for i in range(23, 30):
         store.add(brief_bulletin(i, rng))
-    later = store.publisher(max_entries=5, archive_entries=4)
+    later = store.publisher(max_entries=4)
     assert later.archive(1) == first and later.archive(7).body == documents[1]
 
 
