@@ -2,7 +2,7 @@
 
     python bench/probe.py idle CONFIG   a scan of an unchanged folder: its time, the
                                         start-up before it, and how many files it opened
-    python bench/probe.py feed DB       latest_stories + render on a store, best of 30
+    python bench/probe.py feed DB       the main feed (Publisher.main_feed) on a store, best of 30
     python bench/probe.py rss CMD...    run CMD, report its peak RSS (its ru_maxrss)
 
 The RSS of a command is read by this small, freshly started process: Linux counts the
