@@ -62,7 +62,7 @@ def feed_is_stale(settings: Settings, storage: Changes) -> bool:
     from monitor.publish import files
 
     try:
-        written = min(path.stat().st_mtime_ns for path in files(settings))
+        written = min(path.stat().st_mtime_ns for path in files(settings).values())
     except FileNotFoundError:
         return True
     if settings.source != "<defaults>":

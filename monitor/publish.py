@@ -15,6 +15,9 @@ Documents, by URL path under `[feed] base_url`:
   texts after the newest archive are all in the latter: together they reach every story.
 * `/`, `pages/<n>`: the listing, in the feed's order; `stories/<uuid>`: a story's history.
 
+A further feed (a search, a topic) is one more entry of `Publisher.feeds` (and of `files`
+if it is also written to disk); pages made on request are one more route in `_on_request`.
+
 The scan (`monitor scan`), the service's refresh and `monitor feed` all come here. The
 feed files (`[feed] path` and `corrections.atom` beside it) are written atomically; the
 service also gets a `Snapshot` for its HTTP server, and `listeners` are told which paths
@@ -47,8 +50,6 @@ log = logging.getLogger(__name__)
 FEED = "feed.atom"
 CORRECTIONS = "corrections.atom"
 ARCHIVE = "archive/{}-{}.atom"  # the first and last timeline positions it holds
-PAGE = "pages/{}"
-STORIES = "stories/"
 ARCHIVE_CACHE = "public, max-age=86400"  # stable once published; a day bounds a base_url change
 ATOM_TYPE = "application/atom+xml; charset=utf-8"
 HTML_TYPE = "text/html; charset=utf-8"
@@ -61,9 +62,10 @@ _PAGE_PATH = re.compile(r"/pages/([2-9]|[1-9][0-9]{1,8})")
 _STORY_PATH = re.compile(r"/stories/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 
 
-def files(settings: Settings) -> tuple[Path, ...]:
-    """The files the publisher writes: the main feed and the corrections feed beside it."""
-    return settings.feed.path, settings.feed.path.with_name(CORRECTIONS)
+def files(settings: Settings) -> dict[str, Path]:
+    """The feeds that are also files, by URL path: the main feed at `[feed] path`, the others beside it."""
+    main = settings.feed.path
+    return {"/" + FEED: main, "/" + CORRECTIONS: main.with_name(CORRECTIONS)}
 
 
 Listener = Callable[[frozenset[str]], None]
@@ -150,6 +152,10 @@ class Publisher:
 
     # -- publishing ---------------------------------------------------------------------
 
+    def feeds(self) -> dict[str, bytes]:
+        """The feeds rendered at every change, by URL path (one more feed is one more line)."""
+        return {"/" + FEED: self.main_feed(), "/" + CORRECTIONS: self.corrections_feed()}
+
     def write_files(self, *, force: bool = False) -> frozenset[str]:
         """`monitor scan`: write the feed files if the store changed since they were
         written (or they are missing or older than the config); the paths that changed."""
@@ -157,7 +163,7 @@ class Publisher:
 
         if not force and not feed_is_stale(self.settings, self.storage):
             return frozenset()
-        return self._write({"/" + FEED: self.main_feed(), "/" + CORRECTIONS: self.corrections_feed()})
+        return self._write(self.feeds())
 
     def refresh(self, *, force: bool = False) -> Snapshot:
         """The service: render everything again if the store changed (here or in another
@@ -168,26 +174,27 @@ class Publisher:
             return self._snapshot
         from monitor.server import Document, Snapshot
 
-        feed, corrections, front = self.main_feed(), self.corrections_feed(), self.listing(1)
+        feeds, front = self.feeds(), self.listing(1)
         assert front is not None
         self._newest = key[1] or EPOCH
-        fixed = {"/" + FEED: Document.build(feed, self._newest, ATOM_TYPE),
-                 "/" + CORRECTIONS: Document.build(corrections, self._newest, ATOM_TYPE),
-                 "/": Document.build(front, self._newest, HTML_TYPE)}
+        fixed = {path: Document.build(data, self._newest, ATOM_TYPE) for path, data in feeds.items()}
+        fixed["/"] = Document.build(front, self._newest, HTML_TYPE)
         full = self.storage.event_count() // self.settings.feed.max_entries
         new_archives = frozenset("/" + self.archive_path(n) for n in range(self._archived + 1, full + 1))
         self._archived = full
         self._snapshot = Snapshot(documents=Documents(fixed, self._on_request), feed_path="/" + FEED)
         self._key = key
-        self._write({"/" + FEED: feed, "/" + CORRECTIONS: corrections}, also=new_archives)
+        self._write(feeds, also=new_archives)
         return self._snapshot
 
     def _write(self, documents: Mapping[str, bytes], *, also: frozenset[str] = frozenset()) -> frozenset[str]:
         from monitor.feed import write_atomically
 
-        on_disk = dict(zip(("/" + FEED, "/" + CORRECTIONS), files(self.settings), strict=True))
+        on_disk = files(self.settings)
         for name, data in documents.items():
-            path = on_disk[name]
+            path = on_disk.get(name)
+            if path is None:
+                continue  # served only
             try:
                 if path.read_bytes() == data:
                     path.touch()  # current as of now: the idle scan compares the times
