@@ -441,7 +441,7 @@ def _install_signals(stop: threading.Event) -> dict[int, Any]:
         log.info("%s received", signal.Signals(signum).name)
         stop.set()
 
-    previous = {}
+    previous: dict[int, Any] = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, handler)
     return previous
