@@ -196,14 +196,15 @@ def test_compose_monitor_services(compose: dict[str, Any], docker: Stage, settin
         (published,) = service["ports"]
         host_ip, host_port, container_port = published.split(":")
         assert host_ip == "127.0.0.1", "published on the host's loopback only"
-        assert int(container_port) == settings.http.port, name
         host_ports.append(int(host_port))
-        # Each instance has its own config: the image's, with the address it is published
-        # on (feed and page links) and the mailpit SMTP server.
+        # Each instance has its own config: the image's, with the mailpit SMTP server, and
+        # listening on the port it is published on, which its links (base_url) name.
         own = load_settings(host_path(service["environment"]["MONITOR_CONFIG"]), require_drop=False)
+        assert int(container_port) == own.http.port == int(host_port), name
         assert own.feed.base_url == f"http://127.0.0.1:{host_port}/", name
         assert (own.smtp.host, own.smtp.port, own.smtp.security) == ("mailpit", 1025, "none"), name
         same = dataclasses.replace(own, source=settings.source, smtp=settings.smtp,
+                                   http=dataclasses.replace(own.http, port=settings.http.port),
                                    feed=dataclasses.replace(own.feed, base_url=settings.feed.base_url))
         assert same == settings, f"{name}: the rest as in the image's config"
         mounts = {}
