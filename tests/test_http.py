@@ -19,7 +19,7 @@ import pytest
 from conftest import drop_file, seed, validate_atom
 from servicekit import Service, wait_for
 
-from monitor.server import FeedDocument, accepts_gzip, not_modified
+from monitor.documents import ATOM_TYPE, Document, accepts_gzip, not_modified
 
 HOSTILE = (
     b"<script>alert('brief')</script> On 12 December 2024, a brief & a <b>tag</b>.\n"
@@ -195,9 +195,9 @@ def test_accepts_gzip(header: str | None, expected: bool) -> None:
 
 
 def test_not_modified_rules() -> None:
-    doc = FeedDocument.build(b"<feed/>", dt.datetime(2024, 12, 11, 10, 0, 0, 750_000, tzinfo=dt.UTC))
+    doc = Document.build(b"<feed/>", ATOM_TYPE, dt.datetime(2024, 12, 11, 10, 0, 0, 750_000, tzinfo=dt.UTC))
     assert doc.last_modified == "Wed, 11 Dec 2024 10:00:00 GMT"
-    assert not_modified(doc, doc.etag, None) and not_modified(doc, doc.gzip_etag, None)
+    assert not_modified(doc, doc.identity.etag, None) and not_modified(doc, doc.gzipped.etag, None)
     assert not not_modified(doc, '"other"', doc.last_modified)
     assert not_modified(doc, None, "Wed, 11 Dec 2024 10:00:00 GMT")
     assert not_modified(doc, None, "Wed, 11 Dec 2024 11:00:00 +0100")  # same instant, another zone
