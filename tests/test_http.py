@@ -156,8 +156,85 @@ def test_raw_requests_never_reach_files(svc: Service, tmp_path: Path) -> None:
     assert raw(b"GET /../../etc/passwd HTTP/1.1").startswith(b"HTTP/1.1 404")
     assert raw(b"GET ../feed.atom HTTP/1.1").startswith(b"HTTP/1.1 404")
     assert raw(b"GET http://evil/../../etc/passwd HTTP/1.1").startswith(b"HTTP/1.1 404")
-    assert raw(b"POST /feed.atom HTTP/1.1").startswith(b"HTTP/1.1 501")
     assert b"root:" not in raw(b"GET /%2e%2e/%2e%2e/%2e%2e/etc/passwd HTTP/1.1")
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """Send `data` as it is and read until the server closes (every case here ends in a close)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def statuses(reply: bytes) -> list[int]:
+    return [int(m) for m in re.findall(rb"^HTTP/1\.1 (\d{3}) ", reply, re.MULTILINE)]
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (b"POST /feed.atom HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405),
+    (b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", 405),
+    (b"PUT /feed.atom HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 501),
+    (b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+    (b"GET /feed.atom\r\n\r\n", 400),
+    (b"GET /feed.atom HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+    (b"GET /feed.atom HTTP/1.1\r\nHost: x\r\n folded: line\r\n\r\n", 400),
+    (b"GET /feed.atom HTTP/2.0\r\n\r\n", 505),
+    (b"GET /feed.atom HTTP/1.1\r\nX: " + b"a" * 20_000 + b"\r\n\r\n", 431),
+    (b"POST /healthz HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 411),
+    (b"POST /healthz HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413),
+    (b"POST /healthz HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n", 400),
+])
+def test_requests_the_server_refuses(svc: Service, request_bytes: bytes, status: int) -> None:
+    reply = raw_exchange(svc.port, request_bytes + b"GET /feed.atom HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert statuses(reply)[0] == status, reply[:200]
+    if status == 405:
+        assert b"\r\nAllow: GET, HEAD\r\n" in reply
+        assert statuses(reply) == [405, 200]  # the body was read past: the next request is in step
+    else:
+        assert statuses(reply) == [status] and b"\r\nConnection: close\r\n" in reply
+
+
+def test_pipelined_requests_are_answered_in_order(svc: Service) -> None:
+    feed = svc.get("/feed.atom").body
+    reply = raw_exchange(svc.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"GET /feed.atom HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"GET /feed.atom HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert statuses(reply) == [200, 200, 404, 200, 200]
+    assert reply.count(feed) == 2 and reply.index(b'"status": "ok"') < reply.index(feed)
+    assert reply.endswith(feed) and b"monitor_feed_requests_total" in reply
+
+
+def test_http_1_0_and_bare_newlines(svc: Service) -> None:
+    reply = raw_exchange(svc.port, b"GET /feed.atom HTTP/1.0\r\n\r\n")  # closes after one answer
+    assert statuses(reply) == [200] and b"\r\nConnection: close\r\n" in reply
+    reply = raw_exchange(svc.port, b"HEAD /feed.atom HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                         b"GET /healthz HTTP/1.0\r\n\r\n")
+    assert statuses(reply) == [200, 200] and b"\r\nConnection: keep-alive\r\n" in reply
+    reply = raw_exchange(svc.port, b"GET /feed.atom HTTP/1.1\nHost: x\nConnection: close\n\n")
+    assert statuses(reply) == [200] and reply.endswith(svc.get("/feed.atom").body)
+
+
+def test_every_answer_has_a_date_and_html_has_the_security_headers(svc: Service) -> None:
+    for path in ("/feed.atom", "/", "/healthz", "/nope"):
+        r = svc.get(path)
+        assert email.utils.parsedate_to_datetime(r.headers["date"]) - dt.datetime.now(dt.UTC) < dt.timedelta(seconds=5)
+        html = r.headers.get("content-type", "").startswith("text/html")
+        assert ("content-security-policy" in r.headers) == html, path
+    story = re.search(r'href="(stories/[0-9a-f-]{36})"', svc.get("/").body.decode()).group(1)
+    r = svc.get("/" + story)
+    assert r.headers["x-content-type-options"] == "nosniff" and r.headers["referrer-policy"] == "no-referrer"
+
+
+def test_front_page_is_a_document_with_validators(svc: Service) -> None:
+    first = svc.get("/", Accept_Encoding="gzip")
+    assert first.headers["content-encoding"] == "gzip" and b"<title>" in gzip.decompress(first.body)
+    again = svc.request("/", headers={"Accept-Encoding": "gzip", "If-None-Match": first.headers["etag"]})
+    assert (again.status, again.body, again.headers["etag"]) == (304, b"", first.headers["etag"])
 
 
 def test_front_page_and_story_pages_escape_bulletin_text(svc: Service) -> None:
