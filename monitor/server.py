@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from monitor import routes
@@ -48,6 +48,7 @@ from monitor.documents import (
     FEED_PATH,
     TEXT_TYPE,
     Document,
+    Variant,
     accepts_gzip,
     content_headers,
     not_modified,
@@ -66,15 +67,16 @@ MAX_HEAD = 16 * 1024
 MAX_BODY = 16 * 1024  # forms only; nothing here takes an upload
 MAX_PENDING = 64  # dynamic requests waiting for a worker
 WORKERS = 4
-BACKLOG = 1024
+# The kernel's accept queue, and how many connections asyncio accepts in one go before
+# any of them is counted against the cap, so descriptors are kept for that many more.
+BACKLOG = 128
 METHODS = frozenset({"GET", "HEAD", "POST"})
 TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
-def max_connections() -> int:
-    """Half the descriptors this process may open, so the store and the drop folder keep theirs."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return max(64, min(4096, soft // 2))
+def max_connections(nofile: int) -> int:
+    """Half the descriptors the process may open, less an accept batch: the store and the drop folder keep theirs."""
+    return max(64, min(4096, nofile // 2 - BACKLOG))
 
 
 class BadRequest(Exception):
@@ -88,15 +90,16 @@ def parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
     text = head.decode("latin-1")
     lines = text.split("\r\n") if "\r" in text else text.split("\n")
     parts = lines[0].split(" ")
-    if len(parts) != 3 or not TOKEN.fullmatch(parts[0]) or not parts[1]:
+    if len(parts) != 3 or not parts[1] or (parts[0] not in METHODS and not TOKEN.fullmatch(parts[0])):
         raise BadRequest(400, "bad request line")
     method, target, version = parts
-    if not version.startswith("HTTP/1."):
+    if version != "HTTP/1.1" and version != "HTTP/1.0":
         raise BadRequest(505 if version.startswith("HTTP/") else 400, "unsupported HTTP version")
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(":")
-        if not colon or not TOKEN.fullmatch(name):  # also refuses obsolete line folding
+        # Whitespace around a name (obsolete line folding among it) is how requests get smuggled.
+        if not colon or not name or name[0] in " \t" or name[-1] in " \t":
             raise BadRequest(400, "bad header line")
         name = name.lower()
         value = value.strip(" \t")
@@ -115,11 +118,18 @@ def split_target(target: str) -> tuple[str, str]:
     return target, ""
 
 
-def wants_keep_alive(version: str, connection: str | None) -> bool:
+CLOSE = b"Connection: close\r\n"
+KEEP_ALIVE = b"Connection: keep-alive\r\n"
+
+
+def connection_line(version: str, connection: str | None) -> bytes:
+    """The Connection line an answer needs: none for HTTP/1.1 keep-alive (the default), else close or keep-alive."""
     if connection is None:
-        return version == "HTTP/1.1"
+        return b"" if version == "HTTP/1.1" else CLOSE
     tokens = {t.strip().lower() for t in connection.split(",")}
-    return "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
+    if version == "HTTP/1.0":
+        return KEEP_ALIVE if "keep-alive" in tokens else CLOSE
+    return CLOSE if "close" in tokens else b""
 
 
 def body_length(headers: Mapping[str, str]) -> int:
@@ -160,7 +170,7 @@ class Connection(asyncio.Protocol):
     def __init__(self, server: Server) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.buf = bytearray()
+        self.buf = b""  # bytes received and not yet answered
         self.phase = HEAD
         self.deadline = server.loop.time() + HEAD_TIMEOUT
         self.received = False  # any byte yet: a silent connection is closed without a 408
@@ -172,8 +182,7 @@ class Connection(asyncio.Protocol):
     # -- asyncio callbacks ---------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.server.admit(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -181,7 +190,7 @@ class Connection(asyncio.Protocol):
         self.server.connections.pop(self, None)
 
     def data_received(self, data: bytes) -> None:
-        self.buf += data
+        self.buf = self.buf + data if self.buf else data
         self.received = True
         if self.phase == IDLE:
             self.phase = HEAD
@@ -205,7 +214,7 @@ class Connection(asyncio.Protocol):
 
     def process(self) -> None:
         """Answer every complete request in the buffer, in order, until one must wait."""
-        while not (self.closed or self.write_paused or self.phase == WORKING):
+        while self.buf and not (self.closed or self.write_paused or self.phase == WORKING):
             try:
                 request = self._next_request()
             except BadRequest as exc:
@@ -215,90 +224,88 @@ class Connection(asyncio.Protocol):
                 return
             self.dispatch(*request)
 
-    def _next_request(self) -> tuple[Request, bool, str] | None:
+    def _next_request(self) -> tuple[Request, bytes] | None:
+        """The next complete request and the Connection line its answer carries, or None for more bytes."""
         if self.pending is None:
             buf = self.buf
-            end = buf.find(b"\r\n\r\n")
-            size = 4
+            end, size = buf.find(b"\r\n\r\n"), 4
             if end < 0:
                 end, size = buf.find(b"\n\n"), 2
-            if end < 0:
+            if end < 0 or end > MAX_HEAD:
                 if len(buf) > MAX_HEAD:
                     raise BadRequest(431, "request head too large")
                 return None
-            if end > MAX_HEAD:
-                raise BadRequest(431, "request head too large")
-            method, target, version, headers = parse_head(bytes(buf[:end]))
-            del buf[:end + size]
+            method, target, version, headers = parse_head(buf[:end])
+            self.buf = buf[end + size:]
             length = body_length(headers)
             self.pending = (method, target, version, headers, length)
-            if length and len(buf) < length:
+            if length > len(self.buf):
                 self.phase, self.deadline = BODY, self.server.loop.time() + BODY_TIMEOUT
                 if headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
                     self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         method, target, version, headers, length = self.pending
-        if len(self.buf) < length:
-            return None
-        body = bytes(self.buf[:length])
-        del self.buf[:length]
+        body = b""
+        if length:
+            if len(self.buf) < length:
+                return None
+            body, self.buf = self.buf[:length], self.buf[length:]
         self.pending = None
         path, query = split_target(target)
-        keep = wants_keep_alive(version, headers.get("connection"))
-        return Request(method, path, query, headers, body), keep, version
+        return Request(method, path, query, headers, body), connection_line(version, headers.get("connection"))
 
-    def dispatch(self, request: Request, keep: bool, version: str) -> None:
+    def dispatch(self, request: Request, connection: bytes) -> None:
         """Documents from memory, here; other known routes in the pool; 404 for the rest."""
-        head_only = request.method == "HEAD"
-        if request.method not in METHODS:
+        method = request.method
+        if method not in METHODS:
             self.fail(501, "not implemented")
             return
+        head_only = method == "HEAD"
         doc = self.server.site.snapshot().documents.get(request.path)
         if doc is not None:
-            if request.method == "POST":
+            if method == "POST":
                 self.respond(Response(405, TEXT_TYPE, b"method not allowed\n", {"Allow": "GET, HEAD"}),
-                             keep, version, False)
+                             connection, False)
             else:
-                self.document(doc, request, keep, version, head_only)
+                self.document(doc, request, connection, head_only)
             return
         found = routes.find(request.path)
         if found is None:
-            self.respond(routes.text(404, "not found"), keep, version, head_only)
+            self.respond(routes.text(404, "not found"), connection, head_only)
             return
         route, match = found
-        if request.method not in route.methods:
+        if method not in route.methods:
             allow = ", ".join(sorted(route.methods))
-            self.respond(Response(405, TEXT_TYPE, b"method not allowed\n", {"Allow": allow}), keep, version, False)
+            self.respond(Response(405, TEXT_TYPE, b"method not allowed\n", {"Allow": allow}), connection, False)
             return
-        self.server.submit(self, route, request, match, keep, version, head_only)
+        self.server.submit(self, route, request, match, connection, head_only)
 
-    def document(self, doc: Document, request: Request, keep: bool, version: str, head_only: bool) -> None:
+    def document(self, doc: Document, request: Request, connection: bytes, head_only: bool) -> None:
+        """The fast path: pick the variant, compare the validators, one send of pre-built bytes."""
         headers = request.headers
         variant = doc.gzipped if accepts_gzip(headers.get("accept-encoding")) else doc.identity
-        if not_modified(doc, headers.get("if-none-match"), headers.get("if-modified-since")):
-            self.send(variant.not_modified_head, b"", keep, version)
-            status = 304
-        else:
-            self.send(variant.ok_head, b"" if head_only else variant.body, keep, version)
-            status = 200
+        inm, ims = headers.get("if-none-match"), headers.get("if-modified-since")
+        status = 304 if (inm is not None or ims) and not_modified(doc, inm, ims) else 200
         if request.path == FEED_PATH:
             self.server.count_feed(status)
-
-    def respond(self, response: Response, keep: bool, version: str, head_only: bool) -> None:
-        body = b"" if head_only or response.status == 304 else response.body
-        self.send(dynamic_head(response), body, keep, version)
-
-    def send(self, head: bytes, body: bytes, keep: bool, version: str) -> None:
         if self.closed or self.transport is None:
             return
-        if not keep:
-            connection = b"Connection: close\r\n"
-        elif version == "HTTP/1.0":
-            connection = b"Connection: keep-alive\r\n"
-        else:
-            connection = b""
+        if connection:
+            head = variant.ok_head if status == 200 else variant.not_modified_head
+            self.send(head, variant.body if status == 200 and not head_only else b"", connection)
+            return
+        self.transport.write(self.server.prebuilt(variant, status, head_only))
+        self._idle()
+
+    def respond(self, response: Response, connection: bytes, head_only: bool) -> None:
+        body = b"" if head_only or response.status == 304 else response.body
+        self.send(dynamic_head(response), body, connection)
+
+    def send(self, head: bytes, body: bytes, connection: bytes) -> None:
+        if self.closed or self.transport is None:
+            return
         # One buffer, one send: a head and a body in two segments cost a second syscall.
         self.transport.write(b"".join((head, self.server.date_line(), connection, b"\r\n", body)))
-        if keep:
+        if connection != CLOSE:
             self._idle()
         else:
             self.closed = True
@@ -315,12 +322,12 @@ class Connection(asyncio.Protocol):
         if self.buf and not self.closed:
             self.process()
 
-    def worked(self, future: Future[Response], keep: bool, version: str, head_only: bool) -> None:
+    def worked(self, future: Future[Response], connection: bytes, head_only: bool) -> None:
         """On the loop: a pooled handler finished."""
         self.phase = IDLE
         if self.closed or self.transport is None or future.cancelled():
             return
-        self.respond(future.result(), keep, version, head_only)
+        self.respond(future.result(), connection, head_only)
         if not self.closed:
             self.transport.resume_reading()
             self._after_response()
@@ -328,7 +335,7 @@ class Connection(asyncio.Protocol):
     def fail(self, status: int, message: str) -> None:
         """A request we cannot frame or serve: a short answer, then close (the stream may be out of step)."""
         log.debug("HTTP %s from %s: %s", status, self.peer(), message)
-        self.send(dynamic_head(routes.text(status, message)), message.encode() + b"\n", False, "HTTP/1.1")
+        self.send(dynamic_head(routes.text(status, message)), message.encode() + b"\n", CLOSE)
 
     def expire(self, now: float) -> None:
         if self.write_paused and self.transport is not None:
@@ -346,12 +353,19 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        self.server.connections.pop(self, None)  # counts no more, though asyncio closes it a moment later
         if self.transport is not None:
             self.transport.abort()
 
     def peer(self) -> str:
         peer = self.transport.get_extra_info("peername") if self.transport else None
         return str(peer[0]) if peer else "?"
+
+
+def _one_line(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio's own errors (out of descriptors, say) as one log line, not a traceback."""
+    exc = context.get("exception")
+    log.warning("HTTP: %s%s", context.get("message", "event loop error"), f": {exc}" if exc else "")
 
 
 class Server:
@@ -361,11 +375,12 @@ class Server:
         self.site = site
         self.loop = asyncio.new_event_loop()
         self.connections: dict[Connection, None] = {}  # insertion order: the oldest first
-        self.max_connections = max_connections()
+        self.max_connections = max_connections(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="http-worker")
         self._pending = 0
         self._date_at = -1
         self._date = b""
+        self._prebuilt: dict[tuple[Variant, int, bool], bytes] = {}  # this second's answers
         self._last_eviction_log = 0.0
         self._feed_counters = {status: site.metrics.feed_requests.labels(str(status)) for status in (200, 304)}
         self._stopped = asyncio.Event()
@@ -400,6 +415,7 @@ class Server:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
+        self.loop.set_exception_handler(_one_line)
         try:
             self.loop.run_until_complete(self._serve())
         finally:
@@ -436,9 +452,9 @@ class Server:
         self.loop.call_later(SWEEP_INTERVAL, self._sweep)
 
     def submit(self, conn: Connection, route: Route, request: Request, match: re.Match[str],
-               keep: bool, version: str, head_only: bool) -> None:
+               connection: bytes, head_only: bool) -> None:
         if self._pending >= MAX_PENDING:
-            conn.respond(routes.text(503, "busy, try again"), keep, version, head_only)
+            conn.respond(routes.text(503, "busy, try again"), connection, head_only)
             return
         self._pending += 1
         conn.phase = WORKING
@@ -448,7 +464,7 @@ class Server:
 
         def done(f: Future[Response]) -> None:
             self._pending -= 1
-            conn.worked(f, keep, version, head_only)
+            conn.worked(f, connection, head_only)
 
         future.add_done_callback(lambda f: self._call_soon(done, f))
 
@@ -461,7 +477,19 @@ class Server:
         if now != self._date_at:
             self._date_at = now
             self._date = f"Date: {email.utils.formatdate(now, usegmt=True)}\r\n".encode()
+            self._prebuilt.clear()
         return self._date
+
+    def prebuilt(self, variant: Variant, status: int, head_only: bool) -> bytes:
+        """A whole keep-alive answer, head and body, built once a second (the Date line changes)."""
+        date = self.date_line()
+        key = (variant, status, head_only)
+        data = self._prebuilt.get(key)
+        if data is None:
+            head = variant.ok_head if status == 200 else variant.not_modified_head
+            body = variant.body if status == 200 and not head_only else b""
+            data = self._prebuilt[key] = b"".join((head, date, b"\r\n", body))
+        return data
 
     def count_feed(self, status: int) -> None:
         self._feed_counters[status].inc()
