@@ -7,10 +7,12 @@ port: `gzip_static`, `etag`, sendfile, an open-file cache) serves, then loads bo
 wrk (apt-get install wrk) or, without it, a small threaded Python client. Each round
 runs every case on both servers back to back, the order alternating between rounds, so
 the machine's drift hits both alike; the ratio is monitor's median requests/s over
-nginx's. Without nginx the comparison is skipped with one line and monitor alone is measured.
+nginx's. The last case repeats the gzip one while 200 slow clients (a header line every
+4 s, never a whole head) are held open against the server under test. Without nginx the
+comparison is skipped with one line and monitor alone is measured.
 
     .venv/bin/python bench/http_bench.py [--seconds 3] [--rounds 3] [--connections 32]
-        [--threads 2] [--nginx-workers 1] [--tool auto|wrk|python]
+        [--threads 2] [--nginx-workers 1] [--slow-clients 200] [--tool auto|wrk|python]
 """
 
 from __future__ import annotations
@@ -237,6 +239,44 @@ def run_python(url: str, headers: dict[str, str], seconds: float, connections: i
             "errors": float(errors[0])}
 
 
+class SlowClients:
+    """`count` connections that each send a request head one header line every 4 s and never
+    finish it (reopened when the server closes them): the slow-client load of the operations issue."""
+
+    def __init__(self, base: str, count: int) -> None:
+        parts = urllib.request.urlparse(base)
+        self.address = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.count = count
+        self.socks: list[socket.socket] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _open(self) -> socket.socket:
+        s = socket.create_connection(self.address, timeout=5)
+        s.sendall(b"GET /feed.atom HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        return s
+
+    def _run(self) -> None:
+        while not self.stop.wait(4.0):
+            for i, s in enumerate(self.socks):
+                try:
+                    s.send(b"X-Slow: 1\r\n")
+                except OSError:
+                    s.close()
+                    self.socks[i] = self._open()
+
+    def __enter__(self) -> SlowClients:
+        self.socks = [self._open() for _ in range(self.count)]
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+        for s in self.socks:
+            s.close()
+
+
 def cases_for(base: str) -> list[tuple[str, dict[str, str], int]]:
     """The three requests, each with this server's own validator, and the body size it answers."""
     status, headers, body = fetch(base + "feed.atom", {})
@@ -244,7 +284,8 @@ def cases_for(base: str) -> list[tuple[str, dict[str, str], int]]:
     not_modified, _, _ = fetch(base + "feed.atom", {"If-None-Match": headers["etag"]})
     assert (status, not_modified) == (200, 304), (base, status, not_modified)
     return [("200 identity", {}, len(body)), ("200 gzip", {"Accept-Encoding": "gzip"}, len(gz)),
-            ("304 If-None-Match", {"If-None-Match": headers["etag"]}, 0)]
+            ("304 If-None-Match", {"If-None-Match": headers["etag"]}, 0),
+            ("200 gzip, slow clients held", {"Accept-Encoding": "gzip"}, len(gz))]
 
 
 def measure(servers: dict[str, str], load: Load, args: argparse.Namespace) -> Results:
@@ -252,10 +293,11 @@ def measure(servers: dict[str, str], load: Load, args: argparse.Namespace) -> Re
     results: Results = {}
     for round_no in range(args.rounds):
         order = list(servers) if round_no % 2 == 0 else list(reversed(servers))
-        for index in range(3):
+        for index in range(len(cases["monitor"])):
             for name in order:
                 case, headers, _ = cases[name][index]
-                r = load(servers[name] + "feed.atom", headers, args.seconds, args.connections, args.threads)
+                with SlowClients(servers[name], args.slow_clients if "slow" in case else 0):
+                    r = load(servers[name] + "feed.atom", headers, args.seconds, args.connections, args.threads)
                 results.setdefault((name, case), []).append(r)
     return results
 
@@ -286,6 +328,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     parser.add_argument("--nginx-workers", type=int, default=1,
                         help="nginx worker processes (default 1: one event loop, like monitor's)")
+    parser.add_argument("--slow-clients", type=int, default=200,
+                        help="slow connections held open during the last case (default 200)")
     parser.add_argument("--tool", choices=["auto", "wrk", "python"], default="auto")
     args = parser.parse_args()
     tool = args.tool if args.tool != "auto" else ("wrk" if shutil.which("wrk") else "python")
