@@ -20,6 +20,7 @@ from conftest import drop_file, seed, validate_atom
 from servicekit import Service, wait_for
 
 from monitor.documents import ATOM_TYPE, Document, accepts_gzip, not_modified
+from monitor.server import MAX_BODY, BadRequest, body_length, connection_line, parse_head, split_target
 
 HOSTILE = (
     b"<script>alert('brief')</script> On 12 December 2024, a brief & a <b>tag</b>.\n"
@@ -295,3 +296,40 @@ def test_keep_alive_requests_do_not_wait_for_delayed_acks(svc: Service) -> None:
         conn.close()
     # With Nagle's algorithm on, each response's tail waits ~40 ms for the client's ACK.
     assert took < 1.0, f"40 keep-alive requests took {took:.2f}s"
+
+
+@pytest.mark.parametrize(("head", "expected"), [
+    (b"GET /feed.atom HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\naccept-encoding:  br ",
+     ("GET", "/feed.atom", "HTTP/1.1", {"host": "x", "accept-encoding": "gzip, br"})),
+    (b"HEAD / HTTP/1.0", ("HEAD", "/", "HTTP/1.0", {})),
+    (b"GET / HTTP/1.1\nHost: x", ("GET", "/", "HTTP/1.1", {"host": "x"})),
+    (b"GET /  HTTP/1.1", 400), (b"G@T / HTTP/1.1", 400), (b"GET / HTTP/1.1\r\nHost : x", 400),
+    (b"GET / HTTP/1.1\r\n\tfolded", 400), (b"GET / HTTP/3", 505), (b"GET / FTP/1.0", 400),
+])
+def test_parse_head(head: bytes, expected: tuple[object, ...] | int) -> None:
+    if isinstance(expected, int):
+        with pytest.raises(BadRequest) as caught:
+            parse_head(head)
+        assert caught.value.status == expected
+    else:
+        assert parse_head(head) == expected
+
+
+@pytest.mark.parametrize(("version", "header", "line"), [
+    ("HTTP/1.1", None, b""), ("HTTP/1.1", "keep-alive", b""), ("HTTP/1.1", "Upgrade, Close", b"Connection: close\r\n"),
+    ("HTTP/1.0", None, b"Connection: close\r\n"), ("HTTP/1.0", "Keep-Alive", b"Connection: keep-alive\r\n"),
+])
+def test_connection_line(version: str, header: str | None, line: bytes) -> None:
+    assert connection_line(version, header) == line
+
+
+def test_targets_and_body_lengths() -> None:
+    assert split_target("/search?q=a%20b") == ("/search", "q=a%20b")
+    assert split_target("http://evil/../etc/passwd?x") == ("/../etc/passwd", "x")
+    assert split_target("../feed.atom") == ("../feed.atom", "")
+    assert body_length({}) == 0 and body_length({"content-length": "12"}) == 12
+    for headers, status in (({"content-length": "-1"}, 400), ({"content-length": "1, 1"}, 400),
+                            ({"content-length": str(MAX_BODY + 1)}, 413), ({"transfer-encoding": "chunked"}, 411)):
+        with pytest.raises(BadRequest) as caught:
+            body_length(headers)
+        assert caught.value.status == status
