@@ -354,7 +354,8 @@ def main() -> int:
                 servers = {"monitor": base}
                 if shutil.which("nginx"):
                     nginx, servers["nginx"] = start_nginx(folder, body, gz, args.nginx_workers)
-                    against = f"nginx ({args.nginx_workers} worker{'s' if args.nginx_workers > 1 else ''}) on the same bytes"
+                    workers = f"{args.nginx_workers} worker" + ("s" if args.nginx_workers > 1 else "")
+                    against = f"nginx ({workers}) on the same bytes"
                 else:
                     print("nginx not found (apt-get install nginx): comparison skipped, monitor alone")
                     against = "no comparison"
