@@ -69,6 +69,7 @@ class Variant:
 class Document:
     """A document served from memory; every header any GET or HEAD needs is computed once."""
 
+    ctype: str
     identity: Variant
     gzipped: Variant
     modified: dt.datetime  # to the second (HTTP dates have no fraction)
@@ -83,7 +84,7 @@ class Document:
         identity = _variant(body, f'"{digest}"', ctype, last_modified, None)
         gzipped = _variant(gzip.compress(body, compresslevel=6, mtime=0), f'"{digest}-gzip"', ctype,
                            last_modified, "gzip")
-        return cls(identity, gzipped, modified, last_modified)
+        return cls(ctype, identity, gzipped, modified, last_modified)
 
     @property
     def etags(self) -> tuple[str, str]:
