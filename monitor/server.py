@@ -11,8 +11,9 @@ Design: one asyncio event loop in a thread of its own, with a small thread pool 
   socket timeout measures, and what a slowloris client resets forever), a body within
   BODY_TIMEOUT, an idle keep-alive connection lives IDLE_TIMEOUT, and a response the
   client stops reading is dropped after WRITE_TIMEOUT without progress. One sweep a
-  second enforces them all. At MAX_CONNECTIONS the oldest connection still waiting for
-  a request is closed to make room, so a flood of slow clients cannot lock readers out.
+  second enforces them all. At the cap (`max_connections`, from the descriptor limit)
+  the oldest connection still waiting for a request is closed to make room, so a flood
+  of slow clients cannot lock readers out.
 - Documents (the feed, the front page, any path in `Snapshot.documents`) are answered on
   the loop from pre-built heads and bytes: parse, compare a validator, one send. This is
   the fast path, within reach of nginx serving the same bytes (bench/http_bench.py).
