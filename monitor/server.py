@@ -7,8 +7,9 @@ Design: one asyncio event loop in a thread of its own, with a small thread pool 
   thread-per-connection server this replaces (64 threads) was filled by 64 clients that
   each sent a header line every 4 s: the feed answered 0 of 40 requests for 20 s.
 - Every connection has a deadline for what it is doing: the whole request head must
-  arrive within HEAD_TIMEOUT of its first byte (not of the last one, which is what a
-  socket timeout measures, and what a slowloris client resets forever), a body within
+  arrive within HEAD_TIMEOUT of the connection's start, or on a kept-alive connection of
+  the head's first byte (not of the last byte, which is what a socket timeout measures
+  and what a slowloris client resets forever), a body within
   BODY_TIMEOUT, an idle keep-alive connection lives IDLE_TIMEOUT, and a response the
   client stops reading is dropped after WRITE_TIMEOUT without progress. One sweep a
   second enforces them all. At the cap (`max_connections`, from the descriptor limit)
@@ -60,7 +61,7 @@ from monitor.routes import Request, Response, Route, Site
 
 log = logging.getLogger(__name__)
 
-HEAD_TIMEOUT = 10.0  # the whole request head, from its first byte
+HEAD_TIMEOUT = 10.0  # the whole request head, from the accept or (kept alive) its first byte
 BODY_TIMEOUT = 10.0
 IDLE_TIMEOUT = 15.0  # a keep-alive connection between requests
 WRITE_TIMEOUT = 30.0  # a response the client does not read, without any progress
