@@ -6,7 +6,7 @@ Threads, and what each may touch:
   store's own locks handle other processes);
 - the watchdog thread only turns filesystem events into a pickup job (a hint; the
   interval scan stays the source of truth, since network mounts give no events);
-- the HTTP threads read the current `Snapshot` (one attribute, swapped whole after a
+- the HTTP loop and its workers read the current `Snapshot` (one attribute, swapped whole after a
   scan), so a feed request never touches the store and a slow client never blocks a scan;
 - the main thread waits for SIGTERM/SIGINT, then stops everything in order.
 
@@ -43,12 +43,13 @@ from watchdog.observers import Observer
 from monitor import page
 from monitor.config import Settings
 from monitor.crontab import crontab_trigger
+from monitor.documents import ATOM_TYPE, FEED_PATH, HTML_TYPE, Document, Snapshot
 from monitor.errors import ConfigError, MonitorError, StorageError
 from monitor.feed import EPOCH, render, story_key, write_atomically
 from monitor.metrics import Metrics
 from monitor.models import ScanReport, Story
 from monitor.scan import scan_and_publish, utcnow
-from monitor.server import FeedDocument, Server, Snapshot
+from monitor.server import Server
 from monitor.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -419,9 +420,9 @@ def schedule_pickup(scheduler: BackgroundScheduler, service: Service, when: dt.d
 def build_snapshot(settings: Settings, stories: list[Story], data: bytes) -> Snapshot:
     newest = max((s.updated for s in stories), default=EPOCH)
     listed = stories[: settings.feed.max_entries]
+    index = page.index(settings.feed.title, listed, generated=utcnow()).encode()
     return Snapshot(
-        feed=FeedDocument.build(data, newest),
-        index_html=page.index(settings.feed.title, listed, generated=utcnow()).encode(),
+        documents={FEED_PATH: Document.build(data, ATOM_TYPE, newest), "/": Document.build(index, HTML_TYPE, newest)},
         feed_title=settings.feed.title,
         stories={story_key(s.uid): s for s in listed},
     )
