@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, SEEDS, Monitor, write_config
+from mailserver import MailServer
+from ports import free_port
 from servicekit import Service, wait_for
 
 from monitor import bulletin
@@ -124,6 +126,42 @@ def test_corpus_with_revisions_keeps_ids_and_mails_only_what_is_new(tmp_path: Pa
     subjects = outbox(monitor)
     assert len(subjects) == 2
     assert re.fullmatch(r"Bulletins: \d+ new", subjects[1]) or re.fullmatch(r"Bulletins: \d+ new", subjects[0])
+
+
+def test_a_pending_digest_is_sent_after_the_rebuild_with_its_message_id(tmp_path: Path, exe: str) -> None:
+    port = free_port()
+    config = write_config(tmp_path, digest={"recipients": ["alice@example.org"], "sender": "d@example.org"},
+                          smtp={"host": "127.0.0.1", "port": port, "security": "none", "timeout": 5})
+    monitor = Monitor(exe, config)
+    monitor.drop_file("a.txt", (LONG_BRIEF + "\n").encode())
+    monitor("scan")
+    assert monitor("digest", check=False).returncode == 1  # the server is down: kept pending
+    _, kept = rebuild(monitor)
+    assert (kept[6], kept[7]) == ("1", "1")
+    status = monitor("status").stdout
+    assert "digests pending: 1" in status and "waiting for alice@example.org" in status
+    with MailServer(port=port) as server:
+        monitor("digest")
+        assert monitor("digest").stdout.strip() == "digest: nothing to send"
+    [sent] = server.messages
+    assert sent.message["Message-ID"] in status and sent.rcpt_tos == ["alice@example.org"]
+
+
+def test_history_only_in_the_wal_of_a_killed_process_is_kept(tmp_path: Path, exe: str) -> None:
+    """A process killed after its commit leaves that commit in the WAL beside the file."""
+    monitor = seeds_monitor(tmp_path, exe)
+    monitor("scan")
+    db = tmp_path / "monitor.db"
+    code = ("import datetime as dt, os, sys\n"
+            "from monitor.storage import Storage\n"
+            "Storage.open(sys.argv[1]).baseline_digest(dt.datetime.now(dt.UTC))\n"
+            "os._exit(0)\n")  # no close: the baseline stays in the WAL
+    subprocess.run([sys.executable, "-c", code, f"sqlite:///{db}"], check=True, timeout=60)
+    assert Path(f"{db}-wal").stat().st_size > 0
+    _, kept = rebuild(monitor)
+    assert (kept[1], kept[6], kept[7]) == ("6", "1", "6")
+    monitor("digest")
+    assert outbox(monitor) == []
 
 
 def test_a_story_created_by_a_late_copy_keeps_its_id(tmp_path: Path, exe: str) -> None:
