@@ -238,6 +238,7 @@ def plan(stories: dict[int, OldStory], m: Matches, new: NewStore,
         if before is not None and m.moved.get(before.current_hash) == current:
             updated[sid] = before.updated  # the same text as before: not an update for a reader
     carried, delivered, not_found = _outbox(m, new, outbox)
+    mark = _version_mark(new, carried)
     old_ids = set(by_uid)
     kept_ids = old_ids & set(final.values())
     kept = Kept(old_stories=len(stories), ids_kept=len(kept_ids), gone=len(stories) - len(m.anchor),
@@ -245,7 +246,27 @@ def plan(stories: dict[int, OldStory], m: Matches, new: NewStore,
                 new_ids=sum(uid not in old_ids for uid in final.values()),
                 digests=len(carried), delivered=delivered, not_found=not_found)
     return Adoption(uids=uids, first_seen=m.first_seen, updated=updated, seen_at=m.seen_at,
-                    digests=carried), kept
+                    digests=carried, version_upto=mark), kept
+
+
+def _version_mark(new: NewStore, carried: list[tuple[OldDigest, list[tuple[int, str, str]]]]) -> int:
+    """Where the next digest starts reading versions (the outbox's `version_upto`).
+
+    It must see every story whose current text is not the last one mailed for it (news
+    that came after the last digest, a story the new rules split off), and it need see
+    no other: the mark sits just below the newest version of the earliest such story,
+    or at the top when there is none. A store that never mailed anything keeps 0."""
+    if not carried:
+        return 0
+    mailed: dict[int, str] = {}
+    for _, rows in carried:
+        for sid, h, _section in rows:
+            mailed[sid] = h  # digests in order: the last one that carried the story wins
+    newest: dict[int, int] = {}
+    for vid, sid in new.versions.values():
+        newest[sid] = max(newest.get(sid, 0), vid)
+    due = [newest[sid] for sid, (_, current) in new.stories.items() if mailed.get(sid) != current]
+    return min(due) - 1 if due else max(newest.values(), default=0)
 
 
 def _outbox(m: Matches, new: NewStore, outbox: list[OldDigest]

@@ -32,6 +32,7 @@ from sqlalchemy.exc import ArgumentError
 
 from monitor.errors import MonitorError, StorageError
 from monitor.models import Item
+from monitor.storage.revisions import VERSION_TABLE, head, revisions
 from monitor.storage.schema import digest_recipients, digest_stories, digests, stories, versions
 from monitor.storage.sql import SQL
 from monitor.storage.store import Storage
@@ -209,7 +210,17 @@ def _open_exclusive(path: Path) -> OldStore:
     except sqlite3.DatabaseError as exc:
         conn.close()
         return OldStore(path, None, f"{path} is damaged ({exc})")
-    return OldStore(path, conn, None)
+    old = OldStore(path, conn, None)
+    try:
+        at = {row[0] for row in old._rows(f"SELECT version_num FROM {VERSION_TABLE}")}
+    except StorageError:
+        return old  # no version table: reading the stories will tell what it is
+    if not at <= revisions()[0]:
+        old.release()
+        # Its newer tables and columns would be lost: as `monitor db upgrade` refuses it.
+        raise StorageError(f"{path} is at schema revision {','.join(sorted(at))}, which this version of monitor "
+                           f"does not know (newest here: {head()}): upgrade monitor; nothing changed")
+    return old
 
 
 # -- the new store ---------------------------------------------------------------
@@ -240,6 +251,7 @@ class Adoption:
     seen_at: dict[str, dt.datetime] = field(default_factory=dict)  # by text hash
     # Each old digest with the (story id, text hash, section) it carried, in the new store.
     digests: list[tuple[OldDigest, list[tuple[int, str, str]]]] = field(default_factory=list)
+    version_upto: int = 0  # the mark of the last digest: where the next one starts reading
 
 
 def adopt(storage: Storage, plan: Adoption) -> None:
@@ -261,10 +273,10 @@ def adopt(storage: Storage, plan: Adoption) -> None:
             conn.execute(update(versions).where(versions.c.text_hash == bindparam("h"))
                          .values(seen_at=bindparam("stamp")),
                          [{"h": h, "stamp": stamp} for h, stamp in plan.seen_at.items()])
-        for digest, carried in plan.digests:
-            # version_upto 0: the next digest looks at every story once and sends only
-            # those whose current text is not the one this history says went out.
-            digest_id = conn.execute(digests.insert().values(**digest.row, version_upto=0)
+        for n, (digest, carried) in enumerate(plan.digests, start=1):
+            # Old marks count old version ids; only the last digest's mark is read.
+            upto = plan.version_upto if n == len(plan.digests) else 0
+            digest_id = conn.execute(digests.insert().values(**digest.row, version_upto=upto)
                                      .returning(digests.c.id)).scalar_one()
             if carried:
                 conn.execute(digest_stories.insert(), [
