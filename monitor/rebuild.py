@@ -13,8 +13,10 @@ what the old store knows and the folder cannot tell is carried over (`plan`, pur
 * the digest outbox: every digest with the texts it carried, matched by text, so what
   went out (or was baselined) is not mailed again.
 
-The old file is held for the whole run (monitor/storage/rebuild.py), kept under
-another name, and the new one renamed over it in one step.
+SQLite: the old file is held for the whole run (monitor/storage/rebuild.py), kept under
+another name, and the new one renamed over it in one step. PostgreSQL: the new store is
+built in a schema of its own and the schemas trade names in one transaction
+(monitor/storage/rebuild_pg.py).
 """
 
 from __future__ import annotations
@@ -61,8 +63,8 @@ class RebuildReport:
     kept: Kept
     problem: str | None  # why (part of) the old store could not be read
     stories_read: bool  # the old stories were read (False: only the digest part failed, or all)
-    backup: Path | None
-    path: Path
+    backup: str | None  # where the old store is kept: a file, or a PostgreSQL schema
+    where: str
 
     def lines(self) -> list[str]:
         k = self.kept
@@ -75,7 +77,7 @@ class RebuildReport:
             kept = f"kept: {ids}; digest history could not be kept: {self.problem}; {BASELINE_HINT}"
         else:
             kept = f"kept: nothing: {self.problem}; digest history could not be kept; {BASELINE_HINT}"
-        old = f"old store: kept as {self.backup}" if self.backup else f"old store: none at {self.path}"
+        old = f"old store: kept as {self.backup}" if self.backup else f"old store: none at {self.where}"
         return [kept, old]
 
 
@@ -83,25 +85,28 @@ def rebuild(settings: Settings, *, clock: Clock = utcnow) -> RebuildReport:
     """Build a new store from the drop folder, carry over what it keeps, swap it in."""
     if not settings.drop.folder.is_dir():
         raise ConfigError(settings.source, "[drop] folder", f"no such folder: {settings.drop.folder}")
-    from monitor.scan import publish, scan
+    from monitor.storage.rebuild import sqlite_file
+
+    path = sqlite_file(settings.state.database_url)
+    result = _postgres(settings, clock) if path is None else _sqlite(settings, path, clock)
+    _publish(settings)
+    return result
+
+
+def _sqlite(settings: Settings, path: Path, clock: Clock) -> RebuildReport:
+    """Beside the file, then one rename; the old file is held locked all along."""
     from monitor.storage import Storage
     from monitor.storage import rebuild as files
 
-    path = files.sqlite_file(settings.state.database_url)
     work = path.with_name(path.name + ".rebuild")
     with files.hold_old_store(path) as old:
         files.discard(work)  # what a killed rebuild left
         try:
-            with _quiet("monitor.storage.migrate", "monitor.scan"):
-                storage = Storage.open(f"sqlite:///{work}")
+            report, new = _build(settings, f"sqlite:///{work}", clock)
+            adoption, kept, problem, stories_read = _carry_over(old, new)
+            _refuse_empty(settings, new, kept)
+            storage = Storage.open(f"sqlite:///{work}", upgrade=False)
             try:
-                with _quiet("monitor.scan"):
-                    report = scan(settings, storage, clock=clock)
-                new = files.read_new(storage)
-                adoption, kept, problem, stories_read = _carry_over(old, new)
-                if not new.stories and kept.old_stories:
-                    raise MonitorError(f"rebuild: the drop folder {settings.drop.folder} gave no stories while "
-                                       f"the store holds {kept.old_stories}; nothing changed")
                 files.adopt(storage, adoption)
             finally:
                 storage.close()
@@ -112,6 +117,67 @@ def rebuild(settings: Settings, *, clock: Clock = utcnow) -> RebuildReport:
         old.release()
         backup = _backup_name(path, clock())
         had_old = files.swap(path, work, backup)
+    return RebuildReport(report, kept, problem, stories_read, str(backup) if had_old else None, str(path))
+
+
+def _postgres(settings: Settings, clock: Clock) -> RebuildReport:
+    """In a schema of its own while the instances work on; swapped in by renaming the schemas."""
+    from monitor.storage import Storage
+    from monitor.storage.rebuild_pg import PgRebuild
+
+    storage = Storage.open(settings.state.database_url, upgrade=False)
+    try:
+        pg = PgRebuild(storage)
+        try:
+            pg.prepare()
+            outcome: list[tuple[Kept, str | None, bool]] = []
+            try:
+                report, new = _build(settings, pg.work_url(), clock)
+
+                def carry(old: OldStore) -> Adoption:
+                    adoption, kept, problem, stories_read = _carry_over(old, new)
+                    _refuse_empty(settings, new, kept)
+                    outcome.append((kept, problem, stories_read))
+                    return adoption
+
+                backup = pg.backup_name(clock())
+                pg.swap(backup, carry)
+            except BaseException:
+                pg.discard()
+                raise
+            schema = pg.schema
+        finally:
+            pg.close()
+    finally:
+        storage.close()
+    kept, problem, stories_read = outcome[0]
+    return RebuildReport(report, kept, problem, stories_read, f"the schema {backup}", f"the schema {schema}")
+
+
+def _build(settings: Settings, url: str, clock: Clock) -> tuple[ScanReport, NewStore]:
+    """The new store, by the ordinary scan of the drop folder."""
+    from monitor.scan import scan
+    from monitor.storage import Storage
+    from monitor.storage.rebuild import read_new
+
+    with _quiet("monitor.storage.migrate", "monitor.scan"):
+        storage = Storage.open(url)
+        try:
+            return scan(settings, storage, clock=clock), read_new(storage)
+        finally:
+            storage.close()
+
+
+def _refuse_empty(settings: Settings, new: NewStore, kept: Kept) -> None:
+    if not new.stories and kept.old_stories:
+        raise MonitorError(f"rebuild: the drop folder {settings.drop.folder} gave no stories while "
+                           f"the store holds {kept.old_stories}; nothing changed")
+
+
+def _publish(settings: Settings) -> None:
+    from monitor.scan import publish
+    from monitor.storage import Storage
+
     storage = Storage.open(settings.state.database_url)
     try:
         publish(settings, storage, force=True)
@@ -120,7 +186,6 @@ def rebuild(settings: Settings, *, clock: Clock = utcnow) -> RebuildReport:
                            f"could not be written: {exc.strerror or exc}") from None
     finally:
         storage.close()
-    return RebuildReport(report, kept, problem, stories_read, backup if had_old else None, path)
 
 
 @contextmanager

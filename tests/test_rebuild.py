@@ -321,12 +321,6 @@ def test_refusals_are_one_line(tmp_path: Path, exe: str) -> None:
     with closing(sqlite3.connect(db)) as conn, conn:
         conn.execute("UPDATE alembic_version SET version_num = ?", (head(),))
     assert stories(db) == before and not list(tmp_path.glob("monitor.db.before-rebuild-*"))
-    # PostgreSQL: not supported yet, said before anything is touched.
-    config = write_config(tmp_path, "postgresql+psycopg://monitor@127.0.0.1:9/none")
-    proc = Monitor(monitor.exe, config)("rebuild", check=False)
-    assert proc.returncode == 1
-    assert proc.stderr.strip().startswith("monitor: rebuild: not supported on PostgreSQL yet")
-    assert proc.stderr.count("\n") == 1
 
 
 # -- the plan, on its own --------------------------------------------------------------
@@ -381,3 +375,85 @@ def test_plan_finds_texts_hashed_by_older_rules() -> None:
     assert isinstance(matches, Matches) and matches.moved == {"old-hash": "new-hash"}
     adoption, _ = plan(old, matches, new, [])
     assert adoption.uids == {3: story_uid("old-hash")}
+
+
+# -- PostgreSQL: a schema built beside, renamed in -------------------------------------
+
+
+def pg_stories(url: str, schema: str = "public") -> dict[str, str]:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        try:
+            return dict(conn.execute(f'SELECT uid, current_hash FROM "{schema}".stories').fetchall())
+        except psycopg.errors.UndefinedTable:
+            return {}
+
+
+def pg_backup(line: str) -> str:
+    prefix = "old store: kept as the schema "
+    assert line.startswith(prefix + "monitor_before_rebuild_"), line
+    return line.removeprefix(prefix)
+
+
+def test_postgres_keeps_ids_feed_bytes_and_the_baseline(tmp_path: Path, exe: str, pg_url: str) -> None:
+    config = write_config(tmp_path, pg_url, digest={"outbox": str(tmp_path / "state" / "outbox")})
+    monitor = Monitor(exe, config)
+    for age, path in enumerate(sorted(SEEDS.glob("*.txt"), reverse=True), start=60):
+        monitor.drop_file(path.name, path.read_bytes(), age=age)
+    monitor("scan", "--baseline")
+    before, feed = pg_stories(pg_url), monitor.feed()
+    lines, kept = rebuild(monitor)
+    assert kept.groups() == ("6", "6", "0", "0", "0", "1", "6", "0")
+    assert pg_stories(pg_url, pg_backup(lines[2])) == before
+    assert pg_stories(pg_url) == before
+    assert monitor.feed() == feed
+    monitor("digest")
+    assert outbox(monitor) == []
+
+
+def test_postgres_rebuild_under_a_running_service(tmp_path: Path, exe: str, pg_url: str) -> None:
+    """The instances need not stop: they wait for the swap, then work on the new tables."""
+    service = Service(exe, tmp_path, state={"database_url": pg_url})
+    try:
+        service.drop.mkdir(exist_ok=True)
+        for path in sorted(SEEDS.glob("*.txt")):
+            shutil.copy(path, service.drop / path.name)
+            os.utime(service.drop / path.name, (time.time() - 60,) * 2)
+        service.wait_ready()
+        before = pg_stories(pg_url)
+        lines, kept = rebuild(Monitor(exe, service.config))
+        assert kept[1] == "6" and pg_stories(pg_url) == before
+        backup = pg_backup(lines[2])
+        (service.drop / "late.txt").write_text(LONG_BRIEF + "\n", encoding="utf-8")
+        wait_for(lambda: b"consultations of the heads" in service.get("/feed.atom").body, 30,
+                 "the service to publish a story dropped after the rebuild")
+        after = pg_stories(pg_url)
+        assert len(after) == 7 and set(before) < set(after), "the service wrote to the old tables"
+        assert pg_stories(pg_url, backup) == before
+        assert service.get("/healthz").status == 200
+    finally:
+        code, _ = service.stop()
+    assert code == 0
+
+
+def test_postgres_killed_midway_leaves_the_old_schema_intact(tmp_path: Path, exe: str, pg_url: str) -> None:
+    config = write_config(tmp_path, pg_url, feed={"max_entries": 10_000})
+    monitor = Monitor(exe, config)
+    gen.write(monitor.drop, 20, seed=5, start_mtime=time.time() - 7200)
+    monitor("scan")
+    before, feed = pg_stories(pg_url), monitor.feed()
+    gen.write(monitor.drop, 200, seed=6, start_mtime=time.time() - 3600, prefix="more_")
+    proc = subprocess.Popen([exe, "--config", str(config), "rebuild"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: proc.poll() is None and len(pg_stories(pg_url, "monitor_rebuild")) > 50, 90,
+                 "the build to be under way", step=0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert pg_stories(pg_url) == before
+    assert monitor.feed() == feed
+    _, kept = rebuild(monitor)
+    assert kept[1] == str(len(before))
+    assert set(before) <= set(pg_stories(pg_url)) and not pg_stories(pg_url, "monitor_rebuild")

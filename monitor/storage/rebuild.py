@@ -21,13 +21,13 @@ import json
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, make_url, select, update
+from sqlalchemy import Connection, bindparam, make_url, select, update
 from sqlalchemy.exc import ArgumentError
 
 from monitor.errors import MonitorError, StorageError
@@ -44,15 +44,14 @@ SIDE_FILES = ("-wal", "-journal")  # SQLite finds these by the database's name
 _SQL = SQL.for_dialect("sqlite")
 
 
-def sqlite_file(url: str) -> Path:
-    """The file of a SQLite store URL; a MonitorError (one line) for anything else."""
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite store URL, None for PostgreSQL; a one-line error for anything else."""
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise StorageError(f"cannot use database URL {url!r}") from None
     if parsed.get_backend_name() == "postgresql":
-        raise MonitorError("rebuild: not supported on PostgreSQL yet (see README, Rebuilding the store); "
-                           "nothing changed")
+        return None
     if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
         raise MonitorError(f"rebuild: needs a SQLite file or PostgreSQL store, not {parsed.get_backend_name()}")
     return Path(parsed.database)
@@ -83,34 +82,41 @@ class OldDigest:
     recipients: tuple[tuple[str, str, str | None, dt.datetime], ...]  # address, status, reply, updated
 
 
+Rows = Callable[[str], Iterable[tuple[Any, ...]]]
+
+
 class OldStore:
-    """The old file, locked; `problem` says why it cannot be read (missing, damaged)."""
+    """What the old store says; `problem` says why it cannot be read (missing, damaged).
 
-    def __init__(self, path: Path, conn: sqlite3.Connection | None, problem: str | None) -> None:
-        self.path = path
-        self._conn = conn
+    `rows` runs one query on the connection that holds the old store (a SQLite file or
+    a PostgreSQL schema); `stamp` reads a time as that database returns it."""
+
+    def __init__(self, where: str, rows: Rows | None, problem: str | None, *, tables: Iterable[str] = (),
+                 stamp: Callable[[Any], dt.datetime] | None = None, close: Callable[[], None] | None = None) -> None:
+        self.where = where
         self.problem = problem
-
-    @property
-    def exists(self) -> bool:
-        return self.path.exists()
+        self._fetch = rows
+        self._tables = frozenset(tables)
+        self._stamp = stamp or _SQL.read_stamp
+        self._close = close
 
     def stories(self) -> dict[int, OldStory]:
+        stamp = self._stamp
         rows = self._rows("SELECT id, uid, first_seen, updated, current_hash FROM stories")
-        return {sid: OldStory(uid, _stamp(first), _stamp(upd), current) for sid, uid, first, upd, current in rows}
+        return {sid: OldStory(uid, stamp(first), stamp(upd), current) for sid, uid, first, upd, current in rows}
 
     def versions(self) -> Iterator[OldVersion]:
         """Every version, oldest first; one at a time (a large store is read, not loaded)."""
         for sid, text_hash, kind, title, paragraphs, published, seen_at in self._rows(
                 "SELECT story_id, text_hash, kind, title, paragraphs, published, seen_at FROM versions ORDER BY id"):
-            item = Item(kind=kind, paragraphs=tuple(json.loads(paragraphs)), title=title,
-                        published=dt.date.fromisoformat(published) if published else None)
-            yield OldVersion(sid, text_hash, item, _stamp(seen_at))
+            item = Item(kind=kind, paragraphs=tuple(json.loads(paragraphs)), title=title, published=_day(published))
+            yield OldVersion(sid, text_hash, item, self._stamp(seen_at))
 
     def digests(self) -> list[OldDigest]:
         """The outbox, oldest first; empty for a store older than the outbox (migration 0002)."""
-        if next(self._rows("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'digests'"), None) is None:
+        if "digests" not in self._tables:
             return []
+        stamp = self._stamp
         texts: dict[int, list[tuple[str, str]]] = {}
         for digest_id, text_hash, section in self._rows(
                 "SELECT digest_id, text_hash, section FROM digest_stories ORDER BY digest_id, story_id"):
@@ -118,37 +124,28 @@ class OldStore:
         people: dict[int, list[tuple[str, str, str | None, dt.datetime]]] = {}
         for digest_id, address, status, reply, updated in self._rows(
                 "SELECT digest_id, address, status, reply, updated FROM digest_recipients ORDER BY digest_id, address"):
-            people.setdefault(digest_id, []).append((address, status, reply, _stamp(updated)))
+            people.setdefault(digest_id, []).append((address, status, reply, stamp(updated)))
         found = []
         for (digest_id, message_id, status, created, sent, new_count, revised_count, message, attempts,
              last_error) in self._rows(
                 "SELECT id, message_id, status, created, sent, new_count, revised_count, message, attempts, "
                 "last_error FROM digests ORDER BY id"):
-            row = {"message_id": message_id, "status": status, "created": _stamp(created),
-                   "sent": _stamp(sent) if sent else None, "new_count": new_count, "revised_count": revised_count,
+            row = {"message_id": message_id, "status": status, "created": stamp(created),
+                   "sent": stamp(sent) if sent else None, "new_count": new_count, "revised_count": revised_count,
                    "message": message, "attempts": attempts, "last_error": last_error}
             found.append(OldDigest(row, tuple(texts.get(digest_id, ())), tuple(people.get(digest_id, ()))))
         return found
 
-    def _rows(self, query: str) -> Iterator[tuple[Any, ...]]:
-        if self._conn is None:
-            raise StorageError(self.problem or f"{self.path}: not open")
-        try:
-            yield from self._conn.execute(query)
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"{self.path} is damaged ({exc})") from None
+    def _rows(self, query: str) -> Iterable[tuple[Any, ...]]:
+        if self._fetch is None:
+            raise StorageError(self.problem or f"{self.where}: not open")
+        return self._fetch(query)
 
     def release(self) -> None:
-        """Let go of the file, its WAL folded back into it first so it stands alone."""
-        if self._conn is None:
-            return
-        try:
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.DatabaseError:
-            pass  # a damaged file keeps its WAL beside it; swap() moves both
-        finally:
-            self._conn.close()
-            self._conn = None
+        """Let go of the old store (a SQLite file: its WAL folded back into it first)."""
+        close, self._close = self._close, None
+        if close is not None:
+            close()
 
 
 @contextmanager
@@ -190,37 +187,59 @@ def _flock(path: Path) -> Iterator[bool]:
 
 
 def _open_exclusive(path: Path) -> OldStore:
+    where = str(path)
     if not path.exists():
-        return OldStore(path, None, f"no store at {path}")
-    conn = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=rw", uri=True,
+        return OldStore(where, None, f"no store at {path}")
+    conn = sqlite3.connect(f"file:{urllib.parse.quote(where)}?mode=rw", uri=True,
                            timeout=LOCK_WAIT_SECONDS, isolation_level=None)
     try:
         # Exclusive locking mode keeps the lock after the transaction, and in WAL mode it
         # cannot be had while any other connection has the file open.
         conn.execute("PRAGMA locking_mode = EXCLUSIVE")
         conn.execute("BEGIN EXCLUSIVE")
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         conn.execute("COMMIT")
     except sqlite3.OperationalError as exc:
         conn.close()
         if "locked" in str(exc) or "busy" in str(exc):
             raise MonitorError(f"rebuild: {path} is in use by another process (a running `monitor run`?): "
                                "stop it, then run `monitor rebuild` again") from None
-        return OldStore(path, None, f"{path} is damaged ({exc})")
+        return OldStore(where, None, f"{path} is damaged ({exc})")
     except sqlite3.DatabaseError as exc:
         conn.close()
-        return OldStore(path, None, f"{path} is damaged ({exc})")
-    old = OldStore(path, conn, None)
-    try:
-        at = {row[0] for row in old._rows(f"SELECT version_num FROM {VERSION_TABLE}")}
-    except StorageError:
-        return old  # no version table: reading the stories will tell what it is
+        return OldStore(where, None, f"{path} is damaged ({exc})")
+
+    def rows(query: str) -> Iterator[tuple[Any, ...]]:
+        try:
+            yield from conn.execute(query)
+        except sqlite3.DatabaseError as exc:
+            raise StorageError(f"{path} is damaged ({exc})") from None
+
+    def close() -> None:
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.DatabaseError:
+            pass  # a damaged file keeps its WAL beside it; swap() moves both
+        finally:
+            conn.close()
+
+    if "stories" not in tables:
+        close()
+        return OldStore(where, None, f"{path} holds no store")
+    if VERSION_TABLE in tables:
+        try:
+            check_revision(where, {version for (version,) in rows(f"SELECT version_num FROM {VERSION_TABLE}")})
+        except StorageError:
+            close()
+            raise
+    return OldStore(where, rows, None, tables=tables, close=close)
+
+
+def check_revision(where: str, at: set[str]) -> None:
+    """Refuse a store migrated by a newer monitor: its newer tables and columns would be lost."""
     if not at <= revisions()[0]:
-        old.release()
-        # Its newer tables and columns would be lost: as `monitor db upgrade` refuses it.
-        raise StorageError(f"{path} is at schema revision {','.join(sorted(at))}, which this version of monitor "
+        raise StorageError(f"{where} is at schema revision {','.join(sorted(at))}, which this version of monitor "
                            f"does not know (newest here: {head()}): upgrade monitor; nothing changed")
-    return old
 
 
 # -- the new store ---------------------------------------------------------------
@@ -257,35 +276,40 @@ class Adoption:
 def adopt(storage: Storage, plan: Adoption) -> None:
     """Write the kept ids, times and digest history into the new store in one transaction."""
     with storage._write() as conn:
-        if plan.uids:
-            # Through a placeholder first: two stories may trade ids, and uid is unique.
-            moved = [{"sid": sid, "uid": f"rebuild:{sid}"} for sid in plan.uids]
-            kept = [{"sid": sid, "uid": uid} for sid, uid in plan.uids.items()]
-            by_id = update(stories).where(stories.c.id == bindparam("sid")).values(uid=bindparam("uid"))
-            conn.execute(by_id, moved)
-            conn.execute(by_id, kept)
-        for column, values in (("first_seen", plan.first_seen), ("updated", plan.updated)):
-            if values:
-                conn.execute(update(stories).where(stories.c.id == bindparam("sid"))
-                             .values({column: bindparam("stamp")}),
-                             [{"sid": sid, "stamp": stamp} for sid, stamp in values.items()])
-        if plan.seen_at:
-            conn.execute(update(versions).where(versions.c.text_hash == bindparam("h"))
-                         .values(seen_at=bindparam("stamp")),
-                         [{"h": h, "stamp": stamp} for h, stamp in plan.seen_at.items()])
-        for n, (digest, carried) in enumerate(plan.digests, start=1):
-            # Old marks count old version ids; only the last digest's mark is read.
-            upto = plan.version_upto if n == len(plan.digests) else 0
-            digest_id = conn.execute(digests.insert().values(**digest.row, version_upto=upto)
-                                     .returning(digests.c.id)).scalar_one()
-            if carried:
-                conn.execute(digest_stories.insert(), [
-                    {"digest_id": digest_id, "story_id": sid, "text_hash": h, "section": section}
-                    for sid, h, section in carried])
-            if digest.recipients:
-                conn.execute(digest_recipients.insert(), [
-                    {"digest_id": digest_id, "address": a, "status": s, "reply": r, "updated": u}
-                    for a, s, r, u in digest.recipients])
+        write_adoption(conn, plan)
+
+
+def write_adoption(conn: Connection, plan: Adoption) -> None:
+    """`adopt` inside a transaction the caller holds (PostgreSQL: the swap's)."""
+    if plan.uids:
+        # Through a placeholder first: two stories may trade ids, and uid is unique.
+        moved = [{"sid": sid, "uid": f"rebuild:{sid}"} for sid in plan.uids]
+        kept = [{"sid": sid, "uid": uid} for sid, uid in plan.uids.items()]
+        by_id = update(stories).where(stories.c.id == bindparam("sid")).values(uid=bindparam("uid"))
+        conn.execute(by_id, moved)
+        conn.execute(by_id, kept)
+    for column, values in (("first_seen", plan.first_seen), ("updated", plan.updated)):
+        if values:
+            conn.execute(update(stories).where(stories.c.id == bindparam("sid"))
+                         .values({column: bindparam("stamp")}),
+                         [{"sid": sid, "stamp": stamp} for sid, stamp in values.items()])
+    if plan.seen_at:
+        conn.execute(update(versions).where(versions.c.text_hash == bindparam("h"))
+                     .values(seen_at=bindparam("stamp")),
+                     [{"h": h, "stamp": stamp} for h, stamp in plan.seen_at.items()])
+    for n, (digest, carried) in enumerate(plan.digests, start=1):
+        # Old marks count old version ids; only the last digest's mark is read.
+        upto = plan.version_upto if n == len(plan.digests) else 0
+        digest_id = conn.execute(digests.insert().values(**digest.row, version_upto=upto)
+                                 .returning(digests.c.id)).scalar_one()
+        if carried:
+            conn.execute(digest_stories.insert(), [
+                {"digest_id": digest_id, "story_id": sid, "text_hash": h, "section": section}
+                for sid, h, section in carried])
+        if digest.recipients:
+            conn.execute(digest_recipients.insert(), [
+                {"digest_id": digest_id, "address": a, "status": s, "reply": r, "updated": u}
+                for a, s, r, u in digest.recipients])
 
 
 # -- files -----------------------------------------------------------------------
@@ -348,5 +372,8 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _stamp(value: str) -> dt.datetime:
-    return _SQL.read_stamp(value)
+def _day(value: Any) -> dt.date | None:
+    """A date column as SQLite (ISO text) or PostgreSQL (a date) returns it."""
+    if value is None or isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(value)
