@@ -425,8 +425,9 @@ def test_postgres_rebuild_under_a_running_service(tmp_path: Path, exe: str, pg_u
         lines, kept = rebuild(Monitor(exe, service.config))
         assert kept[1] == "6" and pg_stories(pg_url) == before
         backup = pg_backup(lines[2])
-        (service.drop / "late.txt").write_text(LONG_BRIEF + "\n", encoding="utf-8")
-        wait_for(lambda: b"consultations of the heads" in service.get("/feed.atom").body, 30,
+        late = "On 3 March 2025, the Quokka working group met in Dushanbe to agree on its plan of work for the year."
+        (service.drop / "late.txt").write_text(late + "\n", encoding="utf-8")
+        wait_for(lambda: b"Quokka working group" in service.get("/feed.atom").body, 30,
                  "the service to publish a story dropped after the rebuild")
         after = pg_stories(pg_url)
         assert len(after) == 7 and set(before) < set(after), "the service wrote to the old tables"
