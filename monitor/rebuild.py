@@ -1,7 +1,8 @@
 """`monitor rebuild`: decide the whole drop folder again with the current rules, in a new store.
 
-The new store is built beside the old one (`monitor.db.rebuild`) by the ordinary scan,
-so it holds exactly what a first `monitor scan` of the folder would store today. Then
+The new store is built beside the old one (SQLite: `monitor.db.rebuild`; PostgreSQL: the
+schema `monitor_rebuild`) by the ordinary scan, so it holds exactly what a first
+`monitor scan` of the folder would store today. Then
 what the old store knows and the folder cannot tell is carried over (`plan`, pure):
 
 * story ids: a story keeps the id the old store gave it when it still holds the text
@@ -289,7 +290,8 @@ def plan(stories: dict[int, OldStory], m: Matches, new: NewStore,
     for sid, refs in claims.items():
         natural = new.stories[sid][0]
         if all(stories[old_id].uid != natural for *_, old_id in refs):
-            # Two old stories now one (new rules merged them): the earlier text's id stays.
+            # Another text creates the story now (a late copy, or rehashed texts): it keeps
+            # the old id; of two old stories the new rules merged, the one whose text came first.
             uids[sid] = stories[min(refs)[2]].uid
     # An id is never given twice (ids come from text hashes, so this guards the odd case).
     natural_ids = {uid for sid, (uid, _) in new.stories.items() if sid not in uids}
