@@ -1,12 +1,14 @@
-"""The database side of `monitor rebuild` on a SQLite store (monitor/rebuild.py orchestrates).
+"""The database side of `monitor rebuild` (monitor/rebuild.py orchestrates); the SQLite file
+here, the PostgreSQL schema swap in rebuild_pg.py.
 
 * `hold_old_store`: keep every other process off the old file for the whole rebuild:
   the digest runner's file lock (no digest is claimed or sent meanwhile), a lock of our
   own (one rebuild at a time) and SQLite's exclusive lock on the file itself, which a
   process that has the store open (a running `monitor run`) prevents, so a rebuild
   refuses rather than swap a file under a live service.
-* `OldStore`: what the old file says: its stories, their versions, the digest outbox,
-  read on the connection that holds the lock (plain sqlite3, like the ledger).
+* `OldStore`: what the old store says: its stories, their versions, the digest outbox,
+  read on the connection that holds it (plain sqlite3 here, like the ledger; on
+  PostgreSQL the swap's own connection).
 * `adopt`: write what the rebuild keeps (ids, times, digest history) into the new store,
   one transaction.
 * `seal` and `swap`: make the new file whole on disk, then put it in place with one
