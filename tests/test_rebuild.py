@@ -131,6 +131,20 @@ def test_corpus_with_revisions_keeps_ids_and_mails_only_what_is_new(tmp_path: Pa
     assert len(outbox(monitor)) == 2
 
 
+def test_stories_whose_bulletins_left_the_folder_are_counted_as_gone(tmp_path: Path, exe: str) -> None:
+    monitor = seeds_monitor(tmp_path, exe)
+    monitor("scan")
+    db = tmp_path / "monitor.db"
+    before = stories(db)
+    newest = max(monitor.drop.iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    shutil.move(newest, tmp_path / newest.name)  # out of the drop folder
+    _, kept = rebuild(monitor)
+    after = stories(db)
+    assert 0 < len(after) < len(before) and set(after) <= set(before)
+    assert (kept[1], kept[2], kept[4], kept[5]) == (str(len(after)), str(len(before)),
+                                                     str(len(before) - len(after)), "0")
+
+
 def test_a_pending_digest_is_sent_after_the_rebuild_with_its_message_id(tmp_path: Path, exe: str) -> None:
     port = free_port()
     config = write_config(tmp_path, digest={"recipients": ["alice@example.org"], "sender": "d@example.org"},
