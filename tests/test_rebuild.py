@@ -404,6 +404,13 @@ def pg_stories(url: str, schema: str = "public") -> dict[str, str]:
             return {}
 
 
+def pg_schemas(url: str) -> set[str]:
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        return {name for (name,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg_%'")}
+
+
 def pg_backup(line: str) -> str:
     prefix = "old store: kept as the schema "
     assert line.startswith(prefix + "monitor_before_rebuild_"), line
@@ -471,4 +478,32 @@ def test_postgres_killed_midway_leaves_the_old_schema_intact(tmp_path: Path, exe
     assert monitor.feed() == feed
     _, kept = rebuild(monitor)
     assert kept[1] == str(len(before))
-    assert set(before) <= set(pg_stories(pg_url)) and not pg_stories(pg_url, "monitor_rebuild")
+    assert set(before) <= set(pg_stories(pg_url)) and "monitor_rebuild" not in pg_schemas(pg_url)
+
+
+def test_postgres_without_the_right_to_rename_the_schema_changes_nothing(tmp_path: Path, exe: str,
+                                                                          pg_url: str) -> None:
+    """A user that does not own `public` cannot rename it: one line, exit 3, the work schema gone."""
+    import psycopg
+
+    admin = pg_url.replace("postgresql+psycopg://", "postgresql://")
+    database = admin.rsplit("/", 1)[1]
+    role = f"limited_{database}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'limited'")
+        conn.execute(f'GRANT CREATE ON DATABASE "{database}" TO {role}')
+        conn.execute(f"GRANT CREATE, USAGE ON SCHEMA public TO {role}")
+    url = re.sub(r"://[^@]+@", f"://{role}:limited@", pg_url)
+    monitor = Monitor(exe, write_config(tmp_path, url))
+    for path in sorted(SEEDS.glob("*.txt")):
+        monitor.drop_file(path.name, path.read_bytes())
+    monitor("scan")
+    before, feed = pg_stories(pg_url), monitor.feed()
+    proc = monitor("rebuild", check=False)
+    assert proc.returncode == 3 and proc.stdout == "", proc
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("monitor: store error: cannot swap the schema monitor_rebuild in for public: ")
+    assert "must be owner of schema public" in line and line.endswith("; nothing changed")
+    assert "limited@" not in line
+    assert pg_stories(pg_url) == before and monitor.feed() == feed
+    assert pg_schemas(pg_url) == {"public", "information_schema"}
