@@ -58,7 +58,8 @@ class PgRebuild:
         held = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": DIGEST_LOCK}).scalar()
         conn.commit()
         if not held:
-            raise MonitorError("rebuild: a digest is being sent now; try again when it is done")
+            raise MonitorError("rebuild: a digest is being sent, or another rebuild runs, on this database now; "
+                               "try again when it is done")
         with self._errors("cannot prepare the schema " + WORK_SCHEMA), conn.begin():
             self._conn.execute(text(f"DROP SCHEMA IF EXISTS {WORK_SCHEMA} CASCADE"))
             self._conn.execute(text(f"CREATE SCHEMA {WORK_SCHEMA}"))
