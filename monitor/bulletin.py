@@ -170,7 +170,7 @@ def _date_items(items: list[Item]) -> tuple[Item, ...]:
     found: list[tuple[int, int, int | None] | None] = []
     for item in items:
         found.append(find_date(item.paragraphs[0][:LEAD_CHARS]) if item.kind == "brief" else None)
-    full = [item.published for item in items if item.published]
+    full: list[dt.date | None] = [item.published for item in items if item.published]
     full += [_safe_date(y, m, d) for d, m, y in filter(None, found) if y]
     known = [d for d in full if d]
     reference = max(known) if known else None

@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="stories stored, last scan, rejected files")
     digest = sub.add_parser("digest", help="build and send the pending email digest now")
     digest.add_argument("--dry-run", action="store_true", help="print the message, change nothing")
+    sub.add_parser("rebuild", help="decide the drop folder again in a new store, then swap it in")
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade", "current"])
     return parser
@@ -182,8 +183,18 @@ def cmd_digest(settings: Settings, args: argparse.Namespace) -> int:
     return run_digest_command(settings, dry_run=args.dry_run)
 
 
+def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    from monitor.rebuild import rebuild
+
+    result = rebuild(settings)
+    print(result.scan.summary())
+    for line in result.lines():
+        print(line)
+    return EXIT_OK
+
+
 COMMANDS = {"scan": cmd_scan, "feed": cmd_feed, "status": cmd_status, "db": cmd_db,
-            "run": cmd_run, "digest": cmd_digest}
+            "run": cmd_run, "digest": cmd_digest, "rebuild": cmd_rebuild}
 
 
 def entry_point() -> None:

@@ -165,7 +165,7 @@ def _build_section(source: str, base: Path, name: str, cls: type, raw: dict[str,
             raise ConfigError(source, where, f"must be one of {', '.join(allowed)}")
     for f in dataclasses.fields(cls):
         if f.name not in values and hints[f.name] is Path:
-            values[f.name] = base / f.default
+            values[f.name] = base / typing.cast(Path, f.default)
     if name == "state":
         values["database_url"] = resolve_database_url(values.get("database_url", StateSettings.database_url), base)
     return cls(**values)

@@ -16,12 +16,15 @@ Documents, by URL path under `[feed] base_url`:
 * `/`, `pages/<n>`: the listing, in the feed's order; `stories/<uuid>`: a story's history.
 
 A further feed (a search, a topic) is one more entry of `Publisher.feeds` (and of `files`
-if it is also written to disk); pages made on request are one more route in `_on_request`.
+if it is also written to disk); a document made on request is one more case of `on_request`
+(and of `ON_REQUEST`, the paths the HTTP server hands it).
 
 The scan (`monitor scan`), the service's refresh and `monitor feed` all come here. The
 feed files (`[feed] path` and `corrections.atom` beside it) are written atomically; the
-service also gets a `Snapshot` for its HTTP server, and `listeners` are told which paths
-changed after each publication (the hook for pushing to a WebSub hub).
+service also gets a `Snapshot` of the feeds and the front page, which its HTTP server
+answers from memory, and the documents made on request through `on_request` (kept until
+the next change); `listeners` are told which paths changed after each publication (the
+hook for pushing to a WebSub hub).
 
 Importing this module is cheap (the idle scan asks it which files to check); the
 renderers (feedgen, lxml) are imported when something is rendered.
@@ -32,17 +35,16 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from monitor.config import Settings
 
 if TYPE_CHECKING:
+    from monitor.documents import Document, Snapshot
     from monitor.models import Event
     from monitor.page import Links
-    from monitor.server import Document, Snapshot
     from monitor.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -53,13 +55,15 @@ ARCHIVE = "archive/{}-{}.atom"  # the first and last timeline positions it holds
 ARCHIVE_CACHE = "public, max-age=86400"  # stable once published; a day bounds a base_url change
 ATOM_TYPE = "application/atom+xml; charset=utf-8"
 HTML_TYPE = "text/html; charset=utf-8"
-# Documents made on request (histories, older pages, archives) kept per snapshot.
+# Documents made on request (histories, older pages, archives) kept until the next change.
 CACHED_ON_REQUEST = 512
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 _ARCHIVE_PATH = re.compile(r"/archive/([1-9][0-9]{0,11})-([1-9][0-9]{0,11})\.atom")
 _PAGE_PATH = re.compile(r"/pages/([2-9]|[1-9][0-9]{1,8})")
 _STORY_PATH = re.compile(r"/stories/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+# Every path `on_request` may answer, for the HTTP server's routes.
+ON_REQUEST = re.compile("|".join(p.pattern for p in (_ARCHIVE_PATH, _PAGE_PATH, _STORY_PATH)))
 
 
 def files(settings: Settings) -> dict[str, Path]:
@@ -83,6 +87,7 @@ class Publisher:
         self._archived = 0  # full archives at the last publication
         self._newest = EPOCH
         self._snapshot: Snapshot | None = None
+        self._made: dict[str, Document | None] = {}  # on request, since the last change
 
     # -- the documents ------------------------------------------------------------
 
@@ -114,7 +119,7 @@ class Publisher:
     def archive(self, n: int) -> Document | None:
         """Archive `n` (from 1, oldest), once it is full; None before."""
         from monitor import feed
-        from monitor.server import Document
+        from monitor.documents import Document
 
         size = self.settings.feed.max_entries
         events = self.storage.events((n - 1) * size, size) if n >= 1 else []
@@ -127,7 +132,7 @@ class Publisher:
             links += [("prev-archive", self.archive_path(n - 1)), ("next", self.archive_path(n - 1))]
         body = feed.document(fs, [feed.story_entry(fs.base_url, e) for e in latest.values()],
                              path=self.archive_path(n), title=f"archive {n}", links=links, archive=True)
-        return Document.build(body, events[-1].version.seen_at, ATOM_TYPE, cache_control=ARCHIVE_CACHE)
+        return Document.build(body, ATOM_TYPE, events[-1].version.seen_at, cache_control=ARCHIVE_CACHE)
 
     def listing(self, n: int) -> bytes | None:
         """Page `n` of the listing (1 is the front page); None past the last."""
@@ -172,17 +177,18 @@ class Publisher:
         self.story_count = key[0]
         if self._snapshot is not None and not force and key == self._key:
             return self._snapshot
-        from monitor.server import Document, Snapshot
+        from monitor.documents import Document, Snapshot
 
         feeds, front = self.feeds(), self.listing(1)
         assert front is not None
         self._newest = key[1] or EPOCH
-        fixed = {path: Document.build(data, self._newest, ATOM_TYPE) for path, data in feeds.items()}
-        fixed["/"] = Document.build(front, self._newest, HTML_TYPE)
+        fixed = {path: Document.build(data, ATOM_TYPE, self._newest) for path, data in feeds.items()}
+        fixed["/"] = Document.build(front, HTML_TYPE, self._newest)
         full = self.storage.event_count() // self.settings.feed.max_entries
         new_archives = frozenset("/" + self.archive_path(n) for n in range(self._archived + 1, full + 1))
         self._archived = full
-        self._snapshot = Snapshot(documents=Documents(fixed, self._on_request), feed_path="/" + FEED)
+        self._snapshot = Snapshot(documents=fixed)
+        self._made = {}
         self._key = key
         self._write(feeds, also=new_archives)
         return self._snapshot
@@ -211,8 +217,20 @@ class Publisher:
                 log.exception("publish listener failed for %s", sorted(changed))
         return changed
 
-    def _on_request(self, path: str) -> Document | None:
-        from monitor.server import Document
+    def on_request(self, path: str) -> Document | None:
+        """A document made when asked for (`ON_REQUEST`), kept until the next change; None if
+        there is none at that path. Called from the HTTP server's worker threads."""
+        if path in self._made:
+            return self._made[path]
+        doc = self._make(path)
+        made = self._made  # the one of this publication, even if a refresh swaps it meanwhile
+        if len(made) >= CACHED_ON_REQUEST:
+            made.clear()
+        made[path] = doc
+        return doc
+
+    def _make(self, path: str) -> Document | None:
+        from monitor.documents import Document
 
         if match := _ARCHIVE_PATH.fullmatch(path):
             first, last = int(match.group(1)), int(match.group(2))
@@ -227,45 +245,10 @@ class Publisher:
             body = self.history(match.group(1))
         else:
             return None
-        return None if body is None else Document.build(body, self._newest, HTML_TYPE)
+        return None if body is None else Document.build(body, HTML_TYPE, self._newest)
 
 
 def _links() -> Links:
     from monitor.page import Links
 
     return Links(feed=FEED, corrections=CORRECTIONS)
-
-
-class Documents(Mapping[str, "Document"]):
-    """The snapshot's documents: those rendered at publication, and those made on request
-    (from the store, cached for the life of the snapshot)."""
-
-    def __init__(self, fixed: dict[str, Document], make: Callable[[str], Document | None]) -> None:
-        self._fixed = fixed
-        self._make = make
-        self._made: dict[str, Document | None] = {}
-        self._lock = threading.Lock()
-
-    def __getitem__(self, path: str) -> Document:
-        doc = self.get(path)
-        if doc is None:
-            raise KeyError(path)
-        return doc
-
-    def get(self, path: str, default: Document | None = None) -> Document | None:  # type: ignore[override]
-        if path in self._fixed:
-            return self._fixed[path]
-        if path in self._made:
-            return self._made[path] or default
-        doc = self._make(path)
-        with self._lock:
-            if len(self._made) >= CACHED_ON_REQUEST:
-                self._made.clear()
-            self._made[path] = doc
-        return doc or default
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._fixed)
-
-    def __len__(self) -> int:
-        return len(self._fixed)

@@ -6,7 +6,7 @@ Threads, and what each may touch:
   store's own locks handle other processes);
 - the watchdog thread only turns filesystem events into a pickup job (a hint; the
   interval scan stays the source of truth, since network mounts give no events);
-- the HTTP threads read the current `Snapshot` (one attribute, swapped whole after a
+- the HTTP loop and its workers read the current `Snapshot` (one attribute, swapped whole after a
   scan), so a feed request never touches the store and a slow client never blocks a scan;
 - the main thread waits for SIGTERM/SIGINT, then stops everything in order.
 
@@ -42,12 +42,13 @@ from watchdog.observers import Observer
 
 from monitor.config import Settings
 from monitor.crontab import crontab_trigger
+from monitor.documents import Document, Snapshot
 from monitor.errors import ConfigError, MonitorError, StorageError
 from monitor.metrics import Metrics
 from monitor.models import ScanReport
 from monitor.publish import FEED, Publisher
 from monitor.scan import scan, utcnow
-from monitor.server import Server, Snapshot
+from monitor.server import Server
 from monitor.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,9 @@ class Service:
     def snapshot(self) -> Snapshot:
         assert self._snapshot is not None  # built in __init__
         return self._snapshot
+
+    def document(self, path: str) -> Document | None:
+        return self.publisher.on_request(path)
 
     def health(self) -> tuple[int, dict[str, Any]]:
         now = utcnow()
@@ -409,7 +413,7 @@ def _install_signals(stop: threading.Event) -> dict[int, Any]:
         log.info("%s received", signal.Signals(signum).name)
         stop.set()
 
-    previous = {}
+    previous: dict[int, Any] = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, handler)
     return previous

@@ -112,31 +112,6 @@ def test_healthz_turns_503_when_scans_fail(tmp_path: Path, exe: str) -> None:
     assert code == 0 and seconds < 10
 
 
-def test_slow_clients_never_stall_the_scans(tmp_path: Path, exe: str) -> None:
-    svc = Service(exe, tmp_path, scan_seconds=60)
-    stuck: list[socket.socket] = []
-    try:
-        svc.wait_ready()
-        # Readers that send half a request, and one that asks for the feed and never reads.
-        for _ in range(80):
-            s = socket.create_connection(("127.0.0.1", svc.port), timeout=5)
-            s.sendall(b"GET /feed.atom HTTP/1.1\r\nHost: x\r\n")
-            stuck.append(s)
-        drop_file(svc.drop, "000.txt", seed("000"), age=0)
-        feed = svc.folder / "feed.atom"
-        wait_for(lambda: feed.exists() and len(validate_atom(feed.read_bytes())) == 5, 10, "the scan, on disk")
-        assert "connections open, closing a new one" in svc.log()  # the cap held the rest off
-    finally:
-        for s in stuck:
-            s.close()
-    try:
-        r = wait_for(lambda: svc.try_get("/feed.atom"), 10, "HTTP after the slow clients left")
-        assert r.status == 200 and len(validate_atom(r.body)) == 5
-    finally:
-        code, _ = svc.stop()
-    assert code == 0
-
-
 def test_on_postgresql_healthz_turns_503_when_the_database_is_gone(tmp_path: Path, exe: str,
                                                                     postgres_server: Any) -> None:
     import psycopg

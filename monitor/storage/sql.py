@@ -122,7 +122,8 @@ def _build(in_list: Callable[[str, str], str], placeholder: str, **conversions: 
                         f"VALUES ({', '.join('?' * len(_SCAN_COLUMNS))})"),
     }
     # No statement here has a literal "?" or "%", so the placeholder swap is safe.
-    return SQL(**{name: sql.replace("?", placeholder) for name, sql in statements.items()}, **conversions)
+    fields: dict[str, Any] = {name: sql.replace("?", placeholder) for name, sql in statements.items()}
+    return SQL(**fields, **conversions)
 
 
 # The reads and the write an idle pass needs, on a DBAPI cursor or sqlite3 connection:

@@ -198,7 +198,8 @@ def _tune_sqlite(engine: Engine) -> None:
         # instead of failing when a read lock cannot be upgraded.
         immediate = conn.get_execution_options().get("monitor_write")
         # On the driver's connection: once per transaction, so a scan runs it twice per file.
-        conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        driver: Any = conn.connection.driver_connection  # never None on an open connection
+        driver.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def _short(exc: BaseException) -> str:
