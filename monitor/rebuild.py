@@ -176,12 +176,12 @@ def _refuse_empty(settings: Settings, new: NewStore, kept: Kept) -> None:
 
 
 def _publish(settings: Settings) -> None:
-    from monitor.scan import publish
+    from monitor.publish import Publisher
     from monitor.storage import Storage
 
     storage = Storage.open(settings.state.database_url)
     try:
-        publish(settings, storage, force=True)
+        Publisher(settings, storage).write_files(force=True)
     except OSError as exc:
         raise MonitorError(f"rebuild: the new store is in place, but the feed file {settings.feed.path} "
                            f"could not be written: {exc.strerror or exc}") from None

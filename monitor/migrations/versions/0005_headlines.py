@@ -25,6 +25,8 @@ Revises: 0003
 
 import datetime as dt
 import json
+from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -96,7 +98,7 @@ def upgrade() -> None:
         "first_seen = (SELECT min(v.seen_at) FROM versions AS v WHERE v.story_id = stories.id)"))
 
 
-def _shown(rows: list[sa.Row], current: set[str]) -> list[bool]:
+def _shown(rows: Sequence[Any], current: set[str]) -> list[bool]:
     """For versions in the order written: did the text become its story's current one then?
     The current text did; an earlier one did if its bulletin was later than every one
     written before it for that story."""
