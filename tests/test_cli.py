@@ -234,7 +234,7 @@ def test_half_written_file_is_left_for_later_then_read_whole(tmp_path: Path, exe
     monitor.drop_file("copying.txt", whole, age=30)  # the copy finished a while ago
     assert scan(monitor) == counts(read=1, new=5)
     found = entries(feed_file(monitor).read_bytes())
-    assert len(found) == 4  # [feed] max_entries: the file's first four items, in its order
+    assert len(found) == 4  # [feed] max_entries
     assert "stories stored: 5" in status(monitor)
     storage = Storage.open(load_settings(monitor.config).state.database_url)
     try:

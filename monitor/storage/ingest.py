@@ -138,7 +138,7 @@ class IngestMixin:
         # The file's versions and index keys are written with one executemany each; the
         # new stories one by one in file order, so their ids follow the file.
         sql = self._sql
-        stamps = _Ticks(cur, sql, now, decisions)
+        stamps = _Ticks(cur, sql, now)
         real: dict[int, int] = {}
         revised: set[int] = set()
         unchanged = 0
@@ -175,25 +175,24 @@ class IngestMixin:
 class _Ticks:
     """Times and timeline positions for the versions one file writes.
 
-    Each time is two microseconds after the store's latest at least, so that every
-    version, and so every feed entry's `updated`, is distinct, and a file's versions are
-    newer than every earlier file's (under the write lock, across instances), even if the
-    clock stepped back. Within the file the first item gets the latest time, so newest-first
-    lists show a bulletin's stories in the order it gives them. Timeline positions (`seq`)
-    follow the times, for the versions that become current (not an "older" one)."""
+    Each time is two microseconds after the one before at least, so that every version,
+    and so every feed entry's `updated`, is distinct, and later than every version written
+    before (under the write lock, across instances), even if the clock stepped back. They
+    run in file order, as decisions do: a story that a file carries twice, the second time
+    revised, gets its revision after its creation. Timeline positions (`seq`) follow the
+    times, for the versions that become current (not an "older" one)."""
 
-    def __init__(self, cur: Any, sql: SQL, now: dt.datetime, decisions: Sequence[Decision]) -> None:
+    def __init__(self, cur: Any, sql: SQL, now: dt.datetime) -> None:
         self._sql = sql
         last, seq = cur.execute(sql.last_stamp).fetchone()
-        first = now if last is None else max(now, sql.read_stamp(last) + VERSION_TICKS)
-        self._next = first + (sum(d.action != "repeat" for d in decisions) - 1) * VERSION_TICKS
-        self._seq = (seq or 0) + sum(d.action in ("new", "revise") for d in decisions)
+        self._next = now if last is None else max(now, sql.read_stamp(last) + VERSION_TICKS)
+        self._seq = (seq or 0) + 1
 
     def next(self, action: str) -> tuple[Any, int | None]:
-        stamp, self._next = self._next, self._next - VERSION_TICKS
+        stamp, self._next = self._next, self._next + VERSION_TICKS
         if action == "older":
             return self._sql.stamp(stamp), None
-        seq, self._seq = self._seq, self._seq - 1
+        seq, self._seq = self._seq, self._seq + 1
         return self._sql.stamp(stamp), seq
 
 

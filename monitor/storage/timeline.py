@@ -21,7 +21,8 @@ from monitor.models import Event, Story, Version
 from monitor.storage.schema import stories, story_from_row, story_query, versions
 
 _VERSION_COLUMNS = (versions.c.id, versions.c.story_id, versions.c.text_hash, versions.c.kind, versions.c.headline,
-                    versions.c.paragraphs, versions.c.published, versions.c.seen_at, versions.c.key_path)
+                    versions.c.paragraphs, versions.c.published, versions.c.seen_at, versions.c.key_path,
+                    versions.c.seq)
 
 
 class TimelineMixin:
@@ -82,34 +83,36 @@ class TimelineMixin:
 
 def _events(conn: Connection, rows: Sequence[Any]) -> list[Event]:
     """Events for (uid, *version columns) rows, each with the text that was current just before it."""
-    before = _previous(conn, [(r.story_id, r.seen_at) for r in rows])
-    return [Event(uid=r.uid, version=_version(r[1:]), previous=before.get((r.story_id, r.seen_at)),
+    before = _previous(conn, [(r.story_id, r.seq) for r in rows])
+    return [Event(uid=r.uid, version=_version(r[1:]), previous=before.get((r.story_id, r.seq)),
                   key=r.text_hash) for r in rows]
 
 
-def _previous(conn: Connection, wanted: Sequence[tuple[int, Any]]) -> dict[tuple[int, Any], Version]:
-    """For each (story, time): the story's latest timeline version seen before that time."""
+def _previous(conn: Connection, wanted: Sequence[tuple[int, int]]) -> dict[tuple[int, int], Version]:
+    """For each (story, timeline position): the story's text at the position before it. The
+    timeline, not the times: `monitor rebuild` keeps the times readers saw, which need not
+    follow the order in which the rebuilt store was written."""
     if not wanted:
         return {}
     p = versions.alias("p")
-    found: dict[tuple[int, Any], Version] = {}
+    found: dict[tuple[int, int], Version] = {}
     for chunk in _chunks(sorted(set(wanted)), 200):
         ids = sorted({sid for sid, _ in chunk})
         rows = conn.execute(select(*(p.c[c.name] for c in _VERSION_COLUMNS))
                             .where(and_(p.c.story_id.in_(ids), p.c.seq.is_not(None)))
-                            .order_by(p.c.story_id, p.c.seen_at)).all()
+                            .order_by(p.c.story_id, p.c.seq)).all()
         by_story: dict[int, list[Any]] = {}
         for r in rows:
             by_story.setdefault(r.story_id, []).append(r)
         for sid, at in chunk:
-            earlier = [r for r in by_story.get(sid, ()) if r.seen_at < at]
+            earlier = [r for r in by_story.get(sid, ()) if at is not None and r.seq < at]
             if earlier:
                 found[(sid, at)] = _version(earlier[-1])
     return found
 
 
 def _version(row: Any) -> Version:
-    _, _, _, kind, headline, paragraphs, published, seen_at, path = row
+    _, _, _, kind, headline, paragraphs, published, seen_at, path, _ = row
     return Version(kind=kind, title=headline or "", paragraphs=tuple(json.loads(paragraphs)), published=published,
                    seen_at=seen_at, bulletin=path)
 
