@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import io
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -51,10 +53,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _guard_stdout()
     try:
-        path = config_path(args.config)
-        settings = load_settings(path, require_drop=args.command in ("run", "scan"))
-        return COMMANDS[args.command](settings, args)
+        settings = load_settings(config_path(args.config))
+        code = COMMANDS[args.command](settings, args)
+        sys.stdout.flush()  # a write error shows here, not at exit as a traceback
+        return code
+    except BrokenPipeError:
+        # The reader stopped reading (`monitor feed | head -1`): what it wanted it has.
+        return _quiet_stdout(EXIT_OK)
+    except OutputError as exc:
+        print(f"monitor: {exc}", file=sys.stderr)
+        return _quiet_stdout(EXIT_FAILURE)
     except ConfigError as exc:
         print(f"monitor: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -64,15 +74,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MonitorError as exc:
         print(f"monitor: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except OSError as exc:  # a file of the command's own (the feed file, the Maildir) cannot be written
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"monitor: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
 
 
-def _storage(settings: Settings) -> Storage:
+class OutputError(MonitorError):
+    """Standard output cannot be written (`monitor feed > /dev/full`)."""
+
+
+class _Stdout(io.RawIOBase):
+    """File descriptor 1, telling a failed write on it apart from any other OSError."""
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return 1
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        try:
+            return os.write(1, data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OutputError(f"cannot write the output: {exc.strerror or exc}") from None
+
+
+def _guard_stdout() -> None:
+    out = sys.stdout
+    try:
+        real = isinstance(out, io.TextIOWrapper) and out.fileno() == 1
+    except (OSError, ValueError):  # not a file (captured by a test harness): nothing to guard
+        real = False
+    if real and not isinstance(getattr(out.buffer, "raw", out.buffer), _Stdout):
+        out.flush()
+        sys.stdout = io.TextIOWrapper(io.BufferedWriter(_Stdout()), encoding=out.encoding, errors=out.errors,
+                                      line_buffering=out.line_buffering)
+
+
+def _quiet_stdout(code: int) -> int:
+    """Point stdout at /dev/null, so that the interpreter's own flush at exit finds
+    nothing left to write to the closed pipe (and prints no 'Exception ignored')."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+    return code
+
+
+def _storage(settings: Settings, *, create: bool = False) -> Storage:
+    """The store; a command that only reads never creates one (a mistyped path is exit 3)."""
     # Imported here so `monitor --help` and config errors do not pay for SQLAlchemy.
     from monitor.storage import Storage
 
-    return Storage.open(settings.state.database_url)
+    return Storage.open(settings.state.database_url, create=create)
 
 
 def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
@@ -83,7 +144,7 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_OK
     from monitor.scan import scan_and_publish
 
-    storage = _storage(settings)
+    storage = _storage(settings, create=True)
     try:
         report = scan_and_publish(settings, storage)
         if baseline:
@@ -160,11 +221,12 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     from monitor.storage import Storage
-    from monitor.storage.migrate import current, head
+    from monitor.storage.migrate import head
 
-    storage = Storage.open(settings.state.database_url, upgrade=args.action == "upgrade")
+    upgrade = args.action == "upgrade"
+    storage = Storage.open(settings.state.database_url, upgrade=upgrade, create=upgrade)
     try:
-        print(f"schema revision: {current(storage.engine)} (newest: {head()})")
+        print(f"schema revision: {storage.revision()} (newest: {head()})")
     finally:
         storage.close()
     return EXIT_OK
