@@ -193,12 +193,15 @@ def cmd_feed(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from monitor.dropfolder import shown
+
     storage = _storage(settings)
     try:
         count = storage.story_count()
         last = storage.last_scan()
         rejected = storage.rejected_files()
         pending = storage.pending_digests()
+        settling = _settling(settings, storage)
     finally:
         storage.close()
     print(f"config: {settings.source}")
@@ -211,12 +214,46 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
               f"skipped {last['skipped']}, rejected {last['rejected']})")
     print(f"files rejected: {len(rejected)}")
     for name, reason in rejected:
-        print(f"  {name}: {reason}")
+        print(f"  {shown(name)}: {reason}")
+    print(f"files settling: {len(settling)}")
+    for name, why in settling:
+        print(f"  {shown(name)}: {why}")
     print(f"digests pending: {len(pending)}")
     for digest in pending:
         print(f"  {digest.message_id}: {digest.new_count} new, {digest.revised_count} revised, "
               f"{digest.attempts} attempts, waiting for {', '.join(digest.recipients) or 'nobody'}")
     return EXIT_OK
+
+
+def _settling(settings: Settings, storage: Storage) -> list[tuple[str, str]]:
+    """Files in the drop folder that a pass leaves for later until they have been still for
+    `settle_seconds`: modified too recently, or in the future (seen unchanged since when)."""
+    import datetime as dt
+
+    from monitor import dropfolder
+
+    now = dt.datetime.now(dt.UTC)
+    now_ns = int(now.timestamp() * 1e9)
+    settle = settings.drop.settle_seconds
+    seen = storage.observations()
+    out = []
+    for entry in dropfolder.to_read(settings.drop.folder, storage.file_states(), storage.rejected_files()):
+        info = entry.info
+        if entry.problem or dropfolder.is_settled(info, now_ns, settle):
+            continue
+        if not dropfolder.in_future(info, now_ns):
+            ago = (now_ns - info.mtime_ns) / 1e9
+            out.append((info.path, f"modified {ago:.1f}s ago, read once still for {settle:g}s"))
+            continue
+        mtime = dt.datetime.fromtimestamp(info.mtime_ns / 1e9, dt.UTC).isoformat(timespec="seconds")
+        size, mtime_ns, since = seen.get(info.path, (None, None, None))
+        if since is not None and (size, mtime_ns) == (info.size, info.mtime_ns):
+            when = f"unchanged since {since.isoformat(timespec='seconds')}"
+        else:
+            when = "not seen by a pass yet"
+        out.append((info.path, f"modified in the future ({mtime}; clock skew?), {when}, "
+                               f"read once unchanged for {settle:g}s"))
+    return out
 
 
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:

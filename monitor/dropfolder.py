@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from monitor.errors import DropFolderError
 from monitor.models import FileInfo
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,11 @@ def list_entries(folder: Path, unchanged: Mapping[str, tuple[int, int]] | None =
     """
     recorded = (unchanged or {}).get
     entries = []
-    with os.scandir(folder) as it:
+    try:
+        it = os.scandir(folder)
+    except OSError as exc:
+        raise DropFolderError(f"cannot list the drop folder {shown(str(folder))}: {exc.strerror or exc}") from None
+    with it:
         for de in it:
             name = de.name
             if name[0] == "." or name.endswith(IGNORED_SUFFIXES):

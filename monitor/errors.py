@@ -29,5 +29,9 @@ class StoreDamaged(StorageError):
     """The store's file is corrupt: restore a backup or rebuild it from the drop folder."""
 
 
+class DropFolderError(MonitorError):
+    """The drop folder cannot be listed (its permissions, say); nothing in it is lost."""
+
+
 class DeliveryError(MonitorError):
     """A digest could not be delivered (it stays pending and is retried)."""

@@ -17,11 +17,13 @@ Every SQLite connection of the monitor, `Storage`'s included, is set up by
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sqlite3
 import time
 import urllib.parse
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 from monitor.errors import StoreDamaged
@@ -36,20 +38,40 @@ from monitor.storage.sql import SQL
 # pages) writes a page that many commits changed back to the database once, not once
 # per checkpoint.
 WAL_CHECKPOINT_PAGES = 10_000
+# ...unless the disk is short of space: a WAL allowed to grow to 40 MB fills a small disk
+# with copies of the same pages, and after a disk-full error freeing space does not help
+# (the WAL only grows on). With less than LOW_SPACE_BYTES free, the WAL is checkpointed
+# and truncated when a connection opens and kept to about 400 KB.
+LOW_SPACE_BYTES = 2 * WAL_CHECKPOINT_PAGES * 4096
+LOW_SPACE_CHECKPOINT_PAGES = 100
 BUSY_TIMEOUT_MS = 30_000
 
 _SQL = SQL.for_dialect("sqlite")
 
 
-def configure_sqlite(conn: Any) -> None:
-    """The settings of every connection to a SQLite store (a DBAPI connection)."""
+def configure_sqlite(conn: Any, path: Path | None = None) -> None:
+    """The settings of every connection to a SQLite store (a DBAPI connection) at `path`."""
     cur = conn.cursor()
     cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     _use_wal(cur)
     cur.execute("PRAGMA synchronous = NORMAL")
-    cur.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
     cur.execute("PRAGMA foreign_keys = ON")
+    if path is not None and _short_of_space(path):
+        cur.execute(f"PRAGMA wal_autocheckpoint = {LOW_SPACE_CHECKPOINT_PAGES}")
+        cur.execute(f"PRAGMA journal_size_limit = {LOW_SPACE_CHECKPOINT_PAGES * 4096}")
+        with suppress(sqlite3.Error):  # still no room, or busy: the next connection tries again
+            cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    else:
+        cur.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
     cur.close()
+
+
+def _short_of_space(path: Path) -> bool:
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < LOW_SPACE_BYTES
 
 
 def _use_wal(cur: Any) -> None:
@@ -88,7 +110,7 @@ class Ledger:
         except sqlite3.Error:
             return None
         try:
-            configure_sqlite(conn)
+            configure_sqlite(conn, path)
             rows = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall()
         except sqlite3.Error as exc:
             conn.close()

@@ -99,13 +99,18 @@ class Storage(IngestMixin, OutboxMixin):
         except (SQLAlchemyError, ValueError) as exc:
             raise StorageError(f"cannot use database URL: {mask(first_line(exc), url)}") from None
         if engine.dialect.name == "sqlite":
-            _tune_sqlite(engine)
+            _tune_sqlite(engine, path)
         storage = cls(engine, url)
         if upgrade:
             storage.upgrade()
         return storage
 
     def close(self) -> None:
+        self.engine.dispose()
+
+    def reset(self) -> None:
+        """Drop every pooled connection, so that the next use starts afresh: after a disk-full
+        error (a new connection checkpoints a wedged WAL) or damage (no page cached from it)."""
         self.engine.dispose()
 
     def upgrade(self) -> None:
@@ -115,6 +120,7 @@ class Storage(IngestMixin, OutboxMixin):
             upgrade(self.engine)
         except (DBAPIError, self._driver_error) as exc:
             raise store_error(exc, self.url) from None
+        self._identity = _identity(self.path)  # the file exists now, if it did not before
 
     def revision(self) -> str | None:
         """The schema revision the store is at (None for an empty one)."""
@@ -248,12 +254,12 @@ class Storage(IngestMixin, OutboxMixin):
             conn.execute(select(1))
 
 
-def _tune_sqlite(engine: Engine) -> None:
+def _tune_sqlite(engine: Engine, path: Path | None) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy's begin event issue BEGIN, so writers can take the lock up front.
         dbapi_conn.isolation_level = None
-        configure_sqlite(dbapi_conn)
+        configure_sqlite(dbapi_conn, path)
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
