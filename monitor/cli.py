@@ -170,11 +170,19 @@ def _idle_scan(settings: Settings) -> ScanReport | None:
         ledger.close()
 
 
+def _summary_on_stdout(logger: str) -> None:
+    """This command prints its own summary: the INFO lines the service logs for the same
+    events would say it a second time (warnings and errors still go to the log)."""
+    if not logging.getLogger(logger).isEnabledFor(logging.DEBUG):
+        logging.getLogger(logger).setLevel(logging.WARNING)
+
+
 def _baseline(settings: Settings, storage: Storage) -> None:
     try:
         from monitor.digest import baseline
     except ImportError:  # the digest is not part of this build
         return
+    _summary_on_stdout("monitor.digest")
     count = baseline(settings, storage)
     print(f"baseline: {count} stories marked as already mailed")
 
@@ -278,6 +286,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_digest(settings: Settings, args: argparse.Namespace) -> int:
     from monitor.digest import run_digest_command
 
+    _summary_on_stdout("monitor.digest")
     return run_digest_command(settings, dry_run=args.dry_run)
 
 
