@@ -377,3 +377,48 @@ def test_idle_passes_log_at_debug_and_a_foreign_base_url_port_is_warned(tmp_path
     assert len(passes) == 1 and "files read 1, stories new 1" in passes[0], svc.log()
     warned = log_lines(svc, "WARNING", "[feed] base_url http://127.0.0.1:8999/ names port 8999")
     assert len(warned) == 1 and f"listens on port {svc.port}" in warned[0]
+
+
+# -- in process: one translator, and the observations behind settling -----------------------
+
+
+def test_the_ledger_and_storage_say_the_same_line_for_the_same_damage(tmp_path: Path, exe: str) -> None:
+    from monitor.errors import StoreDamaged
+    from monitor.storage import Storage
+    from monitor.storage.ledger import Ledger
+
+    mon = seeded(tmp_path, exe)
+    url = f"sqlite:///{store_path(mon)}"
+    damage(store_path(mon), "pages")
+    with pytest.raises(StoreDamaged) as by_ledger:
+        ledger = Ledger.open(url)
+        assert ledger is not None
+        ledger.file_states()
+    with pytest.raises(StoreDamaged) as by_storage:
+        Storage.open(url).file_states()
+    assert str(by_ledger.value) == str(by_storage.value)
+    assert str(by_storage.value).startswith(f"the store {store_path(mon)} is damaged (")
+
+
+def test_observations_of_a_settling_file(store_url: str) -> None:
+    import datetime as dt
+
+    from monitor.models import FileInfo
+    from monitor.storage import Storage
+
+    storage = Storage.open(store_url)
+    try:
+        t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        later = t0 + dt.timedelta(seconds=9)
+        info = FileInfo("skewed.txt", 100, 2_000_000_000_000_000_000)
+        assert storage.observe(info, t0) == t0
+        assert storage.observe(info, later) == t0  # the same version: first seen at t0
+        assert "skewed.txt" not in storage.file_states()  # an observation is no record: still to read
+        assert storage.observations()["skewed.txt"] == (100, info.mtime_ns, t0)
+        grown = FileInfo("skewed.txt", 120, info.mtime_ns)
+        assert storage.observe(grown, later) == later  # changed: observed afresh
+        storage.record_file(grown, None, reason="binary data", now=later)
+        assert storage.observe(grown, later + dt.timedelta(seconds=1)) is None  # recorded: not written over
+        assert storage.file_states()["skewed.txt"] == (120, info.mtime_ns)
+    finally:
+        storage.close()
