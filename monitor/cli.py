@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = COMMANDS[args.command](settings, args)
         sys.stdout.flush()  # a write error shows here, not at exit as a traceback
         return code
-    except BrokenPipeError:
+    except OutputClosed:
         # The reader stopped reading (`monitor feed | head -1`): what it wanted it has.
         return _quiet_stdout(EXIT_OK)
     except OutputError as exc:
@@ -86,6 +86,11 @@ class OutputError(MonitorError):
     """Standard output cannot be written (`monitor feed > /dev/full`)."""
 
 
+class OutputClosed(MonitorError):
+    """The reader of standard output is gone (a pipe closed early): not a failure. Its own
+    class, so that a broken pipe elsewhere (a socket) is not taken for it."""
+
+
 class _Stdout(io.RawIOBase):
     """File descriptor 1, telling a failed write on it apart from any other OSError."""
 
@@ -99,7 +104,7 @@ class _Stdout(io.RawIOBase):
         try:
             return os.write(1, data)
         except BrokenPipeError:
-            raise
+            raise OutputClosed("the reader of the output is gone") from None
         except OSError as exc:
             raise OutputError(f"cannot write the output: {exc.strerror or exc}") from None
 
