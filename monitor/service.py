@@ -144,6 +144,7 @@ class Service:
         self._pickup_at: dt.datetime | None = None  # a pickup job is scheduled for then
         self._wanted: dt.datetime | None = None  # the latest moment any event asked a scan for
         self._feed_key: tuple[int, dt.datetime | None] | None = None
+        self._failing: str | None = None  # the error of the last pass, if it failed outside the store
         self._story_count = 0
         self._snapshot: Snapshot | None = None
         self.scheduler = BackgroundScheduler(timezone=dt.UTC, executors={"default": ThreadPoolExecutor(4)})
@@ -257,8 +258,14 @@ class Service:
             self.keeper.failed(exc)
         except Exception as exc:  # the next run tries again; /healthz turns 503 if it goes on
             error = str(exc) or type(exc).__name__
-            log.error("scan failed: %s", error, exc_info=not isinstance(exc, (MonitorError, OSError)))
+            # Said once: an unreadable drop folder is not an ERROR line every 30 s.
+            level = logging.DEBUG if error == self._failing else logging.ERROR
+            log.log(level, "scan failed: %s", error, exc_info=not isinstance(exc, (MonitorError, OSError)))
+            self._failing = error
         seconds = time.perf_counter() - t0
+        if report is not None and self._failing is not None:
+            log.info("scans succeed again")
+            self._failing = None
         if report is not None:
             # A pass that did something is news; an idle one (every 30 s) is not.
             busy = report.files_read or report.rejected or report.changed

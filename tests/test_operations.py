@@ -307,6 +307,39 @@ def test_state_deleted_or_replaced_while_the_service_runs(tmp_path: Path, exe: s
     assert "Traceback" not in svc.log()
 
 
+def test_service_through_an_unreadable_drop_folder(tmp_path: Path, exe: str) -> None:
+    if shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is needed to run without root's right to read any folder")
+    # The service without root's right to read any folder, through a wrapper script.
+    unprivileged = tmp_path / "monitor-unprivileged"
+    unprivileged.write_text(f'#!/bin/sh\nexec {" ".join(UNPRIVILEGED)} {exe} "$@"\n')
+    unprivileged.chmod(0o755)
+    svc = Service(str(unprivileged), tmp_path, scan_seconds=0.3)
+    try:
+        svc.wait_ready()
+        drop_file(svc.drop, "late.txt", LATE)
+        os.chmod(svc.drop, 0)
+        if subprocess.run([*UNPRIVILEGED, "ls", str(svc.drop)], capture_output=True).returncode == 0:
+            pytest.skip("dropping CAP_DAC_OVERRIDE did not take effect here")
+
+        def failing() -> bool:
+            h = health(svc)
+            return bool(h and h[1]["last_scan"] and "cannot list the drop folder" in (h[1]["last_scan"]["error"] or ""))  # type: ignore[index]
+
+        wait_for(failing, 20, "a pass to fail on the folder")
+        time.sleep(1.0)  # more failing passes: said once
+        lines = log_lines(svc, "ERROR", f"scan failed: cannot list the drop folder {svc.drop}: Permission denied")
+        assert len(lines) == 1, svc.log()
+        os.chmod(svc.drop, 0o755)
+        wait_for(lambda: stored(svc) == 1, 20, "the story, once the folder is readable")
+        assert log_lines(svc, "INFO", "scans succeed again")
+    finally:
+        os.chmod(svc.drop, 0o755)
+        code, _ = svc.stop()
+    assert code == 0
+    assert "Traceback" not in svc.log()
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Path:
     """A 4 MB tmpfs mounted for this test (root only), unmounted after it."""
