@@ -52,8 +52,9 @@ def _one(settings: Settings, storage: Storage, entry: dropfolder.Entry, report: 
     if info.size > settings.drop.max_bytes:
         reason = f"too large: {info.size} bytes, [drop] max_bytes is {settings.drop.max_bytes}"
         return _reject(storage, entry, None, reason, report, now)
-    if not _settled(settings, storage, info, now):
-        return replace(report, skipped=report.skipped + 1)
+    waiting = _settle(settings, storage, info, now)
+    if waiting is not None:
+        return replace(report, skipped=report.skipped + 1, observing=report.observing + (waiting == "observing"))
     try:
         data = dropfolder.read(entry, settings.drop.max_bytes)
     except PermissionError:
@@ -91,23 +92,24 @@ def _one(settings: Settings, storage: Storage, entry: dropfolder.Entry, report: 
     return _add(report, outcome)
 
 
-def _settled(settings: Settings, storage: Storage, info: FileInfo, now: dt.datetime) -> bool:
-    """Still for `settle_seconds`: by its mtime, or, for an mtime in the future (the
-    producer's clock is ahead), by observation: the same size and mtime at every pass
-    since it was first seen, for that long (kept in the store, so `monitor scan` from cron
-    settles it too, and `monitor status` can list it)."""
+def _settle(settings: Settings, storage: Storage, info: FileInfo, now: dt.datetime) -> str | None:
+    """None when the file has been still for `settle_seconds`, else why it waits: "writing"
+    (a recent mtime) or "observing". An mtime in the future (the producer's clock is ahead)
+    cannot tell how long the file has been still, so observations do: the same size and
+    mtime at every pass since it was first seen, for that long (kept in the store, so
+    `monitor scan` from cron settles it too, and `monitor status` can list it)."""
     now_ns = int(now.timestamp() * 1e9)
     settle = settings.drop.settle_seconds
     if not dropfolder.in_future(info, now_ns):
         if dropfolder.is_settled(info, now_ns, settle):
-            return True
+            return None
         log.debug("%s: modified less than %ss ago, left for a later pass", shown(info.path), settle)
-        return False
+        return "writing"
     since = storage.observe(info, now)
     if since is not None and dropfolder.observed_still(int(since.timestamp() * 1e9), now_ns, settle):
-        return True
+        return None
     log.debug("%s: modified in the future (clock skew?); read once it is unchanged for %ss", shown(info.path), settle)
-    return False
+    return "observing"
 
 
 def _reject(storage: Storage, entry: dropfolder.Entry, sha: str | None, reason: str, report: ScanReport,

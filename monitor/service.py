@@ -263,6 +263,8 @@ class Service:
             log.log(level, "scan failed: %s", error, exc_info=not isinstance(exc, (MonitorError, OSError)))
             self._failing = error
         seconds = time.perf_counter() - t0
+        if report is not None and report.observing:
+            self._look_again(self.settings.drop.settle_seconds + PICKUP_MARGIN)
         if report is not None and self._failing is not None:
             log.info("scans succeed again")
             self._failing = None
@@ -324,6 +326,12 @@ class Service:
         if self.stop_event.is_set() or not schedule_pickup(self.scheduler, self, due):
             with self._hint_lock:
                 self._pickup_at = None
+
+    def _look_again(self, seconds: float) -> None:
+        """Ask for a pickup after this pass, as an event would (see _rearm)."""
+        due = utcnow() + dt.timedelta(seconds=seconds)
+        with self._hint_lock:
+            self._wanted = due if self._wanted is None else max(self._wanted, due)
 
     def _rearm(self, started: dt.datetime) -> None:
         """After a scan: one more pickup if an event asked for a later look than this scan's."""

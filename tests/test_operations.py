@@ -207,6 +207,20 @@ def test_a_file_from_the_future_settles_by_observation(tmp_path: Path, exe: str)
     assert "files skipped 1" in mon("scan").stdout
 
 
+def test_the_service_reads_a_file_from_the_future_soon_after_it_settles(tmp_path: Path, exe: str) -> None:
+    svc = Service(exe, tmp_path, scan_seconds=60, settle_seconds=1)  # no interval pass during the test
+    try:
+        svc.wait_ready()
+        t0 = time.monotonic()
+        drop_file(svc.drop, "skewed.txt", LATE, age=-86_400)
+        wait_for(lambda: stored(svc) == 1, 15, "the file dated a day ahead")
+        took = time.monotonic() - t0
+        assert took >= 1, f"read after {took:.2f}s, before it was seen still for settle_seconds"
+    finally:
+        code, _ = svc.stop()
+    assert code == 0
+
+
 # -- hostile names ----------------------------------------------------------------------------
 
 
