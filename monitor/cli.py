@@ -50,10 +50,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    _guard_stdout()
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help, --version (on stdout) or a usage error: argparse is done
+            sys.stdout.flush()
+            return exc.code if isinstance(exc.code, int) else EXIT_OK
+    except OutputClosed:
+        return _quiet_stdout(EXIT_OK)
+    except OutputError as exc:
+        print(f"monitor: {exc}", file=sys.stderr)
+        return _quiet_stdout(EXIT_FAILURE)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _guard_stdout()
     try:
         settings = load_settings(config_path(args.config))
         code = COMMANDS[args.command](settings, args)

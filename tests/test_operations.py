@@ -57,7 +57,8 @@ def stories(mon: Monitor) -> int:
 # -- output cut short, output that cannot be written -----------------------------------
 
 
-@pytest.mark.parametrize("args", [("status",), ("feed",), ("scan",), ("db", "current"), ("digest", "--dry-run")])
+@pytest.mark.parametrize("args", [("status",), ("feed",), ("scan",), ("db", "current"), ("digest", "--dry-run"),
+                                  ("--help",)])
 def test_output_cut_short_is_quiet(tmp_path: Path, exe: str, args: tuple[str, ...]) -> None:
     mon = seeded(tmp_path, exe)
     if args == ("scan",):
@@ -74,7 +75,7 @@ def test_output_cut_short_is_quiet(tmp_path: Path, exe: str, args: tuple[str, ..
         assert stories(mon) > SEED_STORIES  # the work was done all the same
 
 
-@pytest.mark.parametrize("args", [("feed",), ("status",), ("scan",)])
+@pytest.mark.parametrize("args", [("feed",), ("status",), ("scan",), ("--version",)])
 def test_stdout_that_cannot_be_written_is_one_line_exit_1(tmp_path: Path, exe: str, args: tuple[str, ...]) -> None:
     mon = seeded(tmp_path, exe)
     with open("/dev/full", "w") as full:
