@@ -21,6 +21,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from monitor.dropfolder import shown
 from monitor.errors import StorageError, StoreDamaged
@@ -36,6 +38,9 @@ class Keeper:
         self.notice: str | None = None  # the last recovery, for /healthz
         self._ready = False  # migrated and usable, as far as the last pass knows
         self._last_error: str | None = None
+        # Held by the HTTP threads while they read and by _reopen while it swaps the store:
+        # the last connection to a deleted file, closed late, would delete by its path the
+        # write-ahead log that the new store has made there meanwhile.
         self._lock = threading.Lock()
 
     @classmethod
@@ -82,6 +87,12 @@ class Keeper:
         if isinstance(exc, StoreDamaged):
             self._ready = False
 
+    @contextmanager
+    def using(self) -> Iterator[Storage]:
+        """The store, for a read outside the passes (an HTTP request)."""
+        with self._lock:
+            yield self.storage
+
     def problem(self) -> str | None:
         """What /healthz reports about the store now, or None when it is fine."""
         why = self.storage.replaced()
@@ -90,7 +101,8 @@ class Keeper:
         if self._last_error is not None:
             return self._last_error
         try:
-            self.storage.ping()
+            with self.using() as storage:
+                storage.ping()
         except StorageError as exc:
             return str(exc)
         return None

@@ -166,7 +166,8 @@ class Service:
         return self._snapshot
 
     def story(self, uid: str) -> Story | None:
-        return self.storage.story(uid)
+        with self.keeper.using() as storage:
+            return storage.story(uid)
 
     def health(self) -> tuple[int, dict[str, Any]]:
         now = utcnow()
