@@ -129,7 +129,7 @@ def _guard_stdout() -> None:
     if real and not isinstance(getattr(out.buffer, "raw", out.buffer), _Stdout):
         out.flush()
         sys.stdout = io.TextIOWrapper(io.BufferedWriter(_Stdout()), encoding=out.encoding, errors=out.errors,
-                                      line_buffering=out.line_buffering)
+                                      line_buffering=bool(out.line_buffering))
 
 
 def _quiet_stdout(code: int) -> int:
