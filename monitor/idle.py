@@ -10,7 +10,6 @@ caller makes the full pass (monitor.scan).
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -21,8 +20,6 @@ from monitor.models import ScanReport
 
 if TYPE_CHECKING:
     from monitor.storage.ledger import Ledger
-
-log = logging.getLogger("monitor.scan")
 
 Clock = Callable[[], dt.datetime]
 
@@ -48,9 +45,7 @@ def idle_pass(settings: Settings, ledger: Ledger, *, clock: Clock = utcnow) -> S
     if feed_is_stale(settings, ledger):
         return None
     report = ScanReport()
-    finished = clock()
-    ledger.record_scan(report, started, finished)
-    log.info("scan: %s in %.2fs", report.summary(), (finished - started).total_seconds())
+    ledger.record_scan(report, started, clock())
     return report
 
 

@@ -106,6 +106,9 @@ class ScanReport:
     rejected: int = 0
     rejections: tuple[tuple[str, str], ...] = field(default=())
     interrupted: bool = False
+    # Of the skipped: files modified in the future, settling by observation (no event will
+    # come for them, so the service looks again once they can have settled).
+    observing: int = 0
 
     @property
     def changed(self) -> bool:

@@ -76,9 +76,11 @@ Listener = Callable[[frozenset[str]], None]
 
 
 class Publisher:
-    def __init__(self, settings: Settings, storage: Storage) -> None:
+    def __init__(self, settings: Settings, storage: Storage | Callable[[], Storage]) -> None:
+        """`storage`, or a function that gives the store of the moment (the service's keeper
+        reopens a store that was deleted or replaced)."""
         self.settings = settings
-        self.storage = storage
+        self._storage = storage
         # Called with the URL paths whose bytes changed, after the files are written.
         self.listeners: list[Listener] = []
         self._key: tuple[int, dt.datetime | None] | None = None
@@ -88,6 +90,10 @@ class Publisher:
         self._newest = EPOCH
         self._snapshot: Snapshot | None = None
         self._made: dict[str, Document | None] = {}  # on request, since the last change
+
+    @property
+    def storage(self) -> Storage:
+        return self._storage() if callable(self._storage) else self._storage
 
     # -- the documents ------------------------------------------------------------
 
@@ -192,6 +198,23 @@ class Publisher:
         self._key = key
         self._write(feeds, also=new_archives)
         return self._snapshot
+
+    def last_published(self) -> Snapshot:
+        """While the store cannot be read (damaged at start): the feed files the last good
+        publication wrote, so readers keep what they had (an empty feed where there is none)."""
+        from monitor import feed, page
+        from monitor.documents import Document, Snapshot
+
+        documents = {}
+        for path, file in files(self.settings).items():
+            try:
+                data = file.read_bytes()
+            except OSError:
+                data = feed.document(self.settings.feed, [], path=path.lstrip("/"))
+            documents[path] = Document.build(data, ATOM_TYPE, EPOCH)
+        front = page.listing(self.settings.feed.title, [], _links()).encode()
+        documents["/"] = Document.build(front, HTML_TYPE, EPOCH)
+        return Snapshot(documents=documents)
 
     def _write(self, documents: Mapping[str, bytes], *, also: frozenset[str] = frozenset()) -> frozenset[str]:
         from monitor.feed import write_atomically

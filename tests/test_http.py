@@ -112,7 +112,7 @@ def test_healthz(svc: Service) -> None:
     assert r.status == 200 and r.headers["content-type"] == "application/json"
     data = r.json()
     assert data["status"] == "ok" and data["problems"] == []
-    assert data["store"] == {"ok": True, "error": None, "stories": 8}
+    assert data["store"] == {"ok": True, "error": None, "stories": 8, "notice": None}
     assert data["last_scan"]["ok"] is True and data["last_scan"]["error"] is None
     now = dt.datetime.now(dt.UTC)
     assert now - dt.datetime.fromisoformat(data["last_successful_scan"]) < dt.timedelta(seconds=60)

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from monitor.decide import BulletinKey, Candidate, Decision, decide
+from monitor.dropfolder import shown
 from monitor.errors import StorageError
 from monitor.identity import Fingerprint, fingerprint
 from monitor.models import FileInfo, FileOutcome, Item
@@ -47,10 +48,11 @@ RETRY_SQLSTATES = {"23505", "40001", "40P01"}  # unique_violation, serialization
 
 
 class IngestMixin:
-    """The ingest methods of `Storage` (which provides _write, _short, _sql and _driver_error)."""
+    """The ingest methods of `Storage` (which provides _write, _short, _error, _sql and _driver_error)."""
 
     _write: Callable[..., Any]
     _short: Callable[[BaseException], str]
+    _error: Callable[[BaseException], StorageError]
     _sql: SQL
     _driver_error: type[Exception]
 
@@ -75,9 +77,10 @@ class IngestMixin:
                 return self._ingest_once(info, sha256, entries, now)
             except (DBAPIError, self._driver_error) as exc:
                 if not _retryable(exc):
-                    raise StorageError(f"{info.path}: database error: {self._short(exc)}") from None
-                log.info("%s: lost a race (%s), deciding again (attempt %s)", info.path, self._short(exc), attempt)
-        raise StorageError(f"{info.path}: still conflicting after {INGEST_ATTEMPTS} attempts")
+                    raise self._error(exc) from None
+                log.info("%s: lost a race (%s), deciding again (attempt %s)",
+                         shown(info.path), self._short(exc), attempt)
+        raise StorageError(f"{shown(info.path)}: still conflicting after {INGEST_ATTEMPTS} attempts")
 
     def _ingest_once(self, info: FileInfo, sha256: str, entries: Sequence[tuple[Item, Fingerprint]],
                      now: dt.datetime) -> FileOutcome | None:

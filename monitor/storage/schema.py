@@ -51,7 +51,9 @@ files = Table(
     Column("size", BigInteger, nullable=False),
     Column("mtime_ns", BigInteger, nullable=False),
     Column("sha256", Text),
-    Column("status", Text, nullable=False),  # "read" or "rejected"
+    # "read", "rejected", or "settling": a version seen but not read yet (its mtime is in the
+    # future, so the pass waits until it has been seen unchanged for settle_seconds).
+    Column("status", Text, nullable=False),
     Column("reason", Text),
     Column("item_count", Integer, nullable=False, default=0),
     Column("seen_at", UTCDateTime, nullable=False),

@@ -52,6 +52,8 @@ class SQL(NamedTuple):
     last_change: str
     record_scan: str
     rejected_files: str
+    observe: str
+    observed_since: str
     array: Callable[[Sequence[Any]], Any]  # a list as one parameter (the SQL casts it)
     stamp: Callable[[dt.datetime], Any]
     day: Callable[[dt.date | None], Any]
@@ -93,7 +95,8 @@ def _build(in_list: Callable[[str, str], str], placeholder: str, **conversions: 
         f"FROM {table} WHERE {in_list('key', 'bigint')}"
         for src, table in ((0, "paragraph_keys"), (1, "band_keys")))
     statements = {
-        "file_states": "SELECT path, size, mtime_ns FROM files",
+        # A settling row is an observation, not a record: the file is still to be read.
+        "file_states": "SELECT path, size, mtime_ns FROM files WHERE status <> 'settling'",
         "file_done": "SELECT size, mtime_ns, sha256 FROM files WHERE path = ?",
         "content": "SELECT item_count FROM files WHERE sha256 = ? AND status = 'read' LIMIT 1",
         "known": f"SELECT text_hash, story_id FROM versions WHERE {in_list('text_hash', 'text')}",
@@ -118,6 +121,15 @@ def _build(in_list: Callable[[str, str], str], placeholder: str, **conversions: 
                         + ", ".join(f"{c} = excluded.{c}" for c in _FILE_COLUMNS[1:])),
         "last_change": "SELECT max(updated) FROM stories",
         "rejected_files": "SELECT path, reason FROM files WHERE status = 'rejected' ORDER BY path",
+        # The first time a file version was seen; kept while size and mtime stay the same,
+        # and never written over a record of that same version (read by another instance).
+        "observe": ("INSERT INTO files (path, size, mtime_ns, status, item_count, seen_at) "
+                    "VALUES (?, ?, ?, 'settling', 0, ?) ON CONFLICT (path) DO UPDATE SET "
+                    "size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = NULL, status = 'settling', "
+                    "reason = NULL, item_count = 0, seen_at = excluded.seen_at "
+                    "WHERE files.size <> excluded.size OR files.mtime_ns <> excluded.mtime_ns"),
+        "observed_since": ("SELECT seen_at FROM files WHERE path = ? AND size = ? AND mtime_ns = ? "
+                           "AND status = 'settling'"),
         "record_scan": (f"INSERT INTO scans ({', '.join(_SCAN_COLUMNS)}) "
                         f"VALUES ({', '.join('?' * len(_SCAN_COLUMNS))})"),
     }
