@@ -18,7 +18,8 @@ Design: one asyncio event loop in a thread of its own, with a small thread pool 
 - Documents (the feed, the front page, any path in `Snapshot.documents`) are answered on
   the loop from pre-built heads and bytes: parse, compare a validator, one send. This is
   the fast path, within reach of nginx serving the same bytes (bench/http_bench.py).
-- Dynamic routes (`monitor.routes`: health, metrics, story pages) may read the store, so
+- Dynamic routes (`monitor.routes`: health, metrics, the publisher's documents made on
+  request: story histories, older pages, feed archives) may read the store, so
   they run in the pool and never block the loop; at most MAX_PENDING wait there, more get
   a 503 at once.
 
