@@ -42,8 +42,10 @@ MONTHS = {
     "августа": 8, "сентября": 9, "октября": 10, "ноября": 11, "декабря": 12,
 }
 _MONTH = "(" + "|".join(sorted(MONTHS, key=len, reverse=True)) + ")"
-_DAY = r"(\d{1,2})(?:\s*(?:and|и|-|–|—)\s*\d{1,2})?"
+_DAY = r"(\d{1,2})(?:\s*(?:and|и|-|–|—)\s*(\d{1,2}))?"
 _YEAR = r"(?:,?\s+(\d{4}))?"
+# Groups of the two date patterns: (first day, last day of a range, month, year).
+_GROUPS = ((1, 2, 3, 4), (2, 3, 1, 4))
 # "10 December 2024", "10 and 11 December", "20 декабря 2024 года"
 _DAY_MONTH = re.compile(rf"\b{_DAY}\s+{_MONTH}{_YEAR}(?!\d)", re.IGNORECASE)
 # "December 11, 2024", "December 10-11"
@@ -153,14 +155,28 @@ def _date_line(paragraph: str) -> tuple[dt.date | None, str] | None:
         return None
 
 
+def find_dates(text: str) -> list[tuple[int, int, int | None]]:
+    """Every (day, month, year or None) date in `text`, English or Russian, in text order;
+    a range ("10 and 11 December") gives both its days."""
+    found = []
+    for rx, (day, last, month, year) in zip((_DAY_MONTH, _MONTH_DAY), _GROUPS, strict=True):
+        for m in rx.finditer(text):
+            y = int(m.group(year)) if m.group(year) else None
+            mon = MONTHS[m.group(month).lower()]
+            found.append((m.start(), (int(m.group(day)), mon, y)))
+            if m.group(last):
+                found.append((m.start(), (int(m.group(last)), mon, y)))
+    return [date for _, date in sorted(found)]
+
+
 def find_date(text: str) -> tuple[int, int, int | None] | None:
     """The first (day, month, year or None) date in `text`, English or Russian."""
     best: tuple[int, tuple[int, int, int | None]] | None = None
-    for rx, day_group, month_group in ((_DAY_MONTH, 1, 2), (_MONTH_DAY, 2, 1)):
+    for rx, (day, _, month, year) in zip((_DAY_MONTH, _MONTH_DAY), _GROUPS, strict=True):
         m = rx.search(text)
         if m and (best is None or m.start() < best[0]):
-            year = int(m.group(3)) if m.group(3) else None
-            best = (m.start(), (int(m.group(day_group)), MONTHS[m.group(month_group).lower()], year))
+            y = int(m.group(year)) if m.group(year) else None
+            best = (m.start(), (int(m.group(day)), MONTHS[m.group(month).lower()], y))
     return best[1] if best else None
 
 

@@ -20,7 +20,9 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from monitor import slots as slot
 from monitor.models import Item
+from monitor.slots import Slots
 
 SHINGLE_WORDS = 3
 
@@ -53,6 +55,16 @@ SAME_STORY_JACCARD = 0.5
 # a brief published in full: the brief's shingles lie inside the article's lead
 # paragraph to at least this share.
 LEAD_CONTAINMENT = 0.8
+# "at least half of the words stay" (BULLETINS.md): a large edit that replaces words all
+# over a text destroys most of its 3-shingles, so the rule is also checked on words: the
+# share of the older text's content words (names and lower-case words that are not
+# stopwords, stems for Russian) still found in the newer text.
+KEPT_WORDS = 0.5
+# Fewer shared content words than this and nothing is verified, whatever the shingles
+# say: "On 17 May 2024, p1." and "On 17 May 2024, p2." share half their shingles (the
+# date) and nothing else. Three: a 14-word brief with one word changed still shares
+# its actor, its place and its verb or more.
+MIN_SHARED_WORDS = 3
 
 _QUOTES = str.maketrans({
     "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
@@ -175,6 +187,7 @@ class Fingerprint:
     band_keys: tuple[int, ...]
     shingles: frozenset[int]  # shingle_hashes(): Jaccard on hashes, as on the texts
     lead_shingles: frozenset[int]
+    slots: Slots = slot.EMPTY
 
 
 def normalized_paragraphs(item: Item) -> list[str]:
@@ -218,6 +231,7 @@ def fingerprint(item: Item, normalized: list[str] | None = None) -> Fingerprint:
         band_keys=_band_keys(all_shingles),
         shingles=all_shingles,
         lead_shingles=_shingle_hashes(_WORD.findall(_normalize_again(normalized[0]))) if normalized else frozenset(),
+        slots=slot.extract(item),
     )
 
 
@@ -231,13 +245,26 @@ def containment(small: frozenset[int], big: frozenset[int]) -> float:
     return len(small & big) / len(small) if small else 0.0
 
 
-def similarity(new: Fingerprint, old: Fingerprint, new_paragraphs: int, old_paragraphs: int) -> float:
+def similarity(new: Fingerprint, old: Fingerprint, new_paragraphs: int, old_paragraphs: int,
+               *, new_is_older: bool = False) -> float:
     """How sure we are that `new` is a revision of `old` (0 when it is not).
 
-    Either the whole texts are close (a correction, an added paragraph), or one of them
-    is a one-paragraph brief and the other's lead paragraph contains it (the brief
-    published in full as an article, or the reverse arriving late).
+    First the identity slots must agree (conflict()): a formula's sibling differs in a
+    date, a country, a city, a person or a body, however many words it shares. Then
+    enough must be shared (MIN_SHARED_WORDS), and either the whole texts are close (shingle
+    Jaccard: a correction, an added paragraph), or at least half of the older text's
+    content words stay (KEPT_WORDS: a large edit), or one of them is a one-paragraph
+    brief and the other's lead paragraph contains it (the brief published in full as an
+    article, or the reverse arriving late). `new_is_older`: `new` comes from an older
+    bulletin than `old` (a late copy), so `new` is the text whose words must stay.
     """
+    same_lead = bool(new.lead_shingles) and new.lead_shingles == old.lead_shingles
+    if conflict(new.slots, old.slots, same_lead=same_lead):
+        return 0.0
+    a, b = new.slots, old.slots
+    shared = len(a.words & b.words) + len(a.names & b.names)
+    if shared < MIN_SHARED_WORDS:
+        return 0.0
     score = jaccard(new.shingles, old.shingles)
     if score >= SAME_STORY_JACCARD:
         return score
@@ -246,4 +273,49 @@ def similarity(new: Fingerprint, old: Fingerprint, new_paragraphs: int, old_para
         lead = containment(brief.lead_shingles, article.lead_shingles)
         if lead >= LEAD_CONTAINMENT:
             return lead
-    return 0.0
+    older, newer = (a, b) if new_is_older else (b, a)
+    content = len(older.words) + len(older.names)
+    kept = (len(older.words & newer.words) + len(older.names & newer.names)) / content if content else 0.0
+    # Below any Jaccard or containment score: a closer candidate wins over a large edit.
+    return kept * SAME_STORY_JACCARD if kept >= KEPT_WORDS else 0.0
+
+
+def conflict(a: Slots, b: Slots, *, same_lead: bool = False) -> bool:
+    """Whether two items differ in an identity slot, so they cannot be one story.
+
+    A difference is a conflict only when it goes both ways: each side has a slot the
+    other lacks (Nicaragua here, Cambodia there; 20 December here, 27 December there).
+    A slot on one side only is an addition (an appended sentence), a removal (a dropped
+    paragraph) or a wording change, all of which a revision may make.
+
+    * Dates: the dates of the two lead sentences (a year left out matches any year),
+      each looked for in the other's body and date line. Two articles whose leads differ
+      and whose lead sentences give no date differ when their date lines do; with the
+      lead unchanged, a new date line is a correction.
+    * Names: the body's names, each looked for in the other's body and title. Names
+      within a typo of each other (slots.close_names) are one name.
+    """
+    if _uncovered_dates(a.core_dates, b) and _uncovered_dates(b.core_dates, a):
+        return True
+    if (a.date_line and b.date_line and a.date_line != b.date_line and not same_lead
+            and not a.core_dates and not b.core_dates):
+        return True
+    only_a, only_b = a.names - b.names - b.title_names, b.names - a.names - a.title_names
+    return bool(only_a and only_b and _uncovered(only_a, only_b) and _uncovered(only_b, only_a))
+
+
+def _uncovered_dates(dates: frozenset[slot.Date], other: Slots) -> bool:
+    """Whether one of `dates` is not in the other item's body or date line."""
+    pool = set(other.dates)
+    if other.date_line:
+        pool.add((other.date_line.year, other.date_line.month, other.date_line.day))
+    return any(not any(_same_date(d, e) for e in pool) for d in dates)
+
+
+def _same_date(a: slot.Date, b: slot.Date) -> bool:
+    return a[1:] == b[1:] and (a[0] == b[0] or not a[0] or not b[0])
+
+
+def _uncovered(names: frozenset[str] | set[str], pool: frozenset[str] | set[str]) -> set[str]:
+    """The names not found in `pool`, not even within a typo."""
+    return {n for n in names if not any(slot.close_names(n, p) for p in pool)}

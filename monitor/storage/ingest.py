@@ -99,10 +99,11 @@ class IngestMixin:
         if not ids:
             return []
         found = []
-        for sid, kind, title, paragraphs, mtime_ns, path in cur.execute(
+        for sid, kind, title, paragraphs, published, mtime_ns, path in cur.execute(
                 self._sql.candidate_texts, (self._sql.array(sorted(ids)),)).fetchall():
-            item = Item(kind=kind, paragraphs=tuple(json.loads(paragraphs)), title=title)
-            found.append(Candidate(sid, fingerprint(item), len(item.paragraphs), (mtime_ns, path), kind))
+            day = dt.date.fromisoformat(published) if isinstance(published, str) else published
+            item = Item(kind=kind, paragraphs=tuple(json.loads(paragraphs)), title=title, published=day)
+            found.append(Candidate(sid, fingerprint(item), len(item.paragraphs), (mtime_ns, path), kind, day))
         return found
 
     def _candidate_ids(self, cur: Any, fps: Sequence[Fingerprint]) -> set[int]:
@@ -152,7 +153,7 @@ class IngestMixin:
                 real[decision.story] = cur.execute(sql.new_story, (uid, stamp, stamp, fp.text_hash)).fetchone()[0]
             sid = real.get(decision.story, decision.story)
             versions.append((sid, fp.text_hash, item.kind, item.title,
-                             json.dumps(list(item.paragraphs), ensure_ascii=False), sql.day(item.published),
+                             json.dumps(list(item.paragraphs), ensure_ascii=False), sql.day(decision.published),
                              key[0], key[1], stamp))
             pkeys += [(k, sid) for k in fp.paragraph_keys]
             bkeys += [(k, sid) for k in fp.band_keys]
