@@ -33,7 +33,16 @@ Date = tuple[int, int, int]  # (year or 0 when the text gives none, month, day)
 
 # Words (hyphenated ones whole: "Al-Qaeda"), numbers, sentence ends. An apostrophe ends a
 # word, so "CSTO's" is the name CSTO.
-_TOKEN = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*|\d+|[.!?]")
+_TOKEN = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*|\d+|[.!?]|[,;:()\"\u00ab\u00bb\u201c\u201d]")
+_BREAKS = frozenset(',;:()"\u00ab\u00bb\u201c\u201d')
+# A Russian body's name is its capitalised head and the lower-case words after it
+# ("Совета министров обороны", "Совета министров иностранных дел"): the head alone says
+# nothing, the words after it tell one council from another. Up to this many of them.
+_HEADS = frozenset({"совет", "комитет", "комисс", "ассамбле", "групп", "центр", "штаб", "секретариат",
+                    "министерств", "управлен", "служб", "форум", "конференц"})
+_QUALIFIERS = 3
+_FUNCTION_WORDS_RU = "и в во на с со по к о об от до из за для при под над без между или а но"
+_FUNCTION_RU = frozenset(_FUNCTION_WORDS_RU.split())
 _ROMAN = re.compile(r"^[IVXLC]+$")
 # A word followed by "." that does not end a sentence: initials ("S. Ordabayev"), "Mr.",
 # Russian "г." (year) and "гг.".
@@ -44,7 +53,7 @@ _ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "no", "gen", "col", "
 _ENDINGS = tuple(sorted((
     "ами", "ями", "ого", "его", "ому", "ему", "ыми", "ими", "иями", "ией", "ой", "ей", "ий", "ый", "ая",
     "яя", "ое", "ее", "ые", "ие", "ом", "ем", "ам", "ям", "ах", "ях", "ов", "ев", "ию", "ью", "ия", "ья",
-    "ым", "им", "ую", "юю", "а", "я", "о", "е", "ы", "и", "у", "ю", "ь", "й",
+    "ым", "им", "ых", "их", "ую", "юю", "а", "я", "о", "е", "ы", "и", "у", "ю", "ь", "й",
 ), key=len, reverse=True))
 MIN_STEM = 3
 _CYRILLIC = re.compile("[а-яё]")
@@ -254,8 +263,16 @@ def _names(text: str, names: set[str], words: set[str]) -> int:
     sentence_start = True
     previous = ""
     core_end = 0
+    body: list[str] | None = None  # the qualifiers of a Russian body's name being read
     for m in _TOKEN.finditer(text):
         token = m.group()
+        if body is not None and (token in _BREAKS or token in ".!?" or token[0].isupper() or token.isdigit()
+                                 or len(body) > _QUALIFIERS):
+            names.add(">".join(body))
+            body = None
+        if token in _BREAKS:
+            previous = token
+            continue
         if token in ".!?":
             if token == "." and (len(previous) == 1 or previous.casefold() in _ABBREVIATIONS):
                 previous = token
@@ -270,15 +287,21 @@ def _names(text: str, names: set[str], words: set[str]) -> int:
         if token.isdigit():
             continue
         if not token[0].isupper():
+            if body is not None and token not in _FUNCTION_RU:
+                body.append(token.casefold())  # these do not decline with the head: kept whole
             if len(token) > 1 and token not in STOPWORDS:
                 words.add(stem(token))
             continue
         if _ROMAN.match(token) or len(token) == 1:
             continue  # an ordinal ("the XXII meeting") may be corrected; an initial says little
         s = stem(token)
+        if s in _HEADS:
+            body = [s]
         if s in GENERIC or (first and s not in KNOWN and not token.isupper()):
             continue  # generic vocabulary; "The", "Participants": a capital that only starts a sentence
         names.add(s)
+    if body is not None:
+        names.add(">".join(body))
     return core_end or len(text)
 
 
@@ -292,6 +315,9 @@ def close_names(a: str, b: str) -> bool:
     known names (Iran / Iraq, Austria / Australia are different places)."""
     if a in KNOWN and b in KNOWN:
         return False
+    if (">" in a) != (">" in b):
+        # a typo in a body's head word ("Советаy министров") leaves the head alone: compare heads
+        a, b = a.split(">")[0], b.split(">")[0]
     limit = 2 if min(len(a), len(b)) >= 5 else 1
     return limit > 0 and _within(a, b, limit)
 
