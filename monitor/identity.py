@@ -188,6 +188,11 @@ class Fingerprint:
     shingles: frozenset[int]  # shingle_hashes(): Jaccard on hashes, as on the texts
     lead_shingles: frozenset[int]
     slots: Slots = slot.EMPTY
+    # The event-date key (none without a full date), stored with the band keys: a large
+    # edit or a reworded brief published in full shares few shingles, and so few band
+    # keys, with its earlier self, but keeps its date. A press office publishes a bounded
+    # number of stories a day, so the key stays uncrowded however large the store grows.
+    date_keys: tuple[int, ...] = ()
 
 
 def normalized_paragraphs(item: Item) -> list[str]:
@@ -232,6 +237,7 @@ def fingerprint(item: Item, normalized: list[str] | None = None) -> Fingerprint:
         shingles=all_shingles,
         lead_shingles=_shingle_hashes(_WORD.findall(_normalize_again(normalized[0]))) if normalized else frozenset(),
         slots=slot.extract(item),
+        date_keys=(_signed(_hash64(f"date:{item.published.isoformat()}")),) if item.published else (),
     )
 
 

@@ -41,6 +41,9 @@ ONE_TICK = dt.timedelta(microseconds=1)
 # holding the lock, a serialization failure, a deadlock) is decided again from scratch:
 # the texts the winner stored are then known, so the loser's items become repeats.
 INGEST_ATTEMPTS = 5
+# Fingerprints of stored texts kept in memory, by text hash (a text never changes).
+FINGERPRINT_CACHE = 20_000
+_FINGERPRINTS: dict[str, Fingerprint] = {}
 RETRY_SQLSTATES = {"23505", "40001", "40P01"}  # unique_violation, serialization_failure, deadlock_detected
 
 
@@ -99,11 +102,14 @@ class IngestMixin:
         if not ids:
             return []
         found = []
-        for sid, kind, title, paragraphs, published, mtime_ns, path in cur.execute(
+        for sid, text_hash, kind, title, paragraphs, published, mtime_ns, path in cur.execute(
                 self._sql.candidate_texts, (self._sql.array(sorted(ids)),)).fetchall():
             day = dt.date.fromisoformat(published) if isinstance(published, str) else published
-            item = Item(kind=kind, paragraphs=tuple(json.loads(paragraphs)), title=title, published=day)
-            found.append(Candidate(sid, fingerprint(item), len(item.paragraphs), (mtime_ns, path), kind, day))
+            texts = json.loads(paragraphs)
+            fp = _FINGERPRINTS.get(text_hash)
+            if fp is None:
+                fp = _remember(fingerprint(Item(kind=kind, paragraphs=tuple(texts), title=title, published=day)))
+            found.append(Candidate(sid, fp, len(texts), (mtime_ns, path), kind, day))
         return found
 
     def _candidate_ids(self, cur: Any, fps: Sequence[Fingerprint]) -> set[int]:
@@ -122,7 +128,7 @@ class IngestMixin:
         for fp, keys in zip(fps, wanted, strict=True):
             if any(len(hits.get(k, ())) > KEY_ROWS for k in keys):
                 # A crowded key: its rows were cut, so the counts here would be short.
-                params = (sql.array(fp.paragraph_keys), sql.array(fp.band_keys), MAX_CANDIDATES)
+                params = (sql.array(fp.paragraph_keys), sql.array(fp.band_keys + fp.date_keys), MAX_CANDIDATES)
                 ids.update(sid for (sid,) in cur.execute(sql.top_candidates, params).fetchall())
                 continue
             shared: dict[int, int] = {}
@@ -156,7 +162,8 @@ class IngestMixin:
                              json.dumps(list(item.paragraphs), ensure_ascii=False), sql.day(decision.published),
                              key[0], key[1], stamp))
             pkeys += [(k, sid) for k in fp.paragraph_keys]
-            bkeys += [(k, sid) for k in fp.band_keys]
+            bkeys += [(k, sid) for k in fp.band_keys + fp.date_keys]
+            _remember(fp)
             if decision.action == "revise":
                 self._make_current(cur, sid, fp.text_hash, now)
                 if decision.story not in real:
@@ -184,9 +191,18 @@ def upsert_file(sql: SQL, cur: Any, info: FileInfo, sha256: str | None, items: i
                                   reason, items, sql.stamp(now)))
 
 
+def _remember(fp: Fingerprint) -> Fingerprint:
+    """Keep the fingerprint of a stored text: candidates are mostly recent stories, and a
+    fingerprint (shingles, slots) costs more to compute than to look up."""
+    if len(_FINGERPRINTS) >= FINGERPRINT_CACHE:
+        _FINGERPRINTS.clear()
+    _FINGERPRINTS[fp.text_hash] = fp
+    return fp
+
+
 def _item_keys(fp: Fingerprint) -> set[tuple[int, int]]:
     """An item's index keys as (0 for a paragraph key or 1 for a band key, key)."""
-    return {(0, k) for k in fp.paragraph_keys} | {(1, k) for k in fp.band_keys}
+    return {(0, k) for k in fp.paragraph_keys} | {(1, k) for k in fp.band_keys + fp.date_keys}
 
 
 def _retryable(exc: BaseException) -> bool:

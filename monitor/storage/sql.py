@@ -100,7 +100,8 @@ def _build(in_list: Callable[[str, str], str], placeholder: str, **conversions: 
         "file_hits": f"SELECT src, key, story_id FROM ({ranked}) AS hits WHERE rn <= ?",
         "top_candidates": (f"SELECT story_id FROM ({hits}) AS hits GROUP BY story_id "
                            "ORDER BY count(*) DESC, story_id LIMIT ?"),
-        "candidate_texts": ("SELECT s.id, v.kind, v.title, v.paragraphs, v.published, v.key_mtime_ns, v.key_path "
+        "candidate_texts": ("SELECT s.id, v.text_hash, v.kind, v.title, v.paragraphs, v.published, "
+                            "v.key_mtime_ns, v.key_path "
                             "FROM stories AS s JOIN versions AS v ON v.text_hash = s.current_hash "
                             f"WHERE {in_list('s.id', 'bigint')}"),
         "new_story": ("INSERT INTO stories (uid, first_seen, updated, current_hash) "
