@@ -53,8 +53,9 @@ _ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "no", "gen", "col", "
 _ENDINGS = tuple(sorted((
     "ами", "ями", "ого", "его", "ому", "ему", "ыми", "ими", "иями", "ией", "ой", "ей", "ий", "ый", "ая",
     "яя", "ое", "ее", "ые", "ие", "ом", "ем", "ам", "ям", "ах", "ях", "ов", "ев", "ию", "ью", "ия", "ья",
-    "ым", "им", "ых", "их", "ую", "юю", "а", "я", "о", "е", "ы", "и", "у", "ю", "ь", "й",
+    "ым", "им", "ых", "их", "ую", "юю", "ии", "а", "я", "о", "е", "ы", "и", "у", "ю", "ь", "й",
 ), key=len, reverse=True))
+_NAME_ENDINGS = tuple(e for e in _ENDINGS if e not in ("ов", "ев"))
 MIN_STEM = 3
 _CYRILLIC = re.compile("[а-яё]")
 
@@ -199,23 +200,70 @@ un оон unoct unrcca
 nato нато
 osce обсе
 brics брикс
+australia австралия
+zealand зеландия
+belgium бельгия
+netherlands нидерланды
+greece греция
+portugal португалия
+romania румыния
+bulgaria болгария
+czech чехия
+slovakia словакия
+croatia хорватия
+montenegro черногория
+albania албания
+lithuania литва
+latvia латвия
+estonia эстония
+denmark дания
+ireland ирландия
+jordan иордания
+lebanon ливан
+kuwait кувейт
+oman оман
+bahrain бахрейн
+yemen йемен
+libya ливия
+tunisia тунис
+morocco марокко
+sudan судан
+nigeria нигерия
+kenya кения
+angola ангола
+peru перу
+colombia колумбия
+bolivia боливия
+ecuador эквадор
+uruguay уругвай
+paraguay парагвай
+philippines филиппины
+singapore сингапур
+myanmar мьянма
+bangladesh бангладеш
+nepal непал
+lanka ланка
+palestine палестина
 asean асеан
 interpol интерпол
 """
 
 
 def stem(word: str) -> str:
-    """A casefolded word with its Russian case ending cut (English words are left whole)."""
+    """A casefolded word with its Russian case ending cut (English words are left whole).
+    A capitalised word keeps a final -ов / -ев: that is a surname's own (Масадыков,
+    Масадыкова, Масадыковым are one name), not a plural ending."""
+    name = word[:1].isupper()
     word = word.casefold().replace("ё", "е")
     if _CYRILLIC.search(word):
-        for ending in _ENDINGS:
+        for ending in _NAME_ENDINGS if name else _ENDINGS:
             if word.endswith(ending) and len(word) - len(ending) >= MIN_STEM:
                 return word[: -len(ending)]
     return word
 
 
-GENERIC = frozenset(stem(w) for w in (_GENERIC_EN + _GENERIC_RU).split() + list(MONTHS))
-KNOWN = frozenset(stem(part) for w in _KNOWN.split() for part in (w, *w.split("-")))
+GENERIC = frozenset(stem(w.capitalize()) for w in (_GENERIC_EN + _GENERIC_RU).split() + list(MONTHS))
+KNOWN = frozenset(stem(part.capitalize()) for w in _KNOWN.split() for part in (w, *w.split("-")))
 # Common lower-case words: not counted when judging whether enough of a text stays (identity.py).
 STOPWORDS = frozenset((_GENERIC_EN + _GENERIC_RU).split()) | frozenset(MONTHS)
 
