@@ -249,7 +249,7 @@ class Corpus:
     def add(self, category: str, lang: str, versions: list[Version], first_file: int, *,
             decidable: bool = True, step: int = 2) -> Story:
         """A story whose versions come in bulletins f, f + 2 * (step + 0..2), ... of one language."""
-        signatures = [json.dumps([*v.signature(), v.date_line or ""]) for v in versions]
+        signatures = [json.dumps([" ".join(p.split()) for p in [*v.signature(), v.date_line or ""]]) for v in versions]
         if any(sig in self.texts for sig in signatures) or len(set(signatures)) < len(signatures):
             # the same text twice (two series on one date, an edit that changed nothing): no ground truth
             return Story(-1, category, lang, versions)
@@ -394,9 +394,9 @@ class Corpus:
             person = PERSONS[s["person"]][0 if lang == "en" else 1].split()[-1]
             paras[0] = paras[0].replace(person, _typo(person, r, inside=True), 1)
         elif kind == "quantity":
-            n = str(s["n"])
+            n = f" {s['n']} "
             if n in paras[0]:
-                paras[0] = paras[0].replace(n, str(int(n) + r.randint(1, 9)), 1)
+                paras[0] = paras[0].replace(n, f" {s['n'] + r.randint(1, 9)} ", 1)
             elif lang == "en" and ORDINALS_EN[s["ordinal"]] in paras[0]:
                 paras[0] = paras[0].replace(ORDINALS_EN[s["ordinal"]], r.choice(ORDINALS_EN), 1)
             else:
@@ -427,7 +427,9 @@ def _reword(text: str, r: random.Random) -> str:
     options = [(a, b) for a, b in SYNONYMS if a in text]
     if not options:
         extra = ", in particular," if text.isascii() else ", в частности,"
-        return text.replace(",", extra, 1) if "," in text else text + " "
+        if "," in text:
+            return text.replace(",", extra, 1)
+        return text.rstrip(".") + (", as reported." if text.isascii() else ", как сообщается.")
     a, b = r.choice(options)
     return text.replace(a, b, 1)
 
@@ -444,7 +446,8 @@ def _typo(text: str, r: random.Random, inside: bool = False) -> str:
 
 
 # Words a large edit keeps: months (dates) and the words of bodies' names (slots).
-PROTECTED = {w for name in [*EN_MONTHS, *RU_MONTHS, *(b for pair in BODIES for b in pair)]
+_NAMED = ["Совета коллективной безопасности", "Объединенного штаба Организации"]
+PROTECTED = {w for name in [*EN_MONTHS, *RU_MONTHS, *(b for pair in BODIES for b in pair), *_NAMED]
              for w in name.lower().split()}
 
 

@@ -260,6 +260,12 @@ def show(items: list[tuple[int, str, str]], truth: dict, final: dict, limit: int
         print(f"SPLIT {sid} {s['category']} {s['carried']}:")
         for v in s["versions"]:
             print(f"  {v['kind']} {v['title']} {v['date_line']} {[p[:100] for p in v['paragraphs']]}")
+    by_paras, _ = version_index(truth)
+    shown = {which(e, by_paras): e for e in final.values()}
+    wrong = [s for s in truth["stories"] if (s["sid"], _current(s)) not in shown][:limit]
+    for s in wrong:
+        got = [(v, e) for (sid, v), e in shown.items() if sid == s["sid"]]
+        print(f"CURRENT {s['sid']} {s['category']} {s['carried']} expected v{_current(s)}, shown {got}")
 
 
 if __name__ == "__main__":

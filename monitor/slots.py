@@ -41,7 +41,9 @@ _BREAKS = frozenset(',;:()"\u00ab\u00bb\u201c\u201d')
 _HEADS = frozenset({"совет", "комитет", "комисс", "ассамбле", "групп", "центр", "штаб", "секретариат",
                     "министерств", "управлен", "служб", "форум", "конференц"})
 _QUALIFIERS = 3
-_FUNCTION_WORDS_RU = "и в во на с со по к о об от до из за для при под над без между или а но"
+_FUNCTION_WORDS_RU = "в во на с со по к о об от до из за для при под над без между"
+# A conjunction ends a body's name ("Совета коллективной безопасности и планам ...").
+_CONJUNCTIONS_RU = frozenset(["и", "или", "а", "но"])
 _FUNCTION_RU = frozenset(_FUNCTION_WORDS_RU.split())
 _ROMAN = re.compile(r"^[IVXLC]+$")
 # A word followed by "." that does not end a sentence: initials ("S. Ordabayev"), "Mr.",
@@ -315,7 +317,7 @@ def _names(text: str, names: set[str], words: set[str]) -> int:
     for m in _TOKEN.finditer(text):
         token = m.group()
         if body is not None and (token in _BREAKS or token in ".!?" or token[0].isupper() or token.isdigit()
-                                 or len(body) > _QUALIFIERS):
+                                 or token in _CONJUNCTIONS_RU or len(body) > _QUALIFIERS):
             names.add(">".join(body))
             body = None
         if token in _BREAKS:

@@ -29,12 +29,16 @@ log = logging.getLogger(__name__)
 # Story ids are derived from the text that created the story, so the same bulletins
 # give the same ids in any store, on any instance.
 STORY_NAMESPACE = uuid.UUID("6f1c8f52-3a0e-4b8e-9d1e-5b2a7f0c9e41")
-# How many stories one item is verified against at most: the ones sharing the most
-# index keys with it. A true revision shares many keys; boilerplate shares few.
+# How many stories one item is verified against at most: the ones whose shared index
+# keys weigh the most, a key weighing 1 / (the stories holding it). A true revision
+# shares its own keys (a paragraph kept, band keys of its own wording); a formula's
+# boilerplate paragraph is held by hundreds of stories and weighs next to nothing, so
+# articles sharing only boilerplate never crowd out a brief's own full article.
 MAX_CANDIDATES = 50
 # Index rows fetched per key in the one candidate query per file (SQL.file_hits). A key
-# that reaches KEY_ROWS + 1 is "crowded": the items holding one are ranked by
-# SQL.top_candidates instead, which sees every row.
+# that reaches KEY_ROWS + 1 is "crowded" (boilerplate, or a recurring formula's wording)
+# and weighs nothing: what tells a revision from its siblings is in its other keys, and
+# the event-date key is never crowded (a press office's stories of one day).
 KEY_ROWS = 4 * MAX_CANDIDATES
 ONE_TICK = dt.timedelta(microseconds=1)
 # A file's transaction that lost a race anyway (a unique row written by a writer not
@@ -113,8 +117,8 @@ class IngestMixin:
         return found
 
     def _candidate_ids(self, cur: Any, fps: Sequence[Fingerprint]) -> set[int]:
-        """For each item, the MAX_CANDIDATES stories sharing the most index keys with it
-        (ties to the lower id), from one query for the whole file."""
+        """For each item, the MAX_CANDIDATES stories whose shared index keys weigh the
+        most (ties to the lower id), from one query for the whole file."""
         sql = self._sql
         wanted = [_item_keys(fp) for fp in fps]
         pkeys = sorted({k for keys in wanted for src, k in keys if src == 0})
@@ -125,17 +129,15 @@ class IngestMixin:
         for src, key, sid in cur.execute(sql.file_hits, (sql.array(pkeys), sql.array(bkeys), KEY_ROWS + 1)).fetchall():
             hits.setdefault((src, key), []).append(sid)
         ids: set[int] = set()
-        for fp, keys in zip(fps, wanted, strict=True):
-            if any(len(hits.get(k, ())) > KEY_ROWS for k in keys):
-                # A crowded key: its rows were cut, so the counts here would be short.
-                params = (sql.array(fp.paragraph_keys), sql.array(fp.band_keys + fp.date_keys), MAX_CANDIDATES)
-                ids.update(sid for (sid,) in cur.execute(sql.top_candidates, params).fetchall())
-                continue
-            shared: dict[int, int] = {}
+        for keys in wanted:
+            weight: dict[int, float] = {}
             for k in keys:
-                for sid in hits.get(k, ()):
-                    shared[sid] = shared.get(sid, 0) + 1
-            ids.update(sorted(shared, key=lambda sid: (-shared[sid], sid))[:MAX_CANDIDATES])
+                holders = hits.get(k, ())
+                if not holders or len(holders) > KEY_ROWS:
+                    continue
+                for sid in holders:
+                    weight[sid] = weight.get(sid, 0.0) + 1.0 / len(holders)
+            ids.update(sorted(weight, key=lambda sid: (-weight[sid], sid))[:MAX_CANDIDATES])
         return ids
 
     def _apply(self, cur: Any, entries: Sequence[tuple[Item, Fingerprint]],
