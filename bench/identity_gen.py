@@ -452,12 +452,12 @@ PROTECTED = {w for name in [*EN_MONTHS, *RU_MONTHS, *(b for pair in BODIES for b
 
 
 def _large_edit(text: str, r: random.Random, lang: str) -> str:
-    """Replace about a third of the lower-case words, keeping names, dates and numbers."""
+    """Replace a third of the longer lower-case words, keeping names, dates and numbers."""
     filler = FILLER_EN if lang == "en" else FILLER_RU
     words = text.split(" ")
-    for i, w in enumerate(words):
-        if w.isalpha() and w.islower() and len(w) > 3 and w not in PROTECTED and r.random() < 0.35:
-            words[i] = r.choice(filler)
+    eligible = [i for i, w in enumerate(words) if w.isalpha() and w.islower() and len(w) > 3 and w not in PROTECTED]
+    for i in r.sample(eligible, len(eligible) // 3):  # a third: at least half of the words stay
+        words[i] = r.choice(filler)
     return " ".join(words)
 
 

@@ -248,7 +248,8 @@ def show(items: list[tuple[int, str, str]], truth: dict, final: dict, limit: int
     for sid, e, _ in items:
         by_entry[e].add(sid)
         by_story[sid].add(e)
-    merged = [sids for sids in by_entry.values() if len(sids) > 1][:limit]
+    merged = [sids for sids in by_entry.values()
+              if len(sids) > 1 and any(stories[sid]["decidable"] for sid in sids)][:limit]
     split = [sid for sid, es in by_story.items() if len(es) > 1][:limit]
     for sids in merged:
         print("MERGED:")
@@ -262,7 +263,7 @@ def show(items: list[tuple[int, str, str]], truth: dict, final: dict, limit: int
             print(f"  {v['kind']} {v['title']} {v['date_line']} {[p[:100] for p in v['paragraphs']]}")
     by_paras, _ = version_index(truth)
     shown = {which(e, by_paras): e for e in final.values()}
-    wrong = [s for s in truth["stories"] if (s["sid"], _current(s)) not in shown][:limit]
+    wrong = [s for s in truth["stories"] if s["decidable"] and (s["sid"], _current(s)) not in shown][:limit]
     for s in wrong:
         got = [(v, e) for (sid, v), e in shown.items() if sid == s["sid"]]
         print(f"CURRENT {s['sid']} {s['category']} {s['carried']} expected v{_current(s)}, shown {got}")

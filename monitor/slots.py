@@ -23,6 +23,7 @@ Nicaragua ..."), while appended sentences and paragraphs may add names freely.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass
 
@@ -251,6 +252,7 @@ interpol интерпол
 """
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a bulletin's vocabulary is small; a stem costs a few µs
 def stem(word: str) -> str:
     """A casefolded word with its Russian case ending cut (English words are left whole).
     A capitalised word keeps a final -ов / -ев: that is a surname's own (Масадыков,
