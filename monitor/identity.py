@@ -57,8 +57,8 @@ SAME_STORY_JACCARD = 0.5
 LEAD_CONTAINMENT = 0.8
 # "at least half of the words stay" (BULLETINS.md): a large edit that replaces words all
 # over a text destroys most of its 3-shingles, so the rule is also checked on words: the
-# share of the older text's content words (names and lower-case words that are not
-# stopwords, stems for Russian) still found in the newer text.
+# share of the older text's lower-case content words (not stopwords, stems for Russian)
+# still found in the newer text.
 KEPT_WORDS = 0.5
 # Fewer shared content words than this and nothing is verified, whatever the shingles
 # say: "On 17 May 2024, p1." and "On 17 May 2024, p2." share half their shingles (the
@@ -280,8 +280,9 @@ def similarity(new: Fingerprint, old: Fingerprint, new_paragraphs: int, old_para
         if lead >= LEAD_CONTAINMENT:
             return lead
     older, newer = (a, b) if new_is_older else (b, a)
-    content = len(older.words) + len(older.names)
-    kept = (len(older.words & newer.words) + len(older.names & newer.names)) / content if content else 0.0
+    # Counted on lower-case words: the names agree already (no conflict), and counting
+    # them would let two stories of one day about the same people pass on names alone.
+    kept = len(older.words & newer.words) / len(older.words) if older.words else 0.0
     # Below any Jaccard or containment score: a closer candidate wins over a large edit.
     return kept * SAME_STORY_JACCARD if kept >= KEPT_WORDS else 0.0
 

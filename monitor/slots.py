@@ -75,7 +75,7 @@ centre office department assembly parliamentary session meeting meetings mr mrs 
 affairs board service services agency forces force headquarters delegation delegations embassy
 permanent mission envoy adviser advisor director coordinator spokesman spokesperson press
 international national interstate regional also however during following according today yesterday
-monday tuesday wednesday thursday friday saturday sunday
+monday tuesday wednesday thursday friday saturday sunday year
 """
 _GENERIC_RU = """
 и в во на с со по к о об от до из за для при под над без между или а но как что это этот эта эти
@@ -90,7 +90,7 @@ _GENERIC_RU = """
 секретариат секретариата центр центра управление управления ассамблея ассамблеи парламентская
 парламентской заседание заседания встреча встречи делегация делегации посольство посольства
 постоянный постоянного миссия миссии господин г-н
-понедельник вторник среда четверг пятница суббота воскресенье
+понедельник вторник среда четверг пятница суббота воскресенье год года году
 """
 
 # Known names, as written in the nominative (case forms reach the same stem). Each line is
@@ -316,6 +316,7 @@ def _names(text: str, names: set[str], words: set[str]) -> int:
     previous = ""
     core_end = 0
     body: list[str] | None = None  # the qualifiers of a Russian body's name being read
+    after_capital = False
     for m in _TOKEN.finditer(text):
         token = m.group()
         if body is not None and (token in _BREAKS or token in ".!?" or token[0].isupper() or token.isdigit()
@@ -341,9 +342,13 @@ def _names(text: str, names: set[str], words: set[str]) -> int:
         if not token[0].isupper():
             if body is not None and token not in _FUNCTION_RU:
                 body.append(token.casefold())  # these do not decline with the head: kept whole
+            elif body is None and after_capital and stem(token) in _HEADS:
+                body = [stem(token)]  # "Координационного совета по ...": a capitalised adjective, then the head
             if len(token) > 1 and token not in STOPWORDS:
                 words.add(stem(token))
+            after_capital = False
             continue
+        after_capital = True
         if _ROMAN.match(token) or len(token) == 1:
             continue  # an ordinal ("the XXII meeting") may be corrected; an initial says little
         s = stem(token)
