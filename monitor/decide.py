@@ -82,7 +82,7 @@ def decide(
         if fp.text_hash in known:
             decisions.append(Decision("repeat", known[fp.text_hash]))
             continue
-        story = claim.get(n)
+        story, score = claim.get(n, (None, 0.0))
         if story is None:
             story = _pair_in_file(n, items, decisions)
         if story is None:
@@ -93,8 +93,9 @@ def decide(
             continue
         current = pool[story]
         published = item.published or current.published
-        score = similarity(fp, current.fingerprint, len(item.paragraphs), current.paragraphs,
-                           new_is_older=key < current.key) or 1.0
+        if current.key == key or not score:  # the story changed in this file, or a pair in this file
+            score = similarity(fp, current.fingerprint, len(item.paragraphs), current.paragraphs,
+                               new_is_older=key < current.key) or 1.0
         known[fp.text_hash] = story
         if key < current.key or _brief_inside(item, current):
             decisions.append(Decision("older", story, score, published))
@@ -115,9 +116,9 @@ def _first_of_text(items: Sequence[tuple[Item, Fingerprint]], known: Mapping[str
 
 
 def _assign(items: Sequence[tuple[Item, Fingerprint]], first_of: Sequence[bool],
-            candidates: Sequence[Candidate], key: BulletinKey) -> dict[int, int]:
-    """Item index -> stored story: the best-scoring pairs first, each story to one item
-    (or to a brief and its own article), ties to the earlier item and the lower id."""
+            candidates: Sequence[Candidate], key: BulletinKey) -> dict[int, tuple[int, float]]:
+    """Item index -> (stored story, score): the best-scoring pairs first, each story to one
+    item (or to a brief and its own article), ties to the earlier item and the lower id."""
     pairs = []
     for n, (item, fp) in enumerate(items):
         if not first_of[n]:
@@ -126,13 +127,13 @@ def _assign(items: Sequence[tuple[Item, Fingerprint]], first_of: Sequence[bool],
             score = similarity(fp, c.fingerprint, len(item.paragraphs), c.paragraphs, new_is_older=key < c.key)
             if score > 0:
                 pairs.append((-score, n, -c.story, c.story))
-    claim: dict[int, int] = {}
+    claim: dict[int, tuple[int, float]] = {}
     holders: dict[int, list[int]] = {}
-    for _, n, _, story in sorted(pairs):
+    for score, n, _, story in sorted(pairs):
         if n in claim:
             continue
         if all(_brief_and_article(items[n], items[m]) for m in holders.get(story, [])):
-            claim[n] = story
+            claim[n] = (story, -score)
             holders.setdefault(story, []).append(n)
     return claim
 

@@ -14,11 +14,12 @@ indexed rows so a lookup costs the same in a store of a thousand or a million st
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from monitor import slots as slot
 from monitor.models import Item
@@ -187,12 +188,22 @@ class Fingerprint:
     band_keys: tuple[int, ...]
     shingles: frozenset[int]  # shingle_hashes(): Jaccard on hashes, as on the texts
     lead_shingles: frozenset[int]
-    slots: Slots = slot.EMPTY
     # The event-date key (none without a full date), stored with the band keys: a large
     # edit or a reworded brief published in full shares few shingles, and so few band
     # keys, with its earlier self, but keeps its date. A press office publishes a bounded
     # number of stories a day, so the key stays uncrowded however large the store grows.
     date_keys: tuple[int, ...] = ()
+    # Distinct words, casefolded, without stopwords and numbers: the cheap measure of
+    # what two texts share, taken before the slots are.
+    words: frozenset[str] = frozenset()
+    item: Item | None = field(default=None, compare=False, repr=False)
+
+    @functools.cached_property
+    def slots(self) -> Slots:
+        """The item's identity slots, extracted on first use: most candidates are rejected
+        on shared words and shingles without them (a fingerprint is immutable, so the
+        cache is its own)."""
+        return slot.extract(self.item) if self.item is not None else slot.EMPTY
 
 
 def normalized_paragraphs(item: Item) -> list[str]:
@@ -226,7 +237,8 @@ def known_fingerprint(text_hash: str) -> Fingerprint:
 def fingerprint(item: Item, normalized: list[str] | None = None) -> Fingerprint:
     if normalized is None:
         normalized = normalized_paragraphs(item)
-    all_shingles = _shingle_hashes(_WORD.findall(_normalize_again("\n".join(normalized))))
+    all_words = _WORD.findall(_normalize_again("\n".join(normalized)))
+    all_shingles = _shingle_hashes(all_words)
     pkeys = tuple(
         dict.fromkeys(_signed(_hash64(p)) for p in normalized if len(p.split()) >= MIN_KEY_WORDS)
     )
@@ -236,8 +248,9 @@ def fingerprint(item: Item, normalized: list[str] | None = None) -> Fingerprint:
         band_keys=_band_keys(all_shingles),
         shingles=all_shingles,
         lead_shingles=_shingle_hashes(_WORD.findall(_normalize_again(normalized[0]))) if normalized else frozenset(),
-        slots=slot.extract(item),
         date_keys=(_signed(_hash64(f"date:{item.published.isoformat()}")),) if item.published else (),
+        words=frozenset(w for w in set(all_words) - slot.STOPWORDS if len(w) > 1 and not w.isdigit()),
+        item=item,
     )
 
 
@@ -264,13 +277,19 @@ def similarity(new: Fingerprint, old: Fingerprint, new_paragraphs: int, old_para
     article, or the reverse arriving late). `new_is_older`: `new` comes from an older
     bulletin than `old` (a late copy), so `new` is the text whose words must stay.
     """
+    # The cheap measures first (sets the fingerprint has), the slots last.
+    shared = new.words & old.words
+    if len(shared) < MIN_SHARED_WORDS:
+        return 0.0
+    score = _closeness(new, old, new_paragraphs, old_paragraphs, len(shared), new_is_older)
     same_lead = bool(new.lead_shingles) and new.lead_shingles == old.lead_shingles
-    if conflict(new.slots, old.slots, same_lead=same_lead):
+    if not score or conflict(new.slots, old.slots, same_lead=same_lead):
         return 0.0
-    a, b = new.slots, old.slots
-    shared = len(a.words & b.words) + len(a.names & b.names)
-    if shared < MIN_SHARED_WORDS:
-        return 0.0
+    return score
+
+
+def _closeness(new: Fingerprint, old: Fingerprint, new_paragraphs: int, old_paragraphs: int, shared: int,
+               new_is_older: bool) -> float:
     score = jaccard(new.shingles, old.shingles)
     if score >= SAME_STORY_JACCARD:
         return score
@@ -279,10 +298,13 @@ def similarity(new: Fingerprint, old: Fingerprint, new_paragraphs: int, old_para
         lead = containment(brief.lead_shingles, article.lead_shingles)
         if lead >= LEAD_CONTAINMENT:
             return lead
-    older, newer = (a, b) if new_is_older else (b, a)
+    older, newer = (new, old) if new_is_older else (old, new)
+    if shared < KEPT_WORDS * len(older.words):
+        return 0.0  # not even counting names: far from half
     # Counted on lower-case words: the names agree already (no conflict), and counting
     # them would let two stories of one day about the same people pass on names alone.
-    kept = len(older.words & newer.words) / len(older.words) if older.words else 0.0
+    a, b = older.slots.words, newer.slots.words
+    kept = len(a & b) / len(a) if a else 0.0
     # Below any Jaccard or containment score: a closer candidate wins over a large edit.
     return kept * SAME_STORY_JACCARD if kept >= KEPT_WORDS else 0.0
 

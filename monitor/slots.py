@@ -22,6 +22,7 @@ Nicaragua ..."), while appended sentences and paragraphs may add names freely.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import functools
 import re
@@ -32,10 +33,19 @@ from monitor.models import Item
 
 Date = tuple[int, int, int]  # (year or 0 when the text gives none, month, day)
 
-# Words (hyphenated ones whole: "Al-Qaeda"), numbers, sentence ends. An apostrophe ends a
-# word, so "CSTO's" is the name CSTO.
-_TOKEN = re.compile(r"[^\W\d_]+(?:-[^\W\d_]+)*|\d+|[.!?]|[,;:()\"\u00ab\u00bb\u201c\u201d]")
-_BREAKS = frozenset(',;:()"\u00ab\u00bb\u201c\u201d')
+# Words (hyphenated ones whole: "Al-Qaeda"), capitalised or lower-case. An apostrophe
+# ends a word, so "CSTO's" is the name CSTO.
+_WORD = r"[^\W\d_]*(?:-[^\W\d_]+)*"
+_CAPITAL = re.compile(rf"(?<![\w-])[A-ZА-ЯЁ]{_WORD}")
+_LOWER = re.compile(rf"(?<![\w-])[a-zа-яё]{_WORD}")
+_NEXT_LOWER = re.compile(rf"\s+([a-zа-яё]{_WORD})")
+_LOWER_RUN = re.compile(rf"(?:\s+[a-zа-яё]{_WORD})+")
+_WORD_CHAR = re.compile(r"\w")
+# A sentence ends at . ! ? except after an initial ("S. Ordabayev", Russian "г." for a
+# year) or a few abbreviations ("Mr.", "гг."); each lookbehind has a fixed width.
+# The lookbehinds follow the stop (and include it), so they are tried at stops only.
+_SENTENCE_END = re.compile("[.!?]" + "".join(rf"(?<!\b{a}\.)" for a in (
+    r"\w", "Mr", "Mrs", "Ms", "Dr", "St", "No", "Gen", "Col", "Lt", "Prof", "vs", "etc", "гг", "им", "ул")))
 # A Russian body's name is its capitalised head and the lower-case words after it
 # ("Совета министров обороны", "Совета министров иностранных дел"): the head alone says
 # nothing, the words after it tell one council from another. Up to this many of them.
@@ -47,10 +57,6 @@ _FUNCTION_WORDS_RU = "в во на с со по к о об от до из за �
 _CONJUNCTIONS_RU = frozenset(["и", "или", "а", "но"])
 _FUNCTION_RU = frozenset(_FUNCTION_WORDS_RU.split())
 _ROMAN = re.compile(r"^[IVXLC]+$")
-# A word followed by "." that does not end a sentence: initials ("S. Ordabayev"), "Mr.",
-# Russian "г." (year) and "гг.".
-_ABBREVIATIONS = frozenset({"mr", "mrs", "ms", "dr", "st", "no", "gen", "col", "lt", "prof", "vs", "etc",
-                            "г", "гг", "т", "н", "им", "ул", "д"})
 
 # Russian case and number endings, longest first; a stem keeps at least MIN_STEM letters.
 _ENDINGS = tuple(sorted((
@@ -311,59 +317,39 @@ def _dates(text: str) -> list[Date]:
 
 
 def _names(text: str, names: set[str], words: set[str]) -> int:
-    """Add a paragraph's name stems and lower-case content words; return where its first sentence ends."""
-    sentence_start = True
-    previous = ""
-    core_end = 0
-    body: list[str] | None = None  # the qualifiers of a Russian body's name being read
-    after_capital = False
-    for m in _TOKEN.finditer(text):
+    """Add a paragraph's name stems and lower-case content words; return where its first
+    sentence ends. Regular expressions find the words; Python looks at capitals only."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    for word in set(_LOWER.findall(text)) - STOPWORDS:
+        if len(word) > 1:
+            words.add(stem(word))
+    for m in _CAPITAL.finditer(text):
         token = m.group()
-        if body is not None and (token in _BREAKS or token in ".!?" or token[0].isupper() or token.isdigit()
-                                 or token in _CONJUNCTIONS_RU or len(body) > _QUALIFIERS):
-            names.add(">".join(body))
-            body = None
-        if token in _BREAKS:
-            previous = token
-            continue
-        if token in ".!?":
-            if token == "." and (len(previous) == 1 or previous.casefold() in _ABBREVIATIONS):
-                previous = token
-                continue
-            core_end = core_end or m.end()
-            sentence_start = True
-            previous = token
-            continue
-        first = sentence_start
-        sentence_start = False
-        previous = token
-        if token.isdigit():
-            continue
-        if not token[0].isupper():
-            if body is not None and token not in _FUNCTION_RU:
-                body.append(token.casefold())  # these do not decline with the head: kept whole
-            elif body is None and after_capital and stem(token) in _HEADS:
-                body = [stem(token)]  # "Координационного совета по ...": a capitalised adjective, then the head
-            if len(token) > 1 and token not in STOPWORDS:
-                words.add(stem(token))
-            after_capital = False
-            continue
-        after_capital = True
-        if _ROMAN.match(token) or len(token) == 1:
-            continue  # an ordinal ("the XXII meeting") may be corrected; an initial says little
-        s = stem(token)
-        if s in _HEADS:
-            body = [s]
-        if s in GENERIC or (first and s not in KNOWN and not token.isupper()):
-            continue  # generic vocabulary; "The", "Participants": a capital that only starts a sentence
-        names.add(s)
-    if body is not None:
-        names.add(">".join(body))
-    return core_end or len(text)
+        if len(token) > 1 and not _ROMAN.match(token):  # an ordinal ("the XXII meeting") may be corrected
+            s = stem(token)
+            if s in _HEADS:
+                names.add(_body(s, text, m.end()))
+            since = ends[bisect.bisect_right(ends, m.start()) - 1] if ends and ends[0] <= m.start() else 0
+            first = not _WORD_CHAR.search(text, since, m.start())
+            # generic vocabulary; "The", "Participants": a capital that only starts a sentence
+            if not (s in GENERIC or (first and s not in KNOWN and not token.isupper())):
+                names.add(s)
+        after = _NEXT_LOWER.match(text, m.end())
+        if after and (head := stem(after.group(1))) in _HEADS:
+            names.add(_body(head, text, after.end()))  # "Координационного совета по ...": adjective, then head
+    return ends[0] if ends else len(text)
 
 
-def is_known(name: str) -> bool:
-    return name in KNOWN
+def _body(head: str, text: str, at: int) -> str:
+    """A Russian body's name: its head and up to _QUALIFIERS lower-case words after it."""
+    parts = [head]
+    after = _LOWER_RUN.match(text, at)
+    for word in after.group().split() if after else ():
+        if word in _CONJUNCTIONS_RU or len(parts) > _QUALIFIERS:
+            break
+        if word not in _FUNCTION_RU:
+            parts.append(word)  # these do not decline with the head: kept whole
+    return ">".join(parts)
 
 
 def close_names(a: str, b: str) -> bool:

@@ -45,9 +45,11 @@ ONE_TICK = dt.timedelta(microseconds=1)
 # holding the lock, a serialization failure, a deadlock) is decided again from scratch:
 # the texts the winner stored are then known, so the loser's items become repeats.
 INGEST_ATTEMPTS = 5
-# Fingerprints of stored texts kept in memory, by text hash (a text never changes).
-FINGERPRINT_CACHE = 20_000
+# Fingerprints of stored texts kept in memory, by text hash (a text never changes), up to
+# this many shingles in all (about 30 MB): a store of very long articles keeps fewer.
+FINGERPRINT_CACHE = 400_000
 _FINGERPRINTS: dict[str, Fingerprint] = {}
+_CACHED = [0]  # shingles held by _FINGERPRINTS
 RETRY_SQLSTATES = {"23505", "40001", "40P01"}  # unique_violation, serialization_failure, deadlock_detected
 
 
@@ -196,9 +198,11 @@ def upsert_file(sql: SQL, cur: Any, info: FileInfo, sha256: str | None, items: i
 def _remember(fp: Fingerprint) -> Fingerprint:
     """Keep the fingerprint of a stored text: candidates are mostly recent stories, and a
     fingerprint (shingles, slots) costs more to compute than to look up."""
-    if len(_FINGERPRINTS) >= FINGERPRINT_CACHE:
+    if _CACHED[0] >= FINGERPRINT_CACHE:
         _FINGERPRINTS.clear()
+        _CACHED[0] = 0
     _FINGERPRINTS[fp.text_hash] = fp
+    _CACHED[0] += len(fp.shingles) + 1
     return fp
 
 
