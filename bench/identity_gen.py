@@ -304,6 +304,9 @@ class Corpus:
         wanted = {0: ["country", "person", "topic"], 1: ["person", "city"], 2: ["city", "person", "body"],
                   3: ["city", "country", "person"], 4: ["body", "person", "member", "city"],
                   5: ["member", "city", "body"]}[s["formula"]]
+        # the identity of each event: two siblings with the same slots would be one story
+        identity = {k: v for k, v in s.items() if k not in ("topic", "n", "ordinal", "republic")}
+        events = {json.dumps([str(date), sorted(identity.items())])}
         for _ in range(r.randint(1, 2)):
             twos = r.random() < 0.35
             keys = r.sample([*wanted, "date"], 2 if twos else 1)
@@ -319,6 +322,10 @@ class Corpus:
             if keys == ["topic"]:
                 keys = ["country"]
                 other["country"] = r.choice([i for i in range(len(COUNTRIES)) if i != s["country"]])
+            event = json.dumps([str(d), sorted((k, other[k]) for k in identity)])
+            if event in events:
+                continue
+            events.add(event)
             label = "sibling-" + ("2-slots" if twos else keys[0])
             # a sibling comes in the same bulletin or a later one
             self.add(label, lang, [self.write(lang, d, other, article)], f + r.choice([0, 0, 2, 4, 8]))
