@@ -66,6 +66,11 @@ KEPT_WORDS = 0.5
 # date) and nothing else. Three: a 14-word brief with one word changed still shares
 # its actor, its place and its verb or more.
 MIN_SHARED_WORDS = 3
+# ... and a large edit still keeps some runs of words: at least this share of the older
+# text's 3-shingles. A third of the words replaced at random keeps (2/3)^3 = 0.30 of
+# them; two unrelated texts, even long ones drawing on one vocabulary (their distinct
+# words overlap by half), share next to none: words alone cannot tell those apart.
+KEPT_SHINGLES = 0.2
 
 _QUOTES = str.maketrans({
     "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
@@ -234,18 +239,20 @@ def known_fingerprint(text_hash: str) -> Fingerprint:
     return Fingerprint(text_hash, (), (), frozenset(), frozenset())
 
 
-def fingerprint(item: Item, normalized: list[str] | None = None) -> Fingerprint:
+def fingerprint(item: Item, normalized: list[str] | None = None, *, keys: bool = True) -> Fingerprint:
+    """What identity needs of an item; without `keys`, no index keys (a stored candidate
+    is verified, never looked up, and its band keys are a good part of the cost)."""
     if normalized is None:
         normalized = normalized_paragraphs(item)
     all_words = _WORD.findall(_normalize_again("\n".join(normalized)))
     all_shingles = _shingle_hashes(all_words)
     pkeys = tuple(
         dict.fromkeys(_signed(_hash64(p)) for p in normalized if len(p.split()) >= MIN_KEY_WORDS)
-    )
+    ) if keys else ()
     return Fingerprint(
         text_hash=_repeat_key(item, normalized),
         paragraph_keys=pkeys,
-        band_keys=_band_keys(all_shingles),
+        band_keys=_band_keys(all_shingles) if keys else (),
         shingles=all_shingles,
         lead_shingles=_shingle_hashes(_WORD.findall(_normalize_again(normalized[0]))) if normalized else frozenset(),
         date_keys=(_signed(_hash64(f"date:{item.published.isoformat()}")),) if item.published else (),
@@ -299,8 +306,8 @@ def _closeness(new: Fingerprint, old: Fingerprint, new_paragraphs: int, old_para
         if lead >= LEAD_CONTAINMENT:
             return lead
     older, newer = (new, old) if new_is_older else (old, new)
-    if shared < KEPT_WORDS * len(older.words):
-        return 0.0  # not even counting names: far from half
+    if shared < KEPT_WORDS * len(older.words) or containment(older.shingles, newer.shingles) < KEPT_SHINGLES:
+        return 0.0  # far from half of the words, or not the same text at all
     # Counted on lower-case words: the names agree already (no conflict), and counting
     # them would let two stories of one day about the same people pass on names alone.
     a, b = older.slots.words, newer.slots.words

@@ -114,7 +114,8 @@ class IngestMixin:
             texts = json.loads(paragraphs)
             fp = _FINGERPRINTS.get(text_hash)
             if fp is None:
-                fp = _remember(fingerprint(Item(kind=kind, paragraphs=tuple(texts), title=title, published=day)))
+                item = Item(kind=kind, paragraphs=tuple(texts), title=title, published=day)
+                fp = _remember(fingerprint(item, keys=False))
             found.append(Candidate(sid, fp, len(texts), (mtime_ns, path), kind, day))
         return found
 
