@@ -26,6 +26,7 @@ from monitor.models import Item
 from monitor.slots import Slots
 
 SHINGLE_WORDS = 3
+DATE_KEY_PARAGRAPHS = 3
 
 # MinHash by one-permutation hashing: every shingle is hashed once and falls into one
 # of BANDS * ROWS bins; each bin keeps its minimum. A shingle's hash is simple
@@ -193,10 +194,13 @@ class Fingerprint:
     band_keys: tuple[int, ...]
     shingles: frozenset[int]  # shingle_hashes(): Jaccard on hashes, as on the texts
     lead_shingles: frozenset[int]
-    # The event-date key (none without a full date), stored with the band keys: a large
+    # The event-date key (none without a full date), looked up with the band keys: a large
     # edit or a reworded brief published in full shares few shingles, and so few band
     # keys, with its earlier self, but keeps its date. A press office publishes a bounded
     # number of stories a day, so the key stays uncrowded however large the store grows.
+    # Stored only for short items (DATE_KEY_PARAGRAPHS): a long article keeps some
+    # paragraph or wording of its own, and verifying every long article of a day against
+    # each other would cost more than it finds.
     date_keys: tuple[int, ...] = ()
     # Distinct words, casefolded, without stopwords and numbers: the cheap measure of
     # what two texts share, taken before the slots are.

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from monitor.decide import BulletinKey, Candidate, Decision, decide
 from monitor.errors import StorageError
-from monitor.identity import Fingerprint, fingerprint
+from monitor.identity import DATE_KEY_PARAGRAPHS, Fingerprint, fingerprint
 from monitor.models import FileInfo, FileOutcome, Item
 from monitor.storage.sql import SQL, cursor
 
@@ -46,8 +46,8 @@ ONE_TICK = dt.timedelta(microseconds=1)
 # the texts the winner stored are then known, so the loser's items become repeats.
 INGEST_ATTEMPTS = 5
 # Fingerprints of stored texts kept in memory, by text hash (a text never changes), up to
-# this many shingles in all (about 30 MB): a store of very long articles keeps fewer.
-FINGERPRINT_CACHE = 400_000
+# this many shingles in all (about 15 MB): a store of very long articles keeps fewer.
+FINGERPRINT_CACHE = 200_000
 _FINGERPRINTS: dict[str, Fingerprint] = {}
 _CACHED = [0]  # shingles held by _FINGERPRINTS
 RETRY_SQLSTATES = {"23505", "40001", "40P01"}  # unique_violation, serialization_failure, deadlock_detected
@@ -167,7 +167,9 @@ class IngestMixin:
                              json.dumps(list(item.paragraphs), ensure_ascii=False), sql.day(decision.published),
                              key[0], key[1], stamp))
             pkeys += [(k, sid) for k in fp.paragraph_keys]
-            bkeys += [(k, sid) for k in fp.band_keys + fp.date_keys]
+            bkeys += [(k, sid) for k in fp.band_keys]
+            if len(item.paragraphs) <= DATE_KEY_PARAGRAPHS:
+                bkeys += [(k, sid) for k in fp.date_keys]
             _remember(fp)
             if decision.action == "revise":
                 self._make_current(cur, sid, fp.text_hash, now)
