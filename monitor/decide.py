@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from monitor.identity import LEAD_CONTAINMENT, Fingerprint, containment, similarity
+from monitor.identity import LEAD_CONTAINMENT, MIN_SHARED_WORDS, Fingerprint, containment, similarity
 from monitor.models import Item, Kind
 
 BulletinKey = tuple[int, str]  # (mtime_ns, path) of the bulletin that carried a version
@@ -123,7 +123,10 @@ def _assign(items: Sequence[tuple[Item, Fingerprint]], first_of: Sequence[bool],
     for n, (item, fp) in enumerate(items):
         if not first_of[n]:
             continue
+        words = fp.words
         for c in candidates:
+            if len(words & c.fingerprint.words) < MIN_SHARED_WORDS:
+                continue  # similarity()'s first test, inline: most of a day's stories stop here
             score = similarity(fp, c.fingerprint, len(item.paragraphs), c.paragraphs, new_is_older=key < c.key)
             if score > 0:
                 pairs.append((-score, n, -c.story, c.story))

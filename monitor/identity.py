@@ -26,7 +26,6 @@ from monitor.models import Item
 from monitor.slots import Slots
 
 SHINGLE_WORDS = 3
-DATE_KEY_PARAGRAPHS = 3
 
 # MinHash by one-permutation hashing: every shingle is hashed once and falls into one
 # of BANDS * ROWS bins; each bin keeps its minimum. A shingle's hash is simple
@@ -198,10 +197,11 @@ class Fingerprint:
     # edit or a reworded brief published in full shares few shingles, and so few band
     # keys, with its earlier self, but keeps its date. A press office publishes a bounded
     # number of stories a day, so the key stays uncrowded however large the store grows.
-    # Stored only for short items (DATE_KEY_PARAGRAPHS): a long article keeps some
-    # paragraph or wording of its own, and verifying every long article of a day against
-    # each other would cost more than it finds.
+    # Stored only for items of up to DATE_KEY_WORDS words (stored_date_keys()): a long
+    # article keeps some paragraph or wording of its own, and verifying every long
+    # article of a day against each other would cost more than it finds.
     date_keys: tuple[int, ...] = ()
+    length: int = 0  # words
     # Distinct words, casefolded, without stopwords and numbers: the cheap measure of
     # what two texts share, taken before the slots are.
     words: frozenset[str] = frozenset()
@@ -261,8 +261,17 @@ def fingerprint(item: Item, normalized: list[str] | None = None, *, keys: bool =
         lead_shingles=_shingle_hashes(_WORD.findall(_normalize_again(normalized[0]))) if normalized else frozenset(),
         date_keys=(_signed(_hash64(f"date:{item.published.isoformat()}")),) if item.published else (),
         words=frozenset(w for w in set(all_words) - slot.STOPWORDS if len(w) > 1 and not w.isdigit()),
+        length=len(all_words),
         item=item,
     )
+
+
+DATE_KEY_WORDS = 600
+
+
+def stored_date_keys(fp: Fingerprint) -> tuple[int, ...]:
+    """The date keys to store for an item: those of items up to DATE_KEY_WORDS words."""
+    return fp.date_keys if fp.length <= DATE_KEY_WORDS else ()
 
 
 def jaccard(a: frozenset[int], b: frozenset[int]) -> float:

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from monitor.decide import BulletinKey, Candidate, Decision, decide
 from monitor.errors import StorageError
-from monitor.identity import DATE_KEY_PARAGRAPHS, Fingerprint, fingerprint
+from monitor.identity import Fingerprint, fingerprint, stored_date_keys
 from monitor.models import FileInfo, FileOutcome, Item
 from monitor.storage.sql import SQL, cursor
 
@@ -167,9 +167,7 @@ class IngestMixin:
                              json.dumps(list(item.paragraphs), ensure_ascii=False), sql.day(decision.published),
                              key[0], key[1], stamp))
             pkeys += [(k, sid) for k in fp.paragraph_keys]
-            bkeys += [(k, sid) for k in fp.band_keys]
-            if len(item.paragraphs) <= DATE_KEY_PARAGRAPHS:
-                bkeys += [(k, sid) for k in fp.date_keys]
+            bkeys += [(k, sid) for k in fp.band_keys + stored_date_keys(fp)]
             _remember(fp)
             if decision.action == "revise":
                 self._make_current(cur, sid, fp.text_hash, now)
