@@ -10,14 +10,15 @@ heuristic rather than a model (measured in bench/identity_run.py, see the README
 * names: capitalised words that are not a sentence's first word (a first word counts
   when it is a known name), acronyms (``CSTO``, ``ОДКБ``), minus a list of generic
   capitalised vocabulary (titles, ``Republic``, ``Council``...). A multi-word name is its
-  words. Russian case forms of one name are one entity: words are reduced to a stem by
+  words; a Russian body is its head and the lower-case words after it (``Совета министров
+  обороны``). Russian case forms of one name are one entity: words are reduced to a stem by
   cutting a case ending (``Беларусь``, ``Беларуси`` -> ``беларус``; ``Москве`` -> ``москв``);
 * known names: countries, capitals and other cities, organisations, in both languages.
   Two known names are never taken for a typo of one another (``Iran`` / ``Iraq``).
 
-The *core* is the first sentence of the lead paragraph: formulas put their slots there
-("On 21 January 2024, the CSTO Secretary General held a meeting with the Ambassador of
-Nicaragua ..."), while appended sentences and paragraphs may add names freely.
+The event date is a date of the lead paragraph's first sentence (``core_dates``): formulas
+open with it ("On 21 January 2024, the CSTO Secretary General held ..."), while later
+sentences mention other dates freely. identity.conflict() says when slots differ.
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ _GENERIC_RU = """
 """
 
 # Known names, as written in the nominative (case forms reach the same stem). Each line is
-# one entity's spellings in English and Russian: a country with its adjective, a city, a body.
+# one entity's spellings in English and Russian: a country with its adjective, a city, a
+# body; every spelling stands for the first (``Kazakh``, ``Казахстане`` -> ``kazakhstan``), so
+# "the Kazakh side" reworded as "the side of Kazakhstan" keeps its slot.
 _KNOWN = """
 armenia armenian армения армянский армянской
 azerbaijan azerbaijani азербайджан
@@ -152,8 +155,7 @@ finland финляндия
 norway норвегия
 sweden швеция
 britain british великобритания
-america american америка сша
-usa
+usa сша america american америка
 canada канада
 brazil бразилия
 argentina аргентина
@@ -205,7 +207,9 @@ csto одкб
 cis снг
 sco шос
 eaeu еаэс
-un оон unoct unrcca
+un оон
+unoct
+unrcca
 nato нато
 osce обсе
 brics брикс
@@ -273,7 +277,15 @@ def stem(word: str) -> str:
 
 
 GENERIC = frozenset(stem(w.capitalize()) for w in (_GENERIC_EN + _GENERIC_RU).split() + list(MONTHS))
-KNOWN = frozenset(stem(part.capitalize()) for w in _KNOWN.split() for part in (w, *w.split("-")))
+_CANONICAL: dict[str, str] = {}  # the stem of a known spelling -> the entity's first spelling
+for _line in _KNOWN.strip().splitlines():
+    _forms = [stem(part.capitalize()) for w in _line.split() for part in (w, *w.split("-"))]
+    for _form in _forms:
+        _CANONICAL.setdefault(_form, _forms[0])
+KNOWN = frozenset(_CANONICAL)
+_SPELLINGS: dict[str, set[str]] = {}
+for _form, _entity in _CANONICAL.items():
+    _SPELLINGS.setdefault(_entity, set()).add(_form)
 # Common lower-case words: not counted when judging whether enough of a text stays (identity.py).
 STOPWORDS = frozenset((_GENERIC_EN + _GENERIC_RU).split()) | frozenset(MONTHS)
 
@@ -333,7 +345,7 @@ def _names(text: str, names: set[str], words: set[str]) -> int:
             first = not _WORD_CHAR.search(text, since, m.start())
             # generic vocabulary; "The", "Participants": a capital that only starts a sentence
             if not (s in GENERIC or (first and s not in KNOWN and not token.isupper())):
-                names.add(s)
+                names.add(_CANONICAL.get(s, s))
         after = _NEXT_LOWER.match(text, m.end())
         if after and (head := stem(after.group(1))) in _HEADS:
             names.add(_body(head, text, after.end()))  # "Координационного совета по ...": adjective, then head
@@ -361,8 +373,9 @@ def close_names(a: str, b: str) -> bool:
     if (">" in a) != (">" in b):
         # a typo in a body's head word ("Советаy министров") leaves the head alone: compare heads
         a, b = a.split(">")[0], b.split(">")[0]
-    limit = 2 if min(len(a), len(b)) >= 5 else 1
-    return limit > 0 and _within(a, b, limit)
+    # a known name in each of its spellings: "маскв" is a typo of Москва, the entity "moscow"
+    return any(_within(x, y, 2 if min(len(x), len(y)) >= 5 else 1)
+               for x in _SPELLINGS.get(a, (a,)) for y in _SPELLINGS.get(b, (b,)))
 
 
 def _within(a: str, b: str, limit: int) -> bool:

@@ -37,7 +37,7 @@ def test_lead_sentence_dates_are_the_core() -> None:
 
 @pytest.mark.parametrize(("text", "present", "absent"), [
     ("On 21 January 2024, the CSTO Secretary General held a working meeting with the Ambassador of the "
-     "Republic of Nicaragua to the Russian Federation.", {"csto", "nicaragua", "russian"},
+     "Republic of Nicaragua to the Russian Federation.", {"csto", "nicaragua", "russia"},
      {"secretary", "general", "ambassador", "republic", "federation", "on", "january"}),
     ("The meeting was attended by S. Ordabayev and T. Masadykov.", {"ordabayev", "masadykov"}, {"the", "s", "t"}),
     ("Participants of the XXII meeting of the Council of Foreign Ministers met in Minsk.",
@@ -45,7 +45,7 @@ def test_lead_sentence_dates_are_the_core() -> None:
     ("The CSTO's Joint Staff took part in the Interaction-2024 exercise.", {"csto", "interaction"}, {"joint", "staff"}),
     ("Kazakhstan hosted the exercise in Almaty.", {"kazakhstan", "almaty"}, set()),
     ("18 января 2024 года в Минске состоялась встреча Генерального секретаря ОДКБ с Послом Республики Беларусь.",
-     {"минск", "одкб", "беларус"}, {"генеральн", "секретар", "республик", "посл"}),
+     {"minsk", "csto", "belarus"}, {"генеральн", "секретар", "республик", "посл"}),
 ])
 def test_names(text: str, present: set[str], absent: set[str]) -> None:
     names = extract(brief(text)).names
@@ -64,6 +64,20 @@ def test_russian_case_forms_are_one_entity(a: str, b: str) -> None:
     first = extract(brief(f"Встреча, {a}.")).names
     second = extract(brief(f"Встреча, {b}.")).names
     assert first and first == second
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("the Kazakh side", "the side of Kazakhstan"),
+    ("the Republic of Belarus", "the Belarusian delegation"),
+    ("в Российской Федерации", "в России"),
+])
+def test_spellings_of_one_known_entity_are_one_name(a: str, b: str) -> None:
+    assert extract(brief(f"They met {a}.")).names == extract(brief(f"They met {b}.")).names != set()
+
+
+def test_a_typo_in_a_known_russian_name_is_still_that_name() -> None:
+    assert close_names(stem("Масквы"), "moscow")
+    assert not close_names("moscow", "minsk")
 
 
 def test_russian_bodies_are_told_apart_by_the_words_after_their_head() -> None:
