@@ -279,7 +279,8 @@ def stored_date_keys(fp: Fingerprint) -> tuple[int, ...]:
 def jaccard(a: frozenset[int], b: frozenset[int]) -> float:
     if not a or not b:
         return 0.0
-    return len(a & b) / len(a | b)
+    shared = len(a & b)  # the union's size from the intersection's: no union set built
+    return shared / (len(a) + len(b) - shared)
 
 
 def containment(small: frozenset[int], big: frozenset[int]) -> float:

@@ -111,12 +111,12 @@ class IngestMixin:
         for sid, text_hash, kind, title, paragraphs, published, mtime_ns, path in cur.execute(
                 self._sql.candidate_texts, (self._sql.array(sorted(ids)),)).fetchall():
             day = dt.date.fromisoformat(published) if isinstance(published, str) else published
-            texts = json.loads(paragraphs)
             fp = _FINGERPRINTS.get(text_hash)
-            if fp is None:
-                item = Item(kind=kind, paragraphs=tuple(texts), title=title, published=day)
+            item = fp.item if fp is not None else None
+            if fp is None or item is None:  # the text is parsed only when its fingerprint is not kept
+                item = Item(kind=kind, paragraphs=tuple(json.loads(paragraphs)), title=title, published=day)
                 fp = _remember(fingerprint(item, keys=False))
-            found.append(Candidate(sid, fp, len(texts), (mtime_ns, path), kind, day))
+            found.append(Candidate(sid, fp, len(item.paragraphs), (mtime_ns, path), kind, day))
         return found
 
     def _candidate_ids(self, cur: Any, fps: Sequence[Fingerprint]) -> set[int]:
