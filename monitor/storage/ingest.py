@@ -22,6 +22,7 @@ from monitor.decide import BulletinKey, Candidate, Decision, decide
 from monitor.errors import StorageError
 from monitor.identity import Fingerprint, fingerprint
 from monitor.models import FileInfo, FileOutcome, Item
+from monitor.storage.search import index_versions
 from monitor.storage.sql import SQL, cursor
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class IngestMixin:
     _short: Callable[[BaseException], str]
     _sql: SQL
     _driver_error: type[Exception]
+    dialect: str
 
     def ingest(self, info: FileInfo, sha256: str, entries: Sequence[tuple[Item, Fingerprint]],
                now: dt.datetime) -> FileOutcome | None:
@@ -166,6 +168,8 @@ class IngestMixin:
                                 (sql.add_band_key, bkeys)):
             if rows:
                 cur.executemany(statement, rows)
+        # In this transaction: a search never sees half a file (monitor/storage/search.py).
+        index_versions(self.dialect, cur, entries, decisions)
         return FileOutcome(new=len(real), revised=len(revised), unchanged=unchanged)
 
     def _make_current(self, cur: Any, sid: int, text_hash: str, now: dt.datetime) -> None:

@@ -40,6 +40,7 @@ from monitor.storage.schema import (
     story_from_row,
     story_query,
 )
+from monitor.storage.search import SearchMixin
 from monitor.storage.sql import SQL, cursor
 
 # One lock id for the decide-and-write step across all instances on PostgreSQL.
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 __all__ = ["STORY_NAMESPACE", "Storage", "metadata"]
 
 
-class Storage(IngestMixin, OutboxMixin):
+class Storage(IngestMixin, OutboxMixin, SearchMixin):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name

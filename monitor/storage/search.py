@@ -1,0 +1,193 @@
+"""The full-text search index: one row per story version, written with the version.
+
+Both stores index the stems monitor.query makes (`index_text`), not their own
+stemming, so SQLite and PostgreSQL find exactly the same stories:
+
+* SQLite: an FTS5 table without stored content (`content=''`), its rowid the version's
+  id, ranked with bm25;
+* PostgreSQL: `search_index(version_id, tsv)` with a GIN index, the tsvector made by
+  the `simple` configuration (no stemming of its own, no stop words), ranked with ts_rank.
+
+A search ranks the CANDIDATES newest matching versions (a word in every other story
+would otherwise rank half the store for one page); a topic reads only the newest
+matching versions until it has its `limit` stories.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from monitor.decide import Decision
+from monitor.identity import Fingerprint
+from monitor.models import Item, SearchHit, SearchResults, Story
+from monitor.query import Query, index_text, to_fts5, to_tsquery
+from monitor.storage.schema import stories, story_from_row, story_query, versions
+from monitor.storage.sql import cursor
+
+FTS_TABLE = "search_fts"
+PG_TABLE = "search_index"
+CANDIDATES = 2000
+REINDEX_BATCH = 5000
+
+_INSERT = {
+    "sqlite": f"INSERT INTO {FTS_TABLE} (rowid, stems) SELECT id, ? FROM versions WHERE text_hash = ?",
+    "postgresql": f"INSERT INTO {PG_TABLE} (version_id, tsv) "
+                  "SELECT id, to_tsvector('simple', %s) FROM versions WHERE text_hash = %s",
+}
+# (version id, story id, score: higher is better) of the newest matching versions.
+_HITS = {
+    "sqlite": (f"SELECT h.vid, v.story_id, h.score, s.updated FROM (SELECT rowid AS vid, "
+               f"-bm25({FTS_TABLE}) AS score FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? "
+               "ORDER BY rowid DESC LIMIT ?) AS h JOIN versions AS v ON v.id = h.vid "
+               "JOIN stories AS s ON s.id = v.story_id"),
+    "postgresql": (f"SELECT h.version_id, v.story_id, ts_rank(h.tsv, h.q), s.updated FROM "
+                   f"(SELECT version_id, tsv, q FROM {PG_TABLE}, to_tsquery('simple', %s) AS q WHERE tsv @@ q "
+                   "ORDER BY version_id DESC LIMIT %s) AS h JOIN versions AS v ON v.id = h.version_id "
+                   "JOIN stories AS s ON s.id = v.story_id"),
+}
+_NEWEST = {
+    "sqlite": (f"SELECT v.story_id FROM (SELECT rowid AS vid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? "
+               "ORDER BY rowid DESC LIMIT ?) AS h JOIN versions AS v ON v.id = h.vid ORDER BY h.vid DESC"),
+    "postgresql": (f"SELECT v.story_id FROM (SELECT version_id FROM {PG_TABLE} "
+                   "WHERE tsv @@ to_tsquery('simple', %s) ORDER BY version_id DESC LIMIT %s) AS h "
+                   "JOIN versions AS v ON v.id = h.version_id ORDER BY h.version_id DESC"),
+}
+_COUNT = {
+    "sqlite": (f"SELECT count(DISTINCT v.story_id) FROM {FTS_TABLE} AS f JOIN versions AS v ON v.id = f.rowid "
+               f"WHERE {FTS_TABLE} MATCH ?"),
+    "postgresql": (f"SELECT count(DISTINCT v.story_id) FROM {PG_TABLE} AS f JOIN versions AS v "
+                   "ON v.id = f.version_id WHERE f.tsv @@ to_tsquery('simple', %s)"),
+}
+
+
+def compiled(dialect: str, query: Query) -> str:
+    return to_tsquery(query) if dialect == "postgresql" else to_fts5(query)
+
+
+# -- writing ------------------------------------------------------------------------------
+
+
+def index_versions(dialect: str, cur: Any, entries: Sequence[tuple[Item, Fingerprint]],
+                   decisions: Sequence[Decision]) -> None:
+    """Index the versions ingest just inserted (every item not a repeat), in its transaction."""
+    rows = [(index_text(item.title, item.paragraphs), fp.text_hash)
+            for (item, fp), decision in zip(entries, decisions, strict=True) if decision.action != "repeat"]
+    if rows:
+        cur.executemany(_INSERT[dialect], rows)
+
+
+def create_index(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"CREATE TABLE {PG_TABLE} (version_id integer PRIMARY KEY "
+                          "REFERENCES versions (id) ON DELETE CASCADE, tsv tsvector NOT NULL)"))
+        conn.execute(text(f"CREATE INDEX ix_{PG_TABLE}_tsv ON {PG_TABLE} USING gin (tsv)"))
+    else:
+        # remove_diacritics 0: й stays й (the stems already are what both stores compare).
+        conn.execute(text(f"CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5(stems, content='', "
+                          "tokenize='unicode61 remove_diacritics 0')"))
+
+
+def drop_index(conn: Connection) -> None:
+    conn.execute(text(f"DROP TABLE {PG_TABLE if conn.dialect.name == 'postgresql' else FTS_TABLE}"))
+
+
+def reindex_all(conn: Connection, progress: Callable[[int], None] | None = None) -> int:
+    """Index every stored version (the migration, and the 1M-story benchmark); returns how many."""
+    dialect = conn.dialect.name
+    done, last = 0, 0
+    with cursor(conn) as cur:
+        while True:
+            batch = conn.execute(text("SELECT id, title, paragraphs, text_hash FROM versions WHERE id > :last "
+                                      "ORDER BY id LIMIT :n"), {"last": last, "n": REINDEX_BATCH}).fetchall()
+            if not batch:
+                return done
+            cur.executemany(_INSERT[dialect], [(index_text(title, json.loads(paras)), h)
+                                               for _, title, paras, h in batch])
+            done += len(batch)
+            last = batch[-1][0]
+            if progress is not None:
+                progress(done)
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+class SearchMixin:
+    """The search methods of `Storage` (which provides _read and dialect)."""
+
+    _read: Callable[[], AbstractContextManager[Connection]]
+    dialect: str
+
+    def search(self, query: Query, *, offset: int = 0, limit: int = 20) -> SearchResults:
+        """One page of the stories matching `query` in any version: best score first, the most
+        recently updated first among equal scores."""
+        if query.empty:
+            return SearchResults()
+        with self._read() as conn, cursor(conn) as cur:
+            rows = cur.execute(_HITS[self.dialect], (compiled(self.dialect, query), CANDIDATES)).fetchall()
+            best: dict[int, tuple[float, int]] = {}
+            updated: dict[int, Any] = {}
+            for vid, sid, score, when in rows:
+                if sid not in best or score > best[sid][0]:
+                    best[sid] = (float(score), vid)
+                updated[sid] = when
+            ranked = sorted(best, key=lambda sid: (best[sid][0], updated[sid], sid), reverse=True)
+            page = ranked[offset:offset + limit]
+            found = _stories(conn, page)
+            matched = _versions(conn, [best[sid][1] for sid in page])
+        hits = []
+        for sid in page:
+            story, current_hash = found[sid]
+            version_hash, paragraphs = matched[best[sid][1]]
+            hits.append(SearchHit(story, paragraphs, current=version_hash == current_hash))
+        return SearchResults(tuple(hits), total=len(ranked), capped=len(rows) >= CANDIDATES)
+
+    def newest_matching(self, query: Query, limit: int) -> list[Story]:
+        """The `limit` stories whose newest matching version is newest (a topic's feed and page),
+        reading only as many matching versions as that takes."""
+        if query.empty or limit < 1:
+            return []
+        want = limit * 2
+        with self._read() as conn, cursor(conn) as cur:
+            while True:
+                rows = cur.execute(_NEWEST[self.dialect], (compiled(self.dialect, query), want)).fetchall()
+                ids = list(dict.fromkeys(sid for (sid,) in rows))[:limit]
+                if len(ids) >= limit or len(rows) < want:
+                    break
+                want *= 4
+            found = _stories(conn, ids)
+        return [found[sid][0] for sid in ids]
+
+    def match_count(self, query: Query) -> int:
+        """How many stories match in any version (every match counted: for `monitor status`)."""
+        if query.empty:
+            return 0
+        with self._read() as conn, cursor(conn) as cur:
+            return int(cur.execute(_COUNT[self.dialect], (compiled(self.dialect, query),)).fetchone()[0])
+
+
+def _stories(conn: Connection, ids: list[int]) -> dict[int, tuple[Story, str]]:
+    query = story_query().add_columns(stories.c.id, stories.c.current_hash)
+    rows = _chunks(ids, lambda part: conn.execute(query.where(stories.c.id.in_(part))))
+    return {row[-2]: (story_from_row(row[:-2]), row[-1]) for row in rows}
+
+
+def _versions(conn: Connection, ids: list[int]) -> dict[int, tuple[str, tuple[str, ...]]]:
+    query = versions.select().with_only_columns(versions.c.id, versions.c.text_hash, versions.c.kind,
+                                                versions.c.title, versions.c.paragraphs)
+    out = {}
+    for vid, text_hash, kind, title, paragraphs in _chunks(ids, lambda part: conn.execute(
+            query.where(versions.c.id.in_(part)))):
+        head = (title,) if kind == "article" and title else ()
+        out[vid] = (text_hash, (*head, *json.loads(paragraphs)))
+    return out
+
+
+def _chunks(ids: list[int], run: Callable[[list[int]], Any], size: int = 500) -> Iterator[Any]:
+    for start in range(0, len(ids), size):
+        yield from run(ids[start:start + size])
