@@ -39,8 +39,8 @@ def escape_html(text: str) -> str:
     return html.escape(xml_safe(text), quote=True)
 
 
-def feed_id(settings: FeedSettings) -> str:
-    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, settings.base_url + 'feed.atom')}"
+def feed_id(settings: FeedSettings, path: str = "feed.atom") -> str:
+    return f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, settings.base_url + path)}"
 
 
 def story_key(uid: str) -> str:
@@ -62,15 +62,17 @@ def content_html(paragraphs: Sequence[str]) -> str:
     return "".join(f"<p>{escape_html(p)}</p>" for p in paragraphs)
 
 
-def render(settings: FeedSettings, stories: Sequence[Story]) -> bytes:
-    """The feed document for these stories, newest `updated` first."""
+def render(settings: FeedSettings, stories: Sequence[Story], *, path: str = "feed.atom",
+           title: str | None = None, page: str = "") -> bytes:
+    """The feed document for these stories, newest `updated` first. A topic or search feed
+    gives its own `path` (under base_url, also its id), `title` and HTML `page`."""
     ordered = sorted(stories, key=lambda s: (s.updated, s.uid), reverse=True)[: settings.max_entries]
     fg = FeedGenerator()
-    fg.id(feed_id(settings))
-    fg.title(xml_safe(settings.title).strip() or FeedSettings.title)
+    fg.id(feed_id(settings, path))
+    fg.title(xml_safe(title if title is not None else settings.title).strip() or FeedSettings.title)
     fg.author({"name": xml_safe(settings.author).strip() or FeedSettings.author})
-    fg.link(href=settings.base_url + "feed.atom", rel="self", type="application/atom+xml")
-    fg.link(href=settings.base_url, rel="alternate", type="text/html")
+    fg.link(href=settings.base_url + path, rel="self", type="application/atom+xml")
+    fg.link(href=settings.base_url + page, rel="alternate", type="text/html")
     fg.updated(max((s.updated for s in ordered), default=EPOCH))
     for story in ordered:
         entry = fg.add_entry(order="append")

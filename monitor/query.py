@@ -26,7 +26,7 @@ WORD = re.compile(r"[^\W_]+")
 _CYRILLIC = re.compile(r"[\u0400-\u04ff]")
 _LATIN = re.compile(r"[a-z]")
 _PHRASE = re.compile(r'(-?)"([^"]*)"|(\S+)')
-_SURNAME = ("ов", "ев")
+RUSSIAN_PASSES = 4
 MAX_QUERY_CHARS = 2000
 MAX_TERMS = 32
 MAX_PHRASE_WORDS = 16
@@ -84,10 +84,15 @@ def stem(word: str) -> str:
     """The stem of a normalized word: Russian for Cyrillic, English for Latin, else the word."""
     english, russian = _stemmers()
     if _CYRILLIC.search(word):
-        found = russian(word) or word
-        # Snowball takes the -ов of a surname in the nominative for a plural ending
-        # (Сердюков -> сердюк) but keeps it in every other case (Сердюкова -> сердюков).
-        return found[:-2] if len(found) >= 6 and found.endswith(_SURNAME) else found
+        # Snowball takes the end of some nominatives for an ending (Афганистан -> афганиста:
+        # "-н" as a verb's; Сердюков -> сердюк) and keeps it in the other cases (Афганистану ->
+        # афганистан). Stemming again until nothing changes brings the forms together.
+        for _ in range(RUSSIAN_PASSES):
+            shorter = russian(word)
+            if shorter == word or len(shorter) < 3:
+                break
+            word = shorter
+        return word
     if _LATIN.search(word):
         return english(word) or word
     return word
@@ -106,8 +111,9 @@ def index_text(title: str | None, paragraphs: Sequence[str]) -> str:
 # -- parsing ----------------------------------------------------------------------------
 
 
-def parse(text: str) -> Query:
-    """The query in `text`; never raises (see the module docstring)."""
+def parse(text: str, stemmer: Callable[[str], str] = stem) -> Query:
+    """The query in `text`; never raises (see the module docstring). The config check
+    passes `stemmer=str` to look at the words without loading the stemmers."""
     text = text[:MAX_QUERY_CHARS]
     if text.count('"') % 2:
         head, _, tail = text.rpartition('"')
@@ -128,7 +134,7 @@ def parse(text: str) -> Query:
                 continue
             negate = "-" if bare.startswith("-") else ""
             quoted = bare.lstrip("-")
-        found = tuple(stems(quoted)[:MAX_PHRASE_WORDS])
+        found = tuple(stemmer(w) for w in words(quoted)[:MAX_PHRASE_WORDS])
         if not found:
             continue
         term = Term(found)

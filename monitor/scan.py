@@ -115,6 +115,10 @@ def publish(settings: Settings, storage: Storage, *, force: bool = False) -> boo
     from monitor.feed import render, write_atomically
 
     write_atomically(path, render(settings.feed, storage.latest_stories(settings.feed.max_entries)))
+    if settings.topics:
+        from monitor.topics import publish_topics
+
+        publish_topics(settings, storage)  # the topic feed files, beside the main feed
     return True
 
 

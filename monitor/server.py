@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from monitor import __version__, page
 from monitor.errors import StorageError
@@ -45,7 +45,7 @@ TEXT_TYPE = "text/plain; charset=utf-8"
 # Pages carry only escaped text and inline CSS; the policy makes any markup that
 # slipped through inert as well (no script, no plugin, no remote fetch).
 HTML_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
@@ -91,6 +91,8 @@ class Snapshot:
     index_html: bytes
     feed_title: str
     stories: Mapping[str, Story] = field(default_factory=dict)  # by the uuid in the story's URL
+    # More documents by URL path (topic feeds and pages, /feeds.opml): (content type, document).
+    documents: Mapping[str, tuple[str, FeedDocument]] = field(default_factory=dict)
 
 
 class Site(Protocol):
@@ -103,6 +105,21 @@ class Site(Protocol):
     def health(self) -> tuple[int, dict[str, Any]]: ...
 
     def story(self, uid: str) -> Story | None: ...
+
+    def search_page(self, q: str, page: int) -> bytes: ...
+
+    def search_feed(self, q: str) -> FeedDocument: ...
+
+
+def search_params(query: str) -> tuple[str, int]:
+    """`q` and `page` from a query string; anything malformed counts as absent, never an error."""
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, max_num_fields=50, errors="replace")
+    except ValueError:
+        return "", 1
+    values = dict(reversed(pairs))  # the first of each name
+    page = values.get("page", "")
+    return values.get("q", ""), int(page) if page.isdigit() and 0 < len(page) < 6 and int(page) > 0 else 1
 
 
 def accepts_gzip(header: str | None) -> bool:
@@ -183,11 +200,31 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, HTML_TYPE, site.snapshot().index_html, head, {**HTML_HEADERS, "Cache-Control": "no-cache"})
         elif match := STORY_PATH.fullmatch(path):
             self._story(site, match.group(1), head)
+        elif path in (documents := site.snapshot().documents):
+            ctype, doc = documents[path]
+            self._conditional(doc, ctype, head)
+        elif path in ("/search", "/search.atom"):
+            self._search(site, path == "/search.atom", head)
         else:
             self._send(404, TEXT_TYPE, b"not found\n", head)
 
     def _feed(self, site: Site, head: bool) -> None:
-        doc = site.snapshot().feed
+        self._conditional(site.snapshot().feed, ATOM_TYPE, head, site.metrics)
+
+    def _search(self, site: Site, atom: bool, head: bool) -> None:
+        q, page_no = search_params(urlsplit(self.path).query)
+        try:
+            if atom:
+                self._conditional(site.search_feed(q), ATOM_TYPE, head)
+            else:
+                headers = {**HTML_HEADERS, "Cache-Control": "no-cache"}
+                self._send(200, HTML_TYPE, site.search_page(q, page_no), head, headers)
+        except StorageError as exc:
+            log.warning("search: %s", exc)
+            self._send(503, TEXT_TYPE, b"store unavailable\n", head)
+
+    def _conditional(self, doc: FeedDocument, ctype: str, head: bool, metrics: Metrics | None = None) -> None:
+        """A document with ETag, Last-Modified, 304 and gzip; `metrics` counts the main feed's answers."""
         zipped = accepts_gzip(self.headers.get("Accept-Encoding"))
         headers = {
             "ETag": doc.gzip_etag if zipped else doc.etag,
@@ -195,14 +232,18 @@ class Handler(BaseHTTPRequestHandler):
             "Cache-Control": "no-cache",
             "Vary": "Accept-Encoding",
         }
+        if ctype.startswith("text/html"):
+            headers.update(HTML_HEADERS)
         if not_modified(doc, self.headers.get("If-None-Match"), self.headers.get("If-Modified-Since")):
-            site.metrics.feed_requests.labels("304").inc()
+            if metrics is not None:
+                metrics.feed_requests.labels("304").inc()
             self._send(304, None, b"", True, headers)
             return
         if zipped:
             headers["Content-Encoding"] = "gzip"
-        site.metrics.feed_requests.labels("200").inc()
-        self._send(200, ATOM_TYPE, doc.gzipped if zipped else doc.body, head, headers)
+        if metrics is not None:
+            metrics.feed_requests.labels("200").inc()
+        self._send(200, ctype, doc.gzipped if zipped else doc.body, head, headers)
 
     def _story(self, site: Site, key: str, head: bool) -> None:
         snap = site.snapshot()

@@ -22,6 +22,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -40,7 +41,7 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from monitor import page
+from monitor import page, topics
 from monitor.config import Settings
 from monitor.crontab import crontab_trigger
 from monitor.errors import ConfigError, MonitorError, StorageError
@@ -149,6 +150,13 @@ class Service:
 
     def story(self, uid: str) -> Story | None:
         return self.storage.story(uid)
+
+    def search_page(self, q: str, page_no: int) -> bytes:
+        return topics.search_page(self.settings, self.storage, q, page_no)
+
+    def search_feed(self, q: str) -> FeedDocument:
+        doc = topics.search_feed(self.settings, self.storage, q)
+        return FeedDocument.build(doc.body, doc.newest)
 
     def health(self) -> tuple[int, dict[str, Any]]:
         now = utcnow()
@@ -266,7 +274,8 @@ class Service:
         stories = self.storage.latest_stories(self.settings.feed.max_entries)
         data = render(self.settings.feed, stories)
         self._write_feed_file(data)
-        self._snapshot = build_snapshot(self.settings, stories, data)
+        documents = topics.publish_topics(self.settings, self.storage)
+        self._snapshot = build_snapshot(self.settings, stories, data, documents)
         self._feed_key = key
 
     def _write_feed_file(self, data: bytes) -> None:
@@ -416,14 +425,18 @@ def schedule_pickup(scheduler: BackgroundScheduler, service: Service, when: dt.d
     return True
 
 
-def build_snapshot(settings: Settings, stories: list[Story], data: bytes) -> Snapshot:
+def build_snapshot(settings: Settings, stories: list[Story], data: bytes,
+                   documents: Mapping[str, topics.Document] | None = None) -> Snapshot:
     newest = max((s.updated for s in stories), default=EPOCH)
     listed = stories[: settings.feed.max_entries]
+    names = [t.name for t in settings.topics]
     return Snapshot(
         feed=FeedDocument.build(data, newest),
-        index_html=page.index(settings.feed.title, listed, generated=utcnow()).encode(),
+        index_html=page.index(settings.feed.title, listed, generated=utcnow(), topics=names).encode(),
         feed_title=settings.feed.title,
         stories={story_key(s.uid): s for s in listed},
+        documents={path: (doc.ctype, FeedDocument.build(doc.body, doc.newest))
+                   for path, doc in (documents or {}).items()},
     )
 
 
