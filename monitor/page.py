@@ -70,10 +70,13 @@ def index(feed_title: str, stories: Sequence[Story], *, generated: dt.datetime |
     )
     listing = f"<ol>\n{items}\n</ol>" if stories else '<p class="empty">No stories yet.</p>'
     stamp = f"<p><small>Updated {generated:%Y-%m-%d %H:%M} UTC.</small></p>" if generated else ""
+    topic_list = "".join(f'<li><a href="topics/{esc(name)}">{esc(name)}</a></li>' for name in topics)
+    topic_html = f'<h2>Topics</h2>\n<ul class="topics">{topic_list}</ul>\n' if topics else ""
     body = (
         f"<h1>{title}</h1>\n"
-        '<p class="sub"><a href="feed.atom">Subscribe (Atom feed)</a></p>\n'
-        f"<h2>Latest stories</h2>\n{listing}\n{stamp}"
+        '<p class="sub"><a href="feed.atom">Subscribe (Atom feed)</a> '
+        '<small><a href="feeds.opml">all feeds (OPML)</a></small></p>\n'
+        f"{topic_html}<h2>Latest stories</h2>\n{listing}\n{stamp}"
     )
     return _document(title, body, "")
 
