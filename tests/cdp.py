@@ -9,6 +9,7 @@ writes its answers and events to fd 4.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import select
@@ -117,10 +118,8 @@ class Browser:
         return data
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(RuntimeError, TimeoutError, OSError):  # it may be gone already
             self.call("Browser.close", browser=True)
-        except (RuntimeError, TimeoutError, OSError):
-            pass
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
