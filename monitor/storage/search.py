@@ -3,10 +3,16 @@
 Both stores index the stems monitor.query makes (`index_text`), not their own
 stemming, so SQLite and PostgreSQL find exactly the same stories:
 
-* SQLite: an FTS5 table without stored content (`content=''`), its rowid the version's
-  id, ranked with bm25;
-* PostgreSQL: `search_index(version_id, tsv)` with a GIN index, the tsvector made by
-  the `simple` configuration (no stemming of its own, no stop words), ranked with ts_rank.
+* SQLite: the stems go into `search_text` (a plain row per version) in the ingest
+  transaction; an FTS5 table over it (external content, rowid = the version's id,
+  ranked with bm25) is brought up to date in one batch at the end of each pass
+  (`Storage.record_scan`) and, should a search come first, before that search. FTS5
+  writes a new segment and merges at every commit, about 1 ms each: once per file that
+  was most of the cost of indexing, once per pass it is nothing. The index is only ever
+  extended by whole committed transactions, so a search never sees half a file.
+* PostgreSQL: `search_index(version_id, tsv)` with a GIN index (its pending list makes
+  each insert cheap), written in the ingest transaction; the tsvector made by the
+  `simple` configuration (no stemming of its own, no stop words), ranked with ts_rank.
 
 A search ranks the CANDIDATES newest matching versions (a word in every other story
 would otherwise rank half the store for one page); a topic reads only the newest
@@ -30,12 +36,14 @@ from monitor.storage.schema import stories, story_from_row, story_query, version
 from monitor.storage.sql import cursor
 
 FTS_TABLE = "search_fts"
+TEXT_TABLE = "search_text"
+STATE_TABLE = "search_state"  # SQLite: the highest version id in the FTS index
 PG_TABLE = "search_index"
 CANDIDATES = 2000
 REINDEX_BATCH = 5000
 
 _INSERT = {
-    "sqlite": f"INSERT INTO {FTS_TABLE} (rowid, stems) SELECT id, ? FROM versions WHERE text_hash = ?",
+    "sqlite": f"INSERT INTO {TEXT_TABLE} (version_id, stems) SELECT id, ? FROM versions WHERE text_hash = ?",
     "postgresql": f"INSERT INTO {PG_TABLE} (version_id, tsv) "
                   "SELECT id, to_tsvector('simple', %s) FROM versions WHERE text_hash = %s",
 }
@@ -81,19 +89,49 @@ def index_versions(dialect: str, cur: Any, entries: Sequence[tuple[Item, Fingerp
         cur.executemany(_INSERT[dialect], rows)
 
 
+def catch_up(dialect: str, cur: Any) -> int:
+    """SQLite: add every version committed since to the FTS index, in the caller's write
+    transaction; how many. Nothing to do on PostgreSQL."""
+    if dialect != "sqlite":
+        return 0
+    upto = cur.execute(f"SELECT indexed_upto FROM {STATE_TABLE}").fetchone()[0]
+    newest = cur.execute(f"SELECT coalesce(max(version_id), 0) FROM {TEXT_TABLE}").fetchone()[0]
+    if newest <= upto:
+        return 0
+    cur.execute(f"INSERT INTO {FTS_TABLE} (rowid, stems) SELECT version_id, stems FROM {TEXT_TABLE} "
+                "WHERE version_id > ? ORDER BY version_id", (upto,))
+    cur.execute(f"UPDATE {STATE_TABLE} SET indexed_upto = ?", (newest,))
+    return newest - upto
+
+
+def behind(dialect: str, cur: Any) -> bool:
+    """Whether versions were committed that the FTS index does not have yet (one read)."""
+    if dialect != "sqlite":
+        return False
+    return bool(cur.execute(f"SELECT (SELECT coalesce(max(version_id), 0) FROM {TEXT_TABLE}) > "
+                            f"(SELECT indexed_upto FROM {STATE_TABLE})").fetchone()[0])
+
+
 def create_index(conn: Connection) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(text(f"CREATE TABLE {PG_TABLE} (version_id integer PRIMARY KEY "
                           "REFERENCES versions (id) ON DELETE CASCADE, tsv tsvector NOT NULL)"))
         conn.execute(text(f"CREATE INDEX ix_{PG_TABLE}_tsv ON {PG_TABLE} USING gin (tsv)"))
-    else:
-        # remove_diacritics 0: й stays й (the stems already are what both stores compare).
-        conn.execute(text(f"CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5(stems, content='', "
-                          "tokenize='unicode61 remove_diacritics 0')"))
+        return
+    conn.execute(text(f"CREATE TABLE {TEXT_TABLE} (version_id INTEGER PRIMARY KEY "
+                      "REFERENCES versions (id) ON DELETE CASCADE, stems TEXT NOT NULL)"))
+    # remove_diacritics 0: й stays й (the stems already are what both stores compare).
+    conn.execute(text(f"CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5(stems, content='{TEXT_TABLE}', "
+                      "content_rowid='version_id', tokenize='unicode61 remove_diacritics 0')"))
+    conn.execute(text(f"CREATE TABLE {STATE_TABLE} (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                      "indexed_upto INTEGER NOT NULL)"))
+    conn.execute(text(f"INSERT INTO {STATE_TABLE} (id, indexed_upto) VALUES (1, 0)"))
 
 
 def drop_index(conn: Connection) -> None:
-    conn.execute(text(f"DROP TABLE {PG_TABLE if conn.dialect.name == 'postgresql' else FTS_TABLE}"))
+    tables = [PG_TABLE] if conn.dialect.name == "postgresql" else [FTS_TABLE, STATE_TABLE, TEXT_TABLE]
+    for table in tables:
+        conn.execute(text(f"DROP TABLE {table}"))
 
 
 def reindex_all(conn: Connection, progress: Callable[[int], None] | None = None) -> int:
@@ -105,29 +143,44 @@ def reindex_all(conn: Connection, progress: Callable[[int], None] | None = None)
             batch = conn.execute(text("SELECT id, title, paragraphs, text_hash FROM versions WHERE id > :last "
                                       "ORDER BY id LIMIT :n"), {"last": last, "n": REINDEX_BATCH}).fetchall()
             if not batch:
-                return done
+                break
             cur.executemany(_INSERT[dialect], [(index_text(title, json.loads(paras)), h)
                                                for _, title, paras, h in batch])
             done += len(batch)
             last = batch[-1][0]
             if progress is not None:
                 progress(done)
+        catch_up(dialect, cur)
+    return done
 
 
 # -- reading ------------------------------------------------------------------------------
 
 
 class SearchMixin:
-    """The search methods of `Storage` (which provides _read and dialect)."""
+    """The search methods of `Storage` (which provides _read, _write and dialect)."""
 
     _read: Callable[[], AbstractContextManager[Connection]]
+    _write: Callable[[], AbstractContextManager[Connection]]
     dialect: str
+
+    def catch_up_search(self) -> None:
+        """Bring the SQLite FTS index up to the committed versions, if it is behind: the
+        scan does it at the end of each pass; a search that comes first does it here."""
+        if self.dialect != "sqlite":
+            return
+        with self._read() as conn, cursor(conn) as cur:
+            if not behind(self.dialect, cur):
+                return
+        with self._write() as conn, cursor(conn) as cur:
+            catch_up(self.dialect, cur)
 
     def search(self, query: Query, *, offset: int = 0, limit: int = 20) -> SearchResults:
         """One page of the stories matching `query` in any version: best score first, the most
         recently updated first among equal scores."""
         if query.empty:
             return SearchResults()
+        self.catch_up_search()
         with self._read() as conn, cursor(conn) as cur:
             rows = cur.execute(_HITS[self.dialect], (compiled(self.dialect, query), CANDIDATES)).fetchall()
             best: dict[int, tuple[float, int]] = {}
@@ -152,6 +205,7 @@ class SearchMixin:
         reading only as many matching versions as that takes."""
         if query.empty or limit < 1:
             return []
+        self.catch_up_search()
         want = limit * 2
         with self._read() as conn, cursor(conn) as cur:
             while True:
@@ -167,6 +221,7 @@ class SearchMixin:
         """How many stories match in any version (every match counted: for `monitor status`)."""
         if query.empty:
             return 0
+        self.catch_up_search()
         with self._read() as conn, cursor(conn) as cur:
             return int(cur.execute(_COUNT[self.dialect], (compiled(self.dialect, query),)).fetchone()[0])
 

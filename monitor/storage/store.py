@@ -40,7 +40,7 @@ from monitor.storage.schema import (
     story_from_row,
     story_query,
 )
-from monitor.storage.search import SearchMixin
+from monitor.storage.search import SearchMixin, catch_up
 from monitor.storage.sql import SQL, cursor
 
 # One lock id for the decide-and-write step across all instances on PostgreSQL.
@@ -185,6 +185,7 @@ class Storage(IngestMixin, OutboxMixin, SearchMixin):
     def record_scan(self, report: ScanReport, started: dt.datetime, finished: dt.datetime) -> None:
         with self._write() as conn, cursor(conn) as cur:
             statements.record_scan(self._sql, cur, report, started, finished)
+            catch_up(self.dialect, cur)  # the pass's versions into the search index, in one batch
 
     def last_scan(self) -> dict[str, Any] | None:
         with self._read() as conn:
