@@ -233,3 +233,23 @@ def test_migration_indexes_the_stored_versions(store_url: str, store: Store) -> 
         assert upgraded.match_count(query.parse("заседание")) == 1
     finally:
         upgraded.close()
+
+
+def test_every_version_is_indexed_once(store: Store) -> None:
+    """The index holds exactly the stored versions (repeats add none), and FTS5 agrees with its rows."""
+    from sqlalchemy import text
+
+    store.add(seed("000"))
+    store.add(seed("004"))
+    store.add(seed("004"), name="copy.txt")  # all repeats
+    store.add(bulletin_of(EN_MEETINGS))
+    store.add(bulletin_of(EN_MEETINGS.replace("Belarus", "Armenia")))
+    store.storage.catch_up_search()
+    table = "search_index" if store.storage.dialect == "postgresql" else "search_text"
+    with store.storage.engine.connect() as conn:
+        versions = conn.execute(text("SELECT count(*) FROM versions")).scalar_one()
+        indexed = conn.execute(text(f"SELECT count(*), count(DISTINCT version_id) FROM {table}")).one()
+        assert tuple(indexed) == (versions, versions) and versions == 8
+        if store.storage.dialect == "sqlite":
+            conn.execute(text("INSERT INTO search_fts (search_fts) VALUES ('integrity-check')"))
+            assert conn.execute(text("SELECT indexed_upto FROM search_state")).scalar_one() == versions
