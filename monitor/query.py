@@ -14,6 +14,7 @@ finds `meetings` on SQLite FTS5 and PostgreSQL alike, and the two agree on every
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -199,6 +200,45 @@ def to_tsquery(query: Query) -> str:
     parts = ["(" + " | ".join(term(t) for t in group) + ")" for group in query.groups]
     parts += ["!" + term(t) for t in query.excluded]
     return " & ".join(parts)
+
+
+# -- ranking, matching and highlighting in Python ---------------------------------------------
+
+BM25_K1 = 1.2
+BM25_B = 0.75
+
+
+def rank(query: Query, docs: Sequence[Sequence[str]]) -> list[float]:
+    """BM25 of each document (its stems, in order) for the query's terms; document
+    frequencies and the average length are those of `docs`, the matches being ranked."""
+    terms = [t.stems for group in query.groups for t in group]
+    counts = [[_occurrences(t, doc) for t in terms] for doc in docs]
+    n = len(docs)
+    if not n:
+        return []
+    avg = sum(len(d) for d in docs) / n or 1.0
+    idf = []
+    for i in range(len(terms)):
+        df = sum(1 for c in counts if c[i])
+        idf.append(math.log(1 + (n - df + 0.5) / (df + 0.5)))
+    scores = []
+    for doc, tfs in zip(docs, counts, strict=True):
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * len(doc) / avg)
+        scores.append(sum(w * tf * (BM25_K1 + 1) / (tf + norm) for w, tf in zip(idf, tfs, strict=True) if tf))
+    return scores
+
+
+def _occurrences(term: tuple[str, ...], doc: Sequence[str]) -> int:
+    if len(term) == 1:
+        return doc.count(term[0])
+    first, n = term[0], len(term)
+    count, at = 0, -1
+    try:
+        while True:
+            at = doc.index(first, at + 1)  # a C scan to each start, not a Python loop over every word
+            count += tuple(doc[at:at + n]) == term
+    except ValueError:
+        return count
 
 
 # -- matching and highlighting in Python (the digest, snippets) -----------------------------

@@ -14,9 +14,11 @@ stemming, so SQLite and PostgreSQL find exactly the same stories:
   each insert cheap), written in the ingest transaction; the tsvector made by the
   `simple` configuration (no stemming of its own, no stop words), ranked with ts_rank.
 
-A search ranks the CANDIDATES newest matching versions (a word in every other story
-would otherwise rank half the store for one page); a topic reads only the newest
-matching versions until it has its `limit` stories.
+A search ranks the CANDIDATES newest matching versions, by BM25 computed in Python over
+their stems (monitor.query.rank): the same ranking on both stores, and a word in every
+other story costs what a rare one does (FTS5's bm25() reads a term's whole posting list
+for its document frequency: 60 ms for a common word in a million stories). A topic reads
+only the newest matching versions until it has its `limit` stories.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from sqlalchemy import Connection, text
 from monitor.decide import Decision
 from monitor.identity import Fingerprint
 from monitor.models import Item, SearchHit, SearchResults, Story
-from monitor.query import Query, index_text, to_fts5, to_tsquery
+from monitor.query import Query, index_text, rank, to_fts5, to_tsquery
 from monitor.storage.schema import stories, story_from_row, story_query, versions
 from monitor.storage.sql import cursor
 
@@ -39,37 +41,34 @@ FTS_TABLE = "search_fts"
 TEXT_TABLE = "search_text"
 STATE_TABLE = "search_state"  # SQLite: the highest version id in the FTS index
 PG_TABLE = "search_index"
-CANDIDATES = 2000
+CANDIDATES = 500
 REINDEX_BATCH = 5000
 
 _INSERT = {
-    "sqlite": f"INSERT INTO {TEXT_TABLE} (version_id, stems) SELECT id, ? FROM versions WHERE text_hash = ?",
-    "postgresql": f"INSERT INTO {PG_TABLE} (version_id, tsv) "
-                  "SELECT id, to_tsvector('simple', %s) FROM versions WHERE text_hash = %s",
+    "sqlite": (f"INSERT INTO {TEXT_TABLE} (version_id, story_id, stems) "
+               "SELECT id, story_id, ? FROM versions WHERE text_hash = ?"),
+    "postgresql": (f"INSERT INTO {PG_TABLE} (version_id, story_id, stems, tsv) "
+                   "SELECT id, story_id, %s, to_tsvector('simple', %s) FROM versions WHERE text_hash = %s"),
 }
-# (version id, story id, score: higher is better) of the newest matching versions.
-_HITS = {
-    "sqlite": (f"SELECT h.vid, v.story_id, h.score, s.updated FROM (SELECT rowid AS vid, "
-               f"-bm25({FTS_TABLE}) AS score FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? "
-               "ORDER BY rowid DESC LIMIT ?) AS h JOIN versions AS v ON v.id = h.vid "
-               "JOIN stories AS s ON s.id = v.story_id"),
-    "postgresql": (f"SELECT h.version_id, v.story_id, ts_rank(h.tsv, h.q), s.updated FROM "
-                   f"(SELECT version_id, tsv, q FROM {PG_TABLE}, to_tsquery('simple', %s) AS q WHERE tsv @@ q "
-                   "ORDER BY version_id DESC LIMIT %s) AS h JOIN versions AS v ON v.id = h.version_id "
-                   "JOIN stories AS s ON s.id = v.story_id"),
+# The newest matching versions, newest first: (version id, story id, stems).
+_WINDOW = {
+    "sqlite": (f"SELECT t.version_id, t.story_id, t.stems FROM (SELECT rowid AS vid FROM {FTS_TABLE} "
+               f"WHERE {FTS_TABLE} MATCH ? ORDER BY rowid DESC LIMIT ?) AS h "
+               f"JOIN {TEXT_TABLE} AS t ON t.version_id = h.vid ORDER BY t.version_id DESC"),
+    "postgresql": (f"SELECT version_id, story_id, stems FROM {PG_TABLE} WHERE tsv @@ to_tsquery('simple', %s) "
+                   "ORDER BY version_id DESC LIMIT %s"),
 }
 _NEWEST = {
-    "sqlite": (f"SELECT v.story_id FROM (SELECT rowid AS vid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? "
-               "ORDER BY rowid DESC LIMIT ?) AS h JOIN versions AS v ON v.id = h.vid ORDER BY h.vid DESC"),
-    "postgresql": (f"SELECT v.story_id FROM (SELECT version_id FROM {PG_TABLE} "
-                   "WHERE tsv @@ to_tsquery('simple', %s) ORDER BY version_id DESC LIMIT %s) AS h "
-                   "JOIN versions AS v ON v.id = h.version_id ORDER BY h.version_id DESC"),
+    "sqlite": (f"SELECT t.story_id FROM (SELECT rowid AS vid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ? "
+               f"ORDER BY rowid DESC LIMIT ?) AS h JOIN {TEXT_TABLE} AS t ON t.version_id = h.vid "
+               "ORDER BY t.version_id DESC"),
+    "postgresql": (f"SELECT story_id FROM {PG_TABLE} WHERE tsv @@ to_tsquery('simple', %s) "
+                   "ORDER BY version_id DESC LIMIT %s"),
 }
 _COUNT = {
-    "sqlite": (f"SELECT count(DISTINCT v.story_id) FROM {FTS_TABLE} AS f JOIN versions AS v ON v.id = f.rowid "
-               f"WHERE {FTS_TABLE} MATCH ?"),
-    "postgresql": (f"SELECT count(DISTINCT v.story_id) FROM {PG_TABLE} AS f JOIN versions AS v "
-                   "ON v.id = f.version_id WHERE f.tsv @@ to_tsquery('simple', %s)"),
+    "sqlite": (f"SELECT count(DISTINCT t.story_id) FROM {FTS_TABLE} AS f JOIN {TEXT_TABLE} AS t "
+               f"ON t.version_id = f.rowid WHERE {FTS_TABLE} MATCH ?"),
+    "postgresql": f"SELECT count(DISTINCT story_id) FROM {PG_TABLE} WHERE tsv @@ to_tsquery('simple', %s)",
 }
 
 
@@ -83,10 +82,14 @@ def compiled(dialect: str, query: Query) -> str:
 def index_versions(dialect: str, cur: Any, entries: Sequence[tuple[Item, Fingerprint]],
                    decisions: Sequence[Decision]) -> None:
     """Index the versions ingest just inserted (every item not a repeat), in its transaction."""
-    rows = [(index_text(item.title, item.paragraphs), fp.text_hash)
+    rows = [_row(dialect, index_text(item.title, item.paragraphs), fp.text_hash)
             for (item, fp), decision in zip(entries, decisions, strict=True) if decision.action != "repeat"]
     if rows:
         cur.executemany(_INSERT[dialect], rows)
+
+
+def _row(dialect: str, stems: str, text_hash: str) -> tuple[str, ...]:
+    return (stems, stems, text_hash) if dialect == "postgresql" else (stems, text_hash)
 
 
 def catch_up(dialect: str, cur: Any) -> int:
@@ -115,11 +118,12 @@ def behind(dialect: str, cur: Any) -> bool:
 def create_index(conn: Connection) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(text(f"CREATE TABLE {PG_TABLE} (version_id integer PRIMARY KEY "
-                          "REFERENCES versions (id) ON DELETE CASCADE, tsv tsvector NOT NULL)"))
+                          "REFERENCES versions (id) ON DELETE CASCADE, story_id integer NOT NULL, "
+                          "stems text NOT NULL, tsv tsvector NOT NULL)"))
         conn.execute(text(f"CREATE INDEX ix_{PG_TABLE}_tsv ON {PG_TABLE} USING gin (tsv)"))
         return
     conn.execute(text(f"CREATE TABLE {TEXT_TABLE} (version_id INTEGER PRIMARY KEY "
-                      "REFERENCES versions (id) ON DELETE CASCADE, stems TEXT NOT NULL)"))
+                      "REFERENCES versions (id) ON DELETE CASCADE, story_id INTEGER NOT NULL, stems TEXT NOT NULL)"))
     # remove_diacritics 0: й stays й (the stems already are what both stores compare).
     conn.execute(text(f"CREATE VIRTUAL TABLE {FTS_TABLE} USING fts5(stems, content='{TEXT_TABLE}', "
                       "content_rowid='version_id', tokenize='unicode61 remove_diacritics 0')"))
@@ -144,7 +148,7 @@ def reindex_all(conn: Connection, progress: Callable[[int], None] | None = None)
                                       "ORDER BY id LIMIT :n"), {"last": last, "n": REINDEX_BATCH}).fetchall()
             if not batch:
                 break
-            cur.executemany(_INSERT[dialect], [(index_text(title, json.loads(paras)), h)
+            cur.executemany(_INSERT[dialect], [_row(dialect, index_text(title, json.loads(paras)), h)
                                                for _, title, paras, h in batch])
             done += len(batch)
             last = batch[-1][0]
@@ -176,20 +180,19 @@ class SearchMixin:
             catch_up(self.dialect, cur)
 
     def search(self, query: Query, *, offset: int = 0, limit: int = 20) -> SearchResults:
-        """One page of the stories matching `query` in any version: best score first, the most
-        recently updated first among equal scores."""
+        """One page of the stories matching `query` in any version: ranked by BM25 over the
+        CANDIDATES newest matching versions (monitor.query.rank, the same on both stores),
+        the newest first among equal scores."""
         if query.empty:
             return SearchResults()
         self.catch_up_search()
         with self._read() as conn, cursor(conn) as cur:
-            rows = cur.execute(_HITS[self.dialect], (compiled(self.dialect, query), CANDIDATES)).fetchall()
+            rows = cur.execute(_WINDOW[self.dialect], (compiled(self.dialect, query), CANDIDATES)).fetchall()
+            scores = rank(query, [stems.split() for _, _, stems in rows])
             best: dict[int, tuple[float, int]] = {}
-            updated: dict[int, Any] = {}
-            for vid, sid, score, when in rows:
-                if sid not in best or score > best[sid][0]:
-                    best[sid] = (float(score), vid)
-                updated[sid] = when
-            ranked = sorted(best, key=lambda sid: (best[sid][0], updated[sid], sid), reverse=True)
+            for (vid, sid, _), score in zip(rows, scores, strict=True):
+                best[sid] = max(best.get(sid, (score, vid)), (score, vid))
+            ranked = sorted(best, key=lambda sid: best[sid], reverse=True)
             page = ranked[offset:offset + limit]
             found = _stories(conn, page)
             matched = _versions(conn, [best[sid][1] for sid in page])
