@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ RUSSIAN_PASSES = 4
 # Stems are cached by word; a pure-Python Snowball stem costs some 50 µs, a lookup 0.1 µs.
 STEM_CACHE = 200_000
 _STEMS: dict[str, str] = {}
+_STEM_LOCK = threading.Lock()
 MAX_QUERY_CHARS = 2000
 MAX_TERMS = 32
 MAX_PHRASE_WORDS = 16
@@ -92,9 +94,12 @@ def stem(word: str) -> str:
     """The stem of a normalized word: Russian for Cyrillic, English for Latin, else the word."""
     found = _STEMS.get(word)
     if found is None:
-        if len(_STEMS) >= STEM_CACHE:
-            _STEMS.clear()
-        found = _STEMS[word] = _stem(word[:MAX_WORD_CHARS])
+        # A Snowball stemmer keeps the word it works on in itself: one thread at a time
+        # (the service stems queries in HTTP threads while a scan indexes).
+        with _STEM_LOCK:
+            if len(_STEMS) >= STEM_CACHE:
+                _STEMS.clear()
+            found = _STEMS[word] = _stem(word[:MAX_WORD_CHARS])
     return found
 
 

@@ -253,3 +253,25 @@ def test_every_version_is_indexed_once(store: Store) -> None:
         if store.storage.dialect == "sqlite":
             conn.execute(text("INSERT INTO search_fts (search_fts) VALUES ('integrity-check')"))
             assert conn.execute(text("SELECT indexed_upto FROM search_state")).scalar_one() == versions
+
+
+def test_stemming_from_many_threads_gives_the_stems_of_one() -> None:
+    """The service stems queries in HTTP threads while a scan indexes: Snowball's stemmers
+    are stateful objects, so the answers must not mix."""
+    import threading
+
+    words = [f"заседаниям{i}" for i in range(300)] + [f"meetings{i}x" for i in range(300)]
+    expected = {w: query._stem(w) for w in words}
+    query._STEMS.clear()
+    got: dict[str, str] = {}
+
+    def work(part: list[str]) -> None:
+        for w in part:
+            got[w] = query.stem(w)
+
+    threads = [threading.Thread(target=work, args=(words[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == expected

@@ -4,15 +4,15 @@ Both stores index the stems monitor.query makes (`index_text`), not their own
 stemming, so SQLite and PostgreSQL find exactly the same stories:
 
 * SQLite: the stems go into `search_text` (a plain row per version) in the ingest
-  transaction; an FTS5 table over it (external content, rowid = the version's id,
-  ranked with bm25) is brought up to date in one batch at the end of each pass
+  transaction; an FTS5 table over it (external content, rowid = the version's id)
+  is brought up to date in one batch at the end of each pass
   (`Storage.record_scan`) and, should a search come first, before that search. FTS5
   writes a new segment and merges at every commit, about 1 ms each: once per file that
   was most of the cost of indexing, once per pass it is nothing. The index is only ever
   extended by whole committed transactions, so a search never sees half a file.
-* PostgreSQL: `search_index(version_id, tsv)` with a GIN index (its pending list makes
-  each insert cheap), written in the ingest transaction; the tsvector made by the
-  `simple` configuration (no stemming of its own, no stop words), ranked with ts_rank.
+* PostgreSQL: `search_index(version_id, story_id, stems, tsv)` with a GIN index on the
+  tsvector (its pending list makes each insert cheap), written in the ingest transaction;
+  the tsvector made by the `simple` configuration (no stemming of its own, no stop words).
 
 A search ranks the CANDIDATES newest matching versions, by BM25 computed in Python over
 their stems (monitor.query.rank): the same ranking on both stores, and a word in every
@@ -138,7 +138,7 @@ def drop_index(conn: Connection) -> None:
         conn.execute(text(f"DROP TABLE {table}"))
 
 
-def reindex_all(conn: Connection, progress: Callable[[int], None] | None = None) -> int:
+def reindex_all(conn: Connection) -> int:
     """Index every stored version (the migration, and the 1M-story benchmark); returns how many."""
     dialect = conn.dialect.name
     done, last = 0, 0
@@ -152,8 +152,6 @@ def reindex_all(conn: Connection, progress: Callable[[int], None] | None = None)
                                                for _, title, paras, h in batch])
             done += len(batch)
             last = batch[-1][0]
-            if progress is not None:
-                progress(done)
         catch_up(dialect, cur)
     return done
 
