@@ -235,3 +235,13 @@ def test_digest_has_a_section_per_topic_in_config_order() -> None:
     assert plain.index("New (3)") < plain.index("Topic: serdyukov")
     assert "<script>" not in markup and "&lt;script&gt;" in markup
     assert markup.count("<h2>Topic: ") == 3
+
+
+def test_opml_escapes_titles() -> None:
+    from monitor import opml
+
+    hostile = 'CSTO <b>"news"</b> & \x01co'
+    root = etree.fromstring(opml.render(hostile, [(hostile, "http://h/feed.atom?a=1&b=2", "http://h/")]))
+    assert root.findtext("head/title") == 'CSTO <b>"news"</b> & co'
+    (outline,) = root.findall(".//outline")
+    assert outline.get("text") == 'CSTO <b>"news"</b> & co' and outline.get("xmlUrl") == "http://h/feed.atom?a=1&b=2"
