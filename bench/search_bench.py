@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -63,35 +64,71 @@ QUERIES = [
 # -- the big store -----------------------------------------------------------------------
 
 
+def story_rows(stories: int, seed: int = 5) -> Iterator[tuple[list[tuple[object, ...]], list[tuple[object, ...]]]]:
+    """Batches of (stories rows, versions rows) of the synthetic corpus."""
+    rng = random.Random(seed)
+    vocab = gen._vocabulary(rng, 30_000)
+    cumulative = list(_cumulative([1 / (rank + 10) for rank in range(len(vocab))]))  # Zipf-like
+    epoch = dt.datetime(2020, 1, 1)
+    for start in range(1, stories + 1, BATCH):
+        story_batch, version_batch = [], []
+        for i in range(start, min(start + BATCH, stories + 1)):
+            text = _text(rng, vocab, cumulative, i)
+            text_hash = hashlib.sha256(text.encode()).hexdigest()
+            when = epoch + dt.timedelta(seconds=i)
+            story_batch.append((i, f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, text_hash)}", when, when, text_hash))
+            version_batch.append((i, i, text_hash, "brief", None, json.dumps([text], ensure_ascii=False),
+                                  dt.date(2020, 1, 1), i, f"{i:08d}.txt", when))
+        yield story_batch, version_batch
+
+
+def build_postgres(url: str, stories: int) -> float:
+    """The same corpus in a PostgreSQL database (empty, at `url`); the seconds indexing took."""
+    import psycopg
+    from sqlalchemy import make_url
+
+    from monitor.storage import Storage
+    from monitor.storage.search import reindex_all
+
+    Storage.open(url).close()
+    parts = make_url(url)
+    with psycopg.connect(host=parts.host, port=parts.port, user=parts.username, password=parts.password,
+                         dbname=parts.database) as conn, conn.cursor() as cur:
+        for story_batch, version_batch in story_rows(stories):
+            cur.executemany("INSERT INTO stories (id, uid, first_seen, updated, current_hash) "
+                            "VALUES (%s, %s, %s, %s, %s)", story_batch)
+            cur.executemany("INSERT INTO versions (id, story_id, text_hash, kind, title, paragraphs, published, "
+                            "key_mtime_ns, key_path, seen_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                            version_batch)
+    storage = Storage.open(url)
+    t0 = time.perf_counter()
+    with storage.engine.begin() as sa_conn:
+        reindex_all(sa_conn)
+        sa_conn.exec_driver_sql("ANALYZE")
+    seconds = time.perf_counter() - t0
+    storage.close()
+    return seconds
+
+
 def build(db: Path, stories: int, seed: int = 5) -> float:
-    """A store of `stories` stories with the monitor's schema, indexed; the seconds indexing took."""
+    """A SQLite store of `stories` stories with the monitor's schema, indexed; the seconds indexing took."""
     from monitor.storage import Storage
     from monitor.storage.search import reindex_all
 
     db.parent.mkdir(parents=True, exist_ok=True)
     Storage.open(f"sqlite:///{db}").close()
-    rng = random.Random(seed)
-    vocab = gen._vocabulary(rng, 30_000)
-    weights = [1 / (rank + 10) for rank in range(len(vocab))]  # Zipf-like
-    cumulative = list(_cumulative(weights))
     conn = sqlite3.connect(db, isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute("BEGIN")
-    epoch = dt.datetime(2020, 1, 1)
-    for start in range(1, stories + 1, BATCH):
-        story_rows, version_rows = [], []
-        for i in range(start, min(start + BATCH, stories + 1)):
-            text = _text(rng, vocab, cumulative, i)
-            text_hash = hashlib.sha256(text.encode()).hexdigest()
-            stamp = (epoch + dt.timedelta(seconds=i)).strftime("%Y-%m-%d %H:%M:%S.%f")
-            story_rows.append((i, f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, text_hash)}", stamp, stamp, text_hash))
-            version_rows.append((i, i, text_hash, "brief", None, json.dumps([text], ensure_ascii=False),
-                                 "2020-01-01", i, f"{i:08d}.txt", stamp))
+    stamp = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's DateTime on SQLite
+    for story_batch, version_batch in story_rows(stories, seed):
         conn.executemany("INSERT INTO stories (id, uid, first_seen, updated, current_hash) VALUES (?, ?, ?, ?, ?)",
-                         story_rows)
+                         [(i, uid, a.strftime(stamp), b.strftime(stamp), h) for i, uid, a, b, h in story_batch])
         conn.executemany("INSERT INTO versions (id, story_id, text_hash, kind, title, paragraphs, published, "
-                         "key_mtime_ns, key_path, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", version_rows)
+                         "key_mtime_ns, key_path, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         [(*row[:6], row[6].isoformat(), row[7], row[8], row[9].strftime(stamp))
+                          for row in version_batch])
     conn.execute("COMMIT")
     conn.close()
     storage = Storage.open(f"sqlite:///{db}")
@@ -145,15 +182,14 @@ def most_common_word(db: Path) -> str:
 # -- timing --------------------------------------------------------------------------------
 
 
-def time_queries(db: Path, runs: int) -> dict[str, object]:
+def time_queries(url: str, runs: int, stress: str) -> dict[str, object]:
     """Per query: median and p95 ms of Storage.search (first page) and the count; the feed times."""
     from monitor import query
     from monitor.config import FeedSettings
     from monitor.feed import render
     from monitor.storage import Storage
 
-    storage = Storage.open(f"sqlite:///{db}")
-    stress = most_common_word(db)
+    storage = Storage.open(url)
     out: dict[str, object] = {"stress_word": stress}
     cases = [*QUERIES, ("stress: the most common word", stress)]
     per_query = {}
@@ -256,7 +292,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=40, help="timed runs per query")
     parser.add_argument("--store", type=Path, help="build (once) and keep the big store here")
     parser.add_argument("--skip-ingest", action="store_true")
+    parser.add_argument("--postgres", metavar="URL", help="instead: build and time the corpus in this empty database")
     args = parser.parse_args()
+    if args.postgres:
+        indexed = build_postgres(args.postgres, args.stories)
+        out = time_queries(args.postgres, args.runs, "1")
+        print(json.dumps({"index_seconds": indexed, **out}, indent=2, ensure_ascii=False))
+        return
     work = Path(tempfile.mkdtemp(prefix="monitor-search-bench-"))
     try:
         print(json.dumps(run(work, args.stories, args.ingest_files, args.rounds, args.runs, args.store,
@@ -275,7 +317,7 @@ def run(work: Path, stories: int, ingest_files: int, rounds: int, runs: int, sto
         t0 = time.perf_counter()
         result["index_seconds"] = build(db, stories)
         result["build_seconds"] = time.perf_counter() - t0
-    result.update(time_queries(db, runs))
+    result.update(time_queries(f"sqlite:///{db}", runs, most_common_word(db)))
     result["db_megabytes"] = sum(p.stat().st_size for p in db.parent.glob(db.name + "*")) / 1e6
     return result
 
