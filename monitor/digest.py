@@ -26,6 +26,7 @@ from monitor.config import DigestSettings, FeedSettings, Settings, TopicSettings
 from monitor.errors import ConfigError, DeliveryError
 from monitor.feed import escape_html, story_url, xml_safe
 from monitor.models import Story
+from monitor.publish import FEED
 from monitor.storage import Storage
 from monitor.storage.outbox import Outgoing, PendingDigest, Selection
 from monitor.worddiff import diff_html, diff_text, word_diff
@@ -144,7 +145,7 @@ def render_text(selection: Selection, *, digest: DigestSettings, feed: FeedSetti
         lines += [f"Feed: {feed.base_url}topics/{name}.atom", ""]
     more = selection.more_new + selection.more_revised
     if more:
-        lines += [f"…and {more} more ({_more(selection)}): {feed.base_url}feed.atom", ""]
+        lines += [f"…and {more} more ({_more(selection)}): {feed.base_url}{FEED}", ""]
     lines += ["-- ", f"{feed.title}: {feed.base_url}"]
     return "\n".join(lines) + "\n"
 
@@ -172,7 +173,7 @@ def render_html(selection: Selection, *, digest: DigestSettings, feed: FeedSetti
     more = selection.more_new + selection.more_revised
     if more:
         parts.append(f'<p>…and {more} more ({_more(selection)}): '
-                     f'<a href="{_h(feed.base_url + "feed.atom")}">see the feed</a></p>')
+                     f'<a href="{_h(feed.base_url + FEED)}">see the feed</a></p>')
     parts.append(f'<hr><p><a href="{_h(feed.base_url)}">{_h(feed.title)}</a></p></body></html>')
     return "\n".join(parts) + "\n"
 
@@ -278,7 +279,8 @@ def baseline(settings: Settings, storage: Storage, *, clock: Clock = utcnow) -> 
 def run_digest_command(settings: Settings, dry_run: bool) -> int:
     """`monitor digest [--dry-run]`: exit 0 when sent or nothing to send, 1 when some stay pending."""
     check_settings(settings)
-    storage = Storage.open(settings.state.database_url)
+    # Never creates a store: a digest of a mistyped path would say "nothing to send" (exit 3 instead).
+    storage = Storage.open(settings.state.database_url, create=False)
     try:
         if dry_run:
             messages = preview(settings, storage)

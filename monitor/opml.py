@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from monitor.feed import escape_html, xml_safe
+from monitor.escape import escape_html, xml_safe
 
 
 def render(title: str, feeds: Sequence[tuple[str, str, str]]) -> bytes:

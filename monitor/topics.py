@@ -1,115 +1,82 @@
-"""Topics and search at the edges: the documents topics add, and the answers to /search.
+"""What topics and search add to the publisher's documents (monitor.publish), rendered here.
 
 A topic is a named saved search from the config (`[[topics]]`): its feed
 `/topics/<name>.atom` (also a file beside the main feed, `topics/<name>.atom`) and its
 page `/topics/<name>` hold the newest `max_entries` matching stories, so they cost
 what the main feed costs, not what the whole match costs. `/feeds.opml` lists every
-feed. The rendering is pure (monitor.feed, monitor.page, monitor.opml); the store
-answers the query (Storage.newest_matching, Storage.search).
+feed. `/search` and `/search.atom` are made on request. The rendering is pure
+(monitor.feed, monitor.page, monitor.opml); the store answers the query
+(Storage.newest_matching, Storage.search).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
-from monitor import opml, page, query
-from monitor.config import Settings
-from monitor.feed import EPOCH, render, write_atomically
+from monitor import feed, opml, page, query
+from monitor.config import Settings, TopicSettings
 
 if TYPE_CHECKING:
     from monitor.storage import Storage
 
-ATOM_TYPE = "application/atom+xml; charset=utf-8"
-HTML_TYPE = "text/html; charset=utf-8"
-OPML_TYPE = "text/x-opml; charset=utf-8"
 PER_PAGE = 20
-CORRECTIONS_PATH = "corrections.atom"  # the corrections feed (issue 13's publisher)
 
 
-@dataclass(frozen=True)
-class Document:
-    """One rendered document: its type, bytes and newest change (Last-Modified)."""
-
-    ctype: str
-    body: bytes
-    newest: dt.datetime = EPOCH
-
-
-def topic_documents(settings: Settings, storage: Storage) -> dict[str, Document]:
-    """PUBLISHER: every document topics add, by URL path, rendered once per change of the
-    store. Today the service's refresh and the scan's feed-file publish call this; it is
-    the one piece the publisher (monitor/publish.py) takes over."""
-    feed = settings.feed
-    docs: dict[str, Document] = {}
-    for topic in settings.topics:
-        stories = storage.newest_matching(query.parse(topic.query), feed.max_entries)
-        newest = max((s.updated for s in stories), default=EPOCH)
-        atom = render(feed, stories, path=f"topics/{topic.name}.atom", title=f"{feed.title}: {topic.name}",
-                      page=f"topics/{topic.name}")
-        docs[f"/topics/{topic.name}.atom"] = Document(ATOM_TYPE, atom, newest)
-        html = page.topic_page(feed.title, topic.name, topic.query, stories).encode()
-        docs[f"/topics/{topic.name}"] = Document(HTML_TYPE, html, newest)
-    docs["/feeds.opml"] = Document(OPML_TYPE, opml.render(feed.title, feed_list(settings)))
-    return docs
+def topic_feed(settings: Settings, storage: Storage, path: str, topic: TopicSettings) -> bytes:
+    """A topic's feed at `path`: its newest `max_entries` matching stories."""
+    fs = settings.feed
+    stories = storage.newest_matching(query.parse(topic.query), fs.max_entries)
+    return feed.document(fs, [feed.plain_entry(fs.base_url, s) for s in stories], path=path, title=topic.name,
+                         page=f"topics/{topic.name}")
 
 
-def feed_list(settings: Settings) -> list[tuple[str, str, str]]:
+def topic_page(settings: Settings, storage: Storage, topic: TopicSettings, links: page.Links) -> bytes:
+    stories = storage.newest_matching(query.parse(topic.query), settings.feed.max_entries)
+    return page.topic_page(settings.feed.title, topic.name, topic.query, stories, links).encode()
+
+
+def feed_list(settings: Settings, links: page.Links) -> list[tuple[str, str, str]]:
     """Every feed: (title, feed URL, page URL), the main feed first, then corrections, then topics."""
     base, title = settings.feed.base_url, settings.feed.title
-    feeds = [(title, base + "feed.atom", base), (f"{title}: corrections", base + CORRECTIONS_PATH, base)]
-    feeds += [(f"{title}: {t.name}", f"{base}topics/{t.name}.atom", f"{base}topics/{t.name}")
-              for t in settings.topics]
+    feeds = [(title, base + links.feed, base), (f"{title}: corrections", base + links.corrections, base)]
+    feeds += [(f"{title}: {name}", f"{base}topics/{name}.atom", f"{base}topics/{name}") for name in links.topics]
     return feeds
 
 
-def topic_file(settings: Settings, name: str) -> Path:
-    return settings.feed.path.parent / "topics" / f"{name}.atom"
+def opml_list(settings: Settings, links: page.Links) -> bytes:
+    return opml.render(settings.feed.title, feed_list(settings, links))
 
 
-def write_topic_files(settings: Settings, docs: Mapping[str, Document]) -> None:
-    """Each topic feed as a file beside the main feed, replaced atomically when it changed."""
-    for topic in settings.topics:
-        data = docs[f"/topics/{topic.name}.atom"].body
-        path = topic_file(settings, topic.name)
-        try:
-            if path.read_bytes() == data:
-                continue
-        except FileNotFoundError:
-            pass
-        write_atomically(path, data)
+# -- search: on request, one store read per request -----------------------------------------
 
 
-def publish_topics(settings: Settings, storage: Storage) -> dict[str, Document]:
-    """Render the topic documents and write the topic feed files; the documents, for HTTP."""
-    docs = topic_documents(settings, storage)
-    write_topic_files(settings, docs)
-    return docs
+def search_params(raw: str) -> tuple[str, int]:
+    """`q` and `page` from a query string; anything malformed counts as absent, never an error."""
+    try:
+        pairs = parse_qsl(raw, keep_blank_values=True, max_num_fields=50, errors="replace")
+    except ValueError:
+        return "", 1
+    values = dict(reversed(pairs))  # the first of each name
+    number = values.get("page", "")
+    return values.get("q", ""), int(number) if number.isdigit() and 0 < len(number) < 6 and int(number) > 0 else 1
 
 
-# -- search: dynamic, one store read per request -------------------------------------------
-
-
-def search_page(settings: Settings, storage: Storage, q: str, page_no: int) -> bytes:
+def search_page(settings: Settings, storage: Storage, q: str, page_no: int, links: page.Links) -> bytes:
     parsed = query.parse(q)
     page_no = max(1, page_no)
     results = storage.search(parsed, offset=(page_no - 1) * PER_PAGE, limit=PER_PAGE)
     snippets = [page.snippet_html(query.snippet(parsed, hit.matched)) for hit in results.hits]
-    return page.search_page(settings.feed.title, q, results, page=page_no, per_page=PER_PAGE,
+    return page.search_page(settings.feed.title, q, results, links, page=page_no, per_page=PER_PAGE,
                             snippets=snippets).encode()
 
 
-def search_feed(settings: Settings, storage: Storage, q: str) -> Document:
+def search_feed(settings: Settings, storage: Storage, q: str) -> bytes:
     """The search as a feed: its newest matching stories (a subscription follows new ones)."""
-    feed = settings.feed
-    stories = storage.newest_matching(query.parse(q), feed.max_entries)
-    body = render(feed, stories, path=f"search.atom?q={quote(q)}", title=f"{feed.title}: search {q[:80]}",
-                  page=f"search?q={quote(q)}")
-    return Document(ATOM_TYPE, body, max((s.updated for s in stories), default=EPOCH))
+    fs = settings.feed
+    stories = storage.newest_matching(query.parse(q), fs.max_entries)
+    return feed.document(fs, [feed.plain_entry(fs.base_url, s) for s in stories], path=f"search.atom?q={quote(q)}",
+                         title=f"search {q[:80]}", page=f"search?q={quote(q)}")
 
 
 def topic_counts(settings: Settings, storage: Storage) -> list[tuple[str, str, int]]:

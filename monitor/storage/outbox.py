@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, and_, func, select, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from monitor.errors import StorageError
 from monitor.models import Story
@@ -97,13 +97,13 @@ class _Due:
 
 
 class OutboxMixin:
-    """Digest methods of `Storage` (which provides engine, dialect, _read, _write, _short)."""
+    """Digest methods of `Storage` (which provides engine, dialect, _read, _write, _short, _error)."""
 
     engine: Engine
     dialect: str
     _read: Callable[[], Any]
     _write: Callable[..., Any]
-    _short: Callable[[BaseException], str]
+    _error: Callable[[BaseException], StorageError]
 
     # -- one runner at a time ----------------------------------------------------
 
@@ -140,8 +140,8 @@ class OutboxMixin:
             conn = self.engine.connect()
             held = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": DIGEST_LOCK}).scalar())
             conn.commit()
-        except OperationalError as exc:
-            raise StorageError(f"database error: {self._short(exc)}") from None
+        except DBAPIError as exc:
+            raise self._error(exc) from None
         try:
             yield held
         finally:
@@ -242,7 +242,7 @@ class OutboxMixin:
     def _stories_by_hash(self, conn: Connection, hashes: list[str]) -> dict[str, Story]:
         if not hashes:
             return {}
-        query = (select(versions.c.text_hash, stories.c.uid, versions.c.kind, versions.c.title,
+        query = (select(versions.c.text_hash, stories.c.uid, versions.c.kind, versions.c.headline,
                         versions.c.paragraphs, versions.c.published, stories.c.first_seen, stories.c.updated)
                  .join(stories, stories.c.id == versions.c.story_id)
                  .where(versions.c.text_hash.in_(hashes)))

@@ -5,7 +5,7 @@ that monitor.query makes. PostgreSQL: a tsvector of the same stems per version w
 GIN index. See monitor/storage/search.py.
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0005 (0004, of w11, goes between when that branch is merged)
 """
 
 from alembic import op
@@ -13,7 +13,7 @@ from alembic import op
 from monitor.storage.search import create_index, drop_index, reindex_all
 
 revision = "0006"
-down_revision = "0003"
+down_revision = "0005"  # 0004 (w11) is inserted between when that branch is merged
 branch_labels = None
 depends_on = None
 
