@@ -228,7 +228,7 @@ def bench_search(work: Path, scale: Scale) -> list[Row]:
             None, f"{stress['matches']} matches; the newest {search_bench_candidates()} versions are ranked"),
         Row(f"Topic feed vs main feed render, {n} stories", f"{out['topic_feed_ms']:.1f} ms",
             f"{out['main_feed_ms']:.1f} ms", out["topic_feed_ms"] / out["main_feed_ms"], 1.5,
-            "newest_matching(max_entries=100) + render vs latest_stories + render, best of 40"),
+            "topics.topic_feed (newest_matching(max_entries=100) + render) vs Publisher.main_feed, best of 40"),
     ]
 
 

@@ -10,7 +10,8 @@
   one in ten in Russian, inflected) is built with sqlite3 and indexed by the migration's
   own `reindex_all`; then `Storage.search` (the first page of 20, what /search runs) is
   timed for the typical queries, and the most common word of the corpus as the stress case.
-* Topic feed vs main feed: `newest_matching(max_entries)` + render vs `latest_stories` + render.
+* Topic feed vs main feed: `topics.topic_feed` (newest_matching(max_entries) + render) vs
+  `Publisher.main_feed`.
 
 Run from bench/run.py (`--only search`) as part of the table, or alone. Not part of the tests.
 """
@@ -77,8 +78,9 @@ def story_rows(stories: int, seed: int = 5) -> Iterator[tuple[list[tuple[object,
             text_hash = hashlib.sha256(text.encode()).hexdigest()
             when = epoch + dt.timedelta(seconds=i)
             story_batch.append((i, f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, text_hash)}", when, when, text_hash))
-            version_batch.append((i, i, text_hash, "brief", None, json.dumps([text], ensure_ascii=False),
-                                  dt.date(2020, 1, 1), i, f"{i:08d}.txt", when))
+            # headline and seq (migration 0005): a brief's opening words; the timeline is the ids
+            version_batch.append((i, i, text_hash, "brief", None, text[:60], json.dumps([text], ensure_ascii=False),
+                                  dt.date(2020, 1, 1), i, f"{i:08d}.txt", when, i))
         yield story_batch, version_batch
 
 
@@ -97,9 +99,9 @@ def build_postgres(url: str, stories: int) -> float:
         for story_batch, version_batch in story_rows(stories):
             cur.executemany("INSERT INTO stories (id, uid, first_seen, updated, current_hash) "
                             "VALUES (%s, %s, %s, %s, %s)", story_batch)
-            cur.executemany("INSERT INTO versions (id, story_id, text_hash, kind, title, paragraphs, published, "
-                            "key_mtime_ns, key_path, seen_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                            version_batch)
+            cur.executemany("INSERT INTO versions (id, story_id, text_hash, kind, title, headline, paragraphs, "
+                            "published, key_mtime_ns, key_path, seen_at, seq) "
+                            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", version_batch)
     storage = Storage.open(url)
     t0 = time.perf_counter()
     with storage.engine.begin() as sa_conn:
@@ -125,9 +127,9 @@ def build(db: Path, stories: int, seed: int = 5) -> float:
     for story_batch, version_batch in story_rows(stories, seed):
         conn.executemany("INSERT INTO stories (id, uid, first_seen, updated, current_hash) VALUES (?, ?, ?, ?, ?)",
                          [(i, uid, a.strftime(stamp), b.strftime(stamp), h) for i, uid, a, b, h in story_batch])
-        conn.executemany("INSERT INTO versions (id, story_id, text_hash, kind, title, paragraphs, published, "
-                         "key_mtime_ns, key_path, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         [(*row[:6], row[6].isoformat(), row[7], row[8], row[9].strftime(stamp))
+        conn.executemany("INSERT INTO versions (id, story_id, text_hash, kind, title, headline, paragraphs, "
+                         "published, key_mtime_ns, key_path, seen_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         [(*row[:7], row[7].isoformat(), row[8], row[9], row[10].strftime(stamp), row[11])
                           for row in version_batch])
     conn.execute("COMMIT")
     conn.close()
@@ -184,9 +186,9 @@ def most_common_word(db: Path) -> str:
 
 def time_queries(url: str, runs: int, stress: str) -> dict[str, object]:
     """Per query: median and p95 ms of Storage.search (first page) and the count; the feed times."""
-    from monitor import query
-    from monitor.config import FeedSettings
-    from monitor.feed import render
+    from monitor import query, topics
+    from monitor.config import Settings, TopicSettings
+    from monitor.publish import Publisher
     from monitor.storage import Storage
 
     storage = Storage.open(url)
@@ -210,11 +212,10 @@ def time_queries(url: str, runs: int, stress: str) -> dict[str, object]:
     every.sort()
     out["queries"] = per_query
     out["typical"] = {"median_ms": statistics.median(every), "p95_ms": _p95(every)}
-    feed = FeedSettings()
-    out["main_feed_ms"] = _best(runs, lambda: render(feed, storage.latest_stories(feed.max_entries)))
-    topic = query.parse("council")
-    out["topic_feed_ms"] = _best(runs, lambda: render(feed, storage.newest_matching(topic, feed.max_entries),
-                                                      path="topics/council.atom"))
+    settings = Settings(source="<defaults>")
+    out["main_feed_ms"] = _best(runs, Publisher(settings, storage).main_feed)
+    topic = TopicSettings(name="council", query="council")
+    out["topic_feed_ms"] = _best(runs, lambda: topics.topic_feed(settings, storage, "topics/council.atom", topic))
     out["stories"] = storage.story_count()
     storage.close()
     return out

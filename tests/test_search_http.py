@@ -152,6 +152,10 @@ def test_opml_lists_every_feed(svc: Service) -> None:
     urls = [o.get("xmlUrl") for o in outlines]
     assert urls == [svc.base + "feed.atom", svc.base + "corrections.atom",
                     *(f"{svc.base}topics/{t['name']}.atom" for t in TOPICS)]
+    for url in urls:  # every feed listed is served, the corrections feed too
+        feed = svc.get(url.removeprefix(svc.base.rstrip("/")))
+        assert feed.status == 200 and feed.headers["content-type"].startswith("application/atom+xml"), url
+        validate_atom(feed.body)
 
 
 # -- the console script ---------------------------------------------------------------------
