@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -90,6 +91,14 @@ class SmtpSettings:
 
 
 @dataclass(frozen=True)
+class TopicSettings:
+    """A named saved search, `[[topics]]` in the file (monitor/topics.py)."""
+
+    name: str = ""
+    query: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     source: str  # the config file, or "<defaults>"
     drop: DropSettings = DropSettings()
@@ -99,13 +108,17 @@ class Settings:
     schedule: ScheduleSettings = ScheduleSettings()
     digest: DigestSettings = DigestSettings()
     smtp: SmtpSettings = SmtpSettings()
+    topics: tuple[TopicSettings, ...] = ()
 
 
+# Lists of tables (`[[name]]` in TOML): the class of one element.
+LISTS: dict[str, type] = {"topics": TopicSettings}
 SECTIONS: dict[str, type] = {
     f.name: f.type if isinstance(f.type, type) else globals()[f.type]
     for f in dataclasses.fields(Settings)
-    if f.name != "source"
+    if f.name != "source" and f.name not in LISTS
 }
+TOPIC_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 NOT_IN_FILE = {("smtp", "password")}
 # The backends whose SQL the store speaks (monitor.storage.sql); a URL naming another one
 # is a config error, not a driver import error from deep inside SQLAlchemy.
@@ -131,12 +144,19 @@ def load_settings(path: Path | None, *, require_drop: bool = True) -> Settings:
         data = _read_toml(path)
     sections: dict[str, Any] = {}
     for name, value in data.items():
+        if name in LISTS:
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise ConfigError(source, f"[[{name}]]", "must be a list of tables ([[" + name + "]] sections)")
+            continue
         if name not in SECTIONS:
             raise ConfigError(source, f"[{name}]", "unknown section")
         if not isinstance(value, dict):
             raise ConfigError(source, f"[{name}]", "must be a table")
     for name, cls in SECTIONS.items():
         sections[name] = _build_section(source, base, name, cls, data.get(name, {}))
+    for name, cls in LISTS.items():
+        sections[name] = tuple(_build_section(source, base, name, cls, raw, label=f"[[{name}]] #{i}")
+                               for i, raw in enumerate(data.get(name, []), start=1))
     if not sections["feed"].base_url:
         sections["feed"] = dataclasses.replace(sections["feed"], base_url=_default_base_url(sections["http"]))
     settings = Settings(source=source, **sections)
@@ -177,12 +197,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), "(syntax)", str(exc)) from None
 
 
-def _build_section(source: str, base: Path, name: str, cls: type, raw: dict[str, Any]) -> Any:
+def _build_section(source: str, base: Path, name: str, cls: type, raw: dict[str, Any],
+                   label: str | None = None) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        where = f"[{name}] {key}"
+        where = f"{label or f'[{name}]'} {key}"
         if key not in known or (name, key) in NOT_IN_FILE:
             hint = " (set it in the environment)" if (name, key) in NOT_IN_FILE else ""
             raise ConfigError(source, where, f"unknown key{hint}")
@@ -283,6 +304,27 @@ def _check(settings: Settings, require_drop: bool) -> None:
     _check_outside_drop(settings)
     if settings.digest.max_stories < 1:
         raise ConfigError(src, "[digest] max_stories", "must be at least 1")
+    _check_topics(settings)
+
+
+def _check_topics(settings: Settings) -> None:
+    """A topic needs a name that is safe in a URL and a file name, and a query with words."""
+    seen: set[str] = set()
+    for i, topic in enumerate(settings.topics, start=1):
+        where = f"[[topics]] #{i}"
+        if not topic.name:
+            raise ConfigError(settings.source, f"{where} name", "missing")
+        if not TOPIC_NAME.fullmatch(topic.name):
+            raise ConfigError(settings.source, f"{where} name", f"{topic.name!r}: use a-z, 0-9, '-' and '_' "
+                              "(at most 64, starting with a letter or digit)")
+        if topic.name in seen:
+            raise ConfigError(settings.source, f"{where} name", f"{topic.name!r} is already a topic")
+        seen.add(topic.name)
+        from monitor.query import parse  # only with topics: the idle scan's imports stay as they were
+
+        if parse(topic.query, stemmer=str).empty:
+            problem = "missing" if not topic.query.strip() else f"{topic.query!r} has no word to search for"
+            raise ConfigError(settings.source, f"{where} query", problem)
 
 
 def _check_database(settings: Settings) -> None:

@@ -15,14 +15,14 @@ import ipaddress
 import logging
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from monitor import mail
-from monitor.config import DigestSettings, FeedSettings, Settings
+from monitor.config import DigestSettings, FeedSettings, Settings, TopicSettings
 from monitor.errors import ConfigError, DeliveryError
 from monitor.feed import escape_html, story_url, xml_safe
 from monitor.models import Story
@@ -75,7 +75,7 @@ def new_message_id(feed: FeedSettings) -> str:
 
 
 def build_message(selection: Selection, *, digest: DigestSettings, feed: FeedSettings,
-                  message_id: str, date: dt.datetime) -> EmailMessage:
+                  message_id: str, date: dt.datetime, topics: Sequence[TopicSettings] = ()) -> EmailMessage:
     """The digest as multipart/alternative: text/plain first, then the same in text/html."""
     msg = EmailMessage()
     msg["Subject"] = subject(digest.subject, selection)
@@ -86,8 +86,9 @@ def build_message(selection: Selection, *, digest: DigestSettings, feed: FeedSet
     msg["Message-ID"] = message_id
     msg["List-Id"] = list_id(feed)
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies, please
-    msg.set_content(render_text(selection, digest=digest, feed=feed))
-    msg.add_alternative(render_html(selection, digest=digest, feed=feed), subtype="html")
+    sections = topic_sections(selection, topics)
+    msg.set_content(render_text(selection, digest=digest, feed=feed, topics=sections))
+    msg.add_alternative(render_html(selection, digest=digest, feed=feed, topics=sections), subtype="html")
     return msg
 
 
@@ -106,7 +107,24 @@ def _full_text(story: Story) -> str:
     return " ".join([*head, *story.paragraphs])
 
 
-def render_text(selection: Selection, *, digest: DigestSettings, feed: FeedSettings) -> str:
+def topic_sections(selection: Selection, topics: Sequence[TopicSettings]) -> list[tuple[str, list[Story]]]:
+    """Per topic, in config order: the stories of this digest (new, then revised) that match it,
+    decided by monitor.query exactly as the store decides a search."""
+    if not topics:
+        return []
+    from monitor import query
+
+    shown = [*selection.new, *(rev.story for rev in selection.revised)]
+    sections = []
+    for topic in topics:
+        parsed = query.parse(topic.query)
+        sections.append((topic.name, [s for s in shown if query.matches(
+            parsed, s.title if s.kind == "article" else None, s.paragraphs)]))
+    return sections
+
+
+def render_text(selection: Selection, *, digest: DigestSettings, feed: FeedSettings,
+                topics: Sequence[tuple[str, list[Story]]] = ()) -> str:
     tz = digest.timezone
     lines = [subject(digest.subject, selection), ""]
     if selection.new:
@@ -121,6 +139,10 @@ def render_text(selection: Selection, *, digest: DigestSettings, feed: FeedSetti
             changes = diff_text(word_diff(_full_text(rev.mailed), _full_text(story)))
             lines += [_t(story.title), f"{story_date(story, tz)}, revised {_day(story.updated, tz)}", "",
                       f"What changed: {_t(changes)}", f"Full entry: {story_url(feed.base_url, story.uid)}", ""]
+    for name, found in topics:
+        lines += _heading(f"Topic: {name} ({len(found)})")
+        lines += [f"- {_t(s.title)}: {story_url(feed.base_url, s.uid)}" for s in found] or ["(none in this digest)"]
+        lines += [f"Feed: {feed.base_url}topics/{name}.atom", ""]
     more = selection.more_new + selection.more_revised
     if more:
         lines += [f"…and {more} more ({_more(selection)}): {feed.base_url}{FEED}", ""]
@@ -128,7 +150,8 @@ def render_text(selection: Selection, *, digest: DigestSettings, feed: FeedSetti
     return "\n".join(lines) + "\n"
 
 
-def render_html(selection: Selection, *, digest: DigestSettings, feed: FeedSettings) -> str:
+def render_html(selection: Selection, *, digest: DigestSettings, feed: FeedSettings,
+                topics: Sequence[tuple[str, list[Story]]] = ()) -> str:
     tz = digest.timezone
     parts = ['<!DOCTYPE html>\n<html><head><meta charset="utf-8">',
              f"<title>{_h(subject(digest.subject, selection))}</title></head><body>",
@@ -142,6 +165,11 @@ def render_html(selection: Selection, *, digest: DigestSettings, feed: FeedSetti
             changes = diff_html(word_diff(_full_text(rev.mailed), _full_text(rev.story)))
             when = f"{story_date(rev.story, tz)}, revised {_day(rev.story.updated, tz)}"
             parts.append(_story_html(rev.story, feed, rev.story.uid, when, changes=changes))
+    for name, found in topics:
+        items = "".join(f'<li><a href="{_h(story_url(feed.base_url, s.uid))}">{_h(s.title)}</a></li>' for s in found)
+        parts.append(f'<h2>Topic: {_h(name)} ({len(found)})</h2>'
+                     + (f"<ul>{items}</ul>" if found else "<p>(none in this digest)</p>")
+                     + f'<p><a href="{_h(feed.base_url)}topics/{_h(name)}.atom">Topic feed</a></p>')
     more = selection.more_new + selection.more_revised
     if more:
         parts.append(f'<p>…and {more} more ({_more(selection)}): '
@@ -294,7 +322,8 @@ class _Run:
 def composer(settings: Settings, now: dt.datetime) -> Callable[[Selection], Outgoing]:
     def compose(selection: Selection) -> Outgoing:
         message_id = new_message_id(settings.feed)
-        msg = build_message(selection, digest=settings.digest, feed=settings.feed, message_id=message_id, date=now)
+        msg = build_message(selection, digest=settings.digest, feed=settings.feed, message_id=message_id, date=now,
+                            topics=settings.topics)
         return Outgoing(message_id, msg.as_string(), settings.digest.recipients)
 
     return compose

@@ -23,6 +23,7 @@ from monitor.dropfolder import shown
 from monitor.errors import StorageError
 from monitor.identity import Fingerprint, fingerprint, stored_date_keys
 from monitor.models import FileInfo, FileOutcome, Item
+from monitor.storage.search import index_versions
 from monitor.storage.sql import SQL, cursor
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class IngestMixin:
     _error: Callable[[BaseException], StorageError]
     _sql: SQL
     _driver_error: type[Exception]
+    dialect: str
 
     def ingest(self, info: FileInfo, sha256: str, entries: Sequence[tuple[Item, Fingerprint]],
                now: dt.datetime) -> FileOutcome | None:
@@ -185,6 +187,8 @@ class IngestMixin:
                                 (sql.add_band_key, bkeys)):
             if rows:
                 cur.executemany(statement, rows)
+        # In this transaction: a search never sees half a file (monitor/storage/search.py).
+        index_versions(self.dialect, cur, entries, decisions)
         return FileOutcome(new=len(real), revised=len(revised), unchanged=unchanged)
 
 
