@@ -64,6 +64,7 @@ class IngestMixin:
     _error: Callable[[BaseException], StorageError]
     _sql: SQL
     _driver_error: type[Exception]
+    _group: Any
 
     def ingest(self, info: FileInfo, sha256: str, entries: Sequence[tuple[Item, Fingerprint]],
                now: dt.datetime) -> FileOutcome | None:
@@ -85,6 +86,8 @@ class IngestMixin:
             try:
                 return self._ingest_once(info, sha256, entries, now)
             except (DBAPIError, self._driver_error) as exc:
+                if self._group is not None and _retryable(exc):
+                    raise  # the group's transaction is lost: grouped() runs it again
                 if not _retryable(exc):
                     raise self._error(exc) from None
                 log.info("%s: lost a race (%s), deciding again (attempt %s)",
