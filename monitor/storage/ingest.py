@@ -72,7 +72,8 @@ class IngestMixin:
 
     def ingest(self, info: FileInfo, sha256: str, entries: Sequence[tuple[Item, Fingerprint]],
                now: dt.datetime) -> FileOutcome | None:
-        """Decide and write one file's items, and record the file, in one transaction.
+        """Decide and write one file's items, and record the file, in one transaction (the
+        group's, inside grouped(), which then retries the whole group on a conflict).
 
         Returns None when this file version, with these bytes, was recorded meanwhile
         (by another instance): the record is the claim, checked under the write lock. A
