@@ -82,8 +82,9 @@ class IngestMixin:
 
         Several instances give the ids one instance gives because every scan walks the
         folder in bulletin-key order and moves past a file only once this returns, i.e.
-        once the file is committed, by it or by another instance: commits happen in key
-        order however many instances run. A scan that skipped files another instance is
+        once the file is decided under the write lock (held until its group commits) or
+        was committed by another instance: commits happen in key order however many
+        instances run. A scan that skipped files another instance is
         still busy with would let a revision commit before its original and give the
         story an id derived from the revision's text.
         """
