@@ -81,9 +81,10 @@ def rss(cmd: list[str]) -> dict[str, object]:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     # The only child this process ever had: the largest RSS of all reaped children is its.
-    maxrss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return {"seconds": time.perf_counter() - t0, "stdout": proc.stdout, "stderr": proc.stderr[-2000:],
-            "returncode": proc.returncode, "maxrss_kib": maxrss}
+            "returncode": proc.returncode, "maxrss_kib": usage.ru_maxrss,
+            "cpu_seconds": usage.ru_utime + usage.ru_stime}
 
 
 if __name__ == "__main__":

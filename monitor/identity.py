@@ -20,7 +20,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from operator import xor
 
 from monitor import slots as slot
 from monitor.models import Item
@@ -86,9 +86,17 @@ _WORD = re.compile(r"\w+")
 _INVISIBLE = [(0x00, 0x1F), (0x7F, 0x9F), (0x200B, 0x200F), (0x202A, 0x202E), (0x2060, 0x2069), (0xFEFF, 0xFEFF)]
 _FOLD = {**_QUOTES, **{c: None for first, last in _INVISIBLE for c in range(first, last + 1)}}
 _MASK64 = (1 << 64) - 1
-# Distinct words whose hash is kept: a bulletin's vocabulary, a few megabytes at most.
+# Distinct words whose hashes are kept: a bulletin's vocabulary, a few megabytes at most.
 WORD_CACHE = 1 << 15
-_WORD_HASHES: dict[str, tuple[int, int, int]] = {}
+# A word's three hashes, one table per place in a shingle, so that a text's shingle hashes
+# are three C-level lookups per word and two XORs, with no Python loop (most of a
+# fingerprint's cost was that loop).
+_PLACES: tuple[dict[str, int], dict[str, int], dict[str, int]] = ({}, {}, {})
+# Whether a word counts for Fingerprint.words (not a stopword, a single letter or a number),
+# learned with its hashes.
+_CONTENT: dict[str, bool] = {}
+_BIN = BINS.__rmod__  # h -> h % BINS
+_BAND_PREFIXES = [f"{band}:" for band in range(BANDS)]
 
 
 def normalize(text: str) -> str:
@@ -105,24 +113,32 @@ def _normalize_again(text: str) -> str:
 
 
 def _hash64(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+    """A signed 64-bit hash of a text (blake2b), to fit a BIGINT column."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
 
 
-def _signed(value: int) -> int:
-    """Fit a 64-bit value in a signed BIGINT column."""
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def _word_hashes(word: str) -> tuple[int, int, int]:
-    """Three independent 64-bit hashes of a word, one for each place in a shingle."""
-    found = _WORD_HASHES.get(word)
-    if found is None:
+def _learn(words: set[str]) -> None:
+    """Hash the words not in the tables yet: three independent 64-bit values each."""
+    h0, h1, h2 = _PLACES
+    new = [w for w in words if w not in h0]
+    if len(h0) + len(new) > WORD_CACHE:
+        for table in (*_PLACES, _CONTENT):  # a long-running service meets new words forever
+            table.clear()
+        new = list(words)
+    for word in new:
         d = hashlib.blake2b(word.encode(), digest_size=24).digest()
-        found = int.from_bytes(d[:8], "big"), int.from_bytes(d[8:16], "big"), int.from_bytes(d[16:], "big")
-        if len(_WORD_HASHES) >= WORD_CACHE:
-            _WORD_HASHES.clear()  # a long-running service meets new words forever
-        _WORD_HASHES[word] = found
-    return found
+        h0[word], h1[word], h2[word] = (int.from_bytes(d[:8], "big"), int.from_bytes(d[8:16], "big"),
+                                        int.from_bytes(d[16:], "big"))
+        _CONTENT[word] = word not in slot.STOPWORDS and len(word) > 1 and not word.isdigit()
+
+
+def _content_words(words: list[str]) -> frozenset[str]:
+    distinct = set(words)
+    try:
+        return frozenset(filter(_CONTENT.__getitem__, distinct))
+    except KeyError:
+        _learn(distinct)
+        return frozenset(filter(_CONTENT.__getitem__, distinct))
 
 
 def _words(text: str) -> list[str]:
@@ -138,20 +154,23 @@ def shingles(text: str) -> frozenset[str]:
 
 
 def _shingle_hash(words: Sequence[str]) -> int:
+    _learn(set(words))
     h = 0
     for place, word in enumerate(words):
-        h ^= _word_hashes(word)[place]
+        h ^= _PLACES[place][word]
     return h
 
 
 def _shingle_hashes(words: list[str]) -> frozenset[int]:
     if len(words) <= SHINGLE_WORDS:
         return frozenset([_shingle_hash(words)]) if words else frozenset()
-    # _shingle_hash() unrolled for SHINGLE_WORDS == 3: this is most of a fingerprint's cost.
-    t: list[Any] = list(map(_WORD_HASHES.get, words))
-    if None in t:
-        t = [_word_hashes(w) for w in words]
-    return frozenset(a[0] ^ b[1] ^ c[2] for a, b, c in zip(t, t[1:], t[2:], strict=False))
+    h0, h1, h2 = _PLACES
+    first = list(map(h0.get, words))
+    if None in first:
+        _learn(set(words))
+        first = list(map(h0.__getitem__, words))
+    # The XOR of each word's first, the next word's second and the one after's third hash.
+    return frozenset(map(xor, map(xor, first, map(h1.__getitem__, words[1:])), map(h2.__getitem__, words[2:])))
 
 
 def shingle_hashes(text: str) -> frozenset[int]:
@@ -167,24 +186,25 @@ def band_keys(shingle_set: frozenset[str]) -> tuple[int, ...]:
 def _band_keys(hashes: frozenset[int]) -> tuple[int, ...]:
     if not hashes:
         return ()
-    bins = [_MASK64] * BINS
-    for h in hashes:
-        b = h % BINS
-        if h < bins[b]:
-            bins[b] = h
-    # Densify empty bins from the next filled one (the first one after the last) so short
-    # texts still get full bands. One pass backwards: `after` is the next filled bin.
-    after = next(i for i, v in enumerate(bins) if v != _MASK64)
-    for i in range(BINS - 1, -1, -1):
-        if bins[i] == _MASK64:
-            bins[i] = bins[after] ^ (i * 0x9E3779B97F4A7C15 & _MASK64)
-        else:
-            after = i
-    keys = []
-    for band in range(BANDS):
-        row = bins[band * ROWS : (band + 1) * ROWS]
-        keys.append(_signed(_hash64(f"{band}:" + ",".join(map(str, row)))))
-    return tuple(keys)
+    # Each bin's minimum: sorted largest first, the smallest hash of a bin is written last.
+    ordered = sorted(hashes, reverse=True)
+    filled = dict(zip(map(_BIN, ordered), ordered, strict=True))
+    if len(filled) == BINS:
+        bins = [filled[i] for i in range(BINS)]
+    else:
+        # Densify empty bins from the next filled one (the first one after the last) so
+        # short texts still get full bands. One pass backwards: `after` is the next filled bin.
+        bins = [0] * BINS
+        after = min(filled)
+        for i in range(BINS - 1, -1, -1):
+            if i in filled:
+                bins[i] = filled[i]
+                after = i
+            else:
+                bins[i] = filled[after] ^ (i * 0x9E3779B97F4A7C15 & _MASK64)
+    rows = list(map(str, bins))
+    return tuple(_hash64(prefix + ",".join(rows[band * ROWS : (band + 1) * ROWS]))
+                 for band, prefix in enumerate(_BAND_PREFIXES))
 
 
 @dataclass(frozen=True)
@@ -253,17 +273,22 @@ def fingerprint(item: Item, normalized: list[str] | None = None, *, keys: bool =
         normalized = normalized_paragraphs(item)
     all_words = _WORD.findall(_normalize_again("\n".join(normalized)))
     all_shingles = _shingle_hashes(all_words)
+    # A normalized paragraph's words are separated by single spaces.
     pkeys = tuple(
-        dict.fromkeys(_signed(_hash64(p)) for p in normalized if len(p.split()) >= MIN_KEY_WORDS)
+        dict.fromkeys(_hash64(p) for p in normalized if p.count(" ") >= MIN_KEY_WORDS - 1)
     ) if keys else ()
+    if len(normalized) == 1:
+        lead = all_shingles
+    else:
+        lead = _shingle_hashes(_WORD.findall(_normalize_again(normalized[0]))) if normalized else frozenset()
     return Fingerprint(
         text_hash=_repeat_key(item, normalized),
         paragraph_keys=pkeys,
         band_keys=_band_keys(all_shingles) if keys else (),
         shingles=all_shingles,
-        lead_shingles=_shingle_hashes(_WORD.findall(_normalize_again(normalized[0]))) if normalized else frozenset(),
-        date_keys=(_signed(_hash64(f"date:{item.published.isoformat()}")),) if item.published else (),
-        words=frozenset(w for w in set(all_words) - slot.STOPWORDS if len(w) > 1 and not w.isdigit()),
+        lead_shingles=lead,
+        date_keys=(_hash64(f"date:{item.published.isoformat()}"),) if item.published else (),
+        words=_content_words(all_words),
         length=len(all_words),
         item=item,
     )

@@ -92,8 +92,8 @@ def test_a_file_that_vanishes_between_listing_and_reading(tmp_path: Path) -> Non
         path.unlink()  # the producer took it back after the listing
         from monitor.scan import utcnow
 
-        report = _one(settings, storage, entry, ScanReport(), utcnow)
-        assert (report.skipped, report.rejected, report.files_read) == (1, 0, 0)
+        report, wrote = _one(settings, storage, entry, ScanReport(), utcnow)
+        assert (report.skipped, report.rejected, report.files_read, wrote) == (1, 0, 0, False)
         assert storage.file_states() == {}  # no record: a later pass sees whether it comes back
     finally:
         storage.close()

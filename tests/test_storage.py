@@ -419,3 +419,35 @@ def test_unreachable_server_is_a_storage_error_without_the_password() -> None:
     message = str(info.value)
     assert "hunter2-secret" not in message
     assert "127.0.0.1" in message and "\n" not in message
+
+
+def test_a_group_commits_all_or_nothing_and_runs_again_after_a_conflict(storage: Storage) -> None:
+    """Storage.grouped: a group's files commit together; a unique-key conflict (what a writer
+    racing another instance meets) rolls the whole group back and runs it again from its start."""
+    from monitor.storage.sql import cursor
+
+    runs: list[int] = []
+
+    def work() -> int:
+        runs.append(len(runs))
+        ingest(storage, "first.txt", SEED0, 100)
+        if len(runs) == 1:  # the first run collides on a story id the group itself just wrote
+            uid = storage.latest_stories(1)[0].uid
+            with storage._write() as conn, cursor(conn) as cur:
+                cur.execute(storage._sql.new_story, (uid, storage._sql.stamp(T0), storage._sql.stamp(T0), "x"))
+        ingest(storage, "second.txt", SEED4, 200)
+        return len(runs)
+
+    assert storage.grouped(work) == 2
+    assert set(storage.file_states()) == {"first.txt", "second.txt"}
+    stories = storage.latest_stories(1000)
+    assert len(stories) == len({s.uid for s in stories}) > 1  # the first run left nothing behind
+
+    def broken() -> None:
+        ingest(storage, "third.txt", CORRECTED4, 300)
+        raise RuntimeError("the scan died mid-group")
+
+    with pytest.raises(RuntimeError):
+        storage.grouped(broken)
+    assert "third.txt" not in storage.file_states()
+    assert len(storage.latest_stories(1000)) == len(stories)

@@ -50,8 +50,12 @@ VERSION_TICKS = dt.timedelta(microseconds=2)
 # the texts the winner stored are then known, so the loser's items become repeats.
 INGEST_ATTEMPTS = 5
 # Fingerprints of stored texts kept in memory, by text hash (a text never changes), up to
-# this many shingles in all (about 15 MB): a store of very long articles keeps fewer.
-FINGERPRINT_CACHE = 200_000
+# this many shingles in all: a store of very long articles keeps fewer. Measured over
+# `bench/run.py`'s RSS folder, a fingerprint costs about 190 bytes a shingle (its sets,
+# words, item and slots): 200,000 took 38 MB, this 19 MB, which leaves room for SQLite's
+# page cache (monitor.storage.ledger.CACHE_KIB) within the 150 MB budget, at no measured
+# cost in ingest (the candidates are mostly recent stories).
+FINGERPRINT_CACHE = 100_000
 _FINGERPRINTS: dict[str, Fingerprint] = {}
 _CACHED = [0]  # shingles held by _FINGERPRINTS
 RETRY_SQLSTATES = {"23505", "40001", "40P01"}  # unique_violation, serialization_failure, deadlock_detected
@@ -66,10 +70,12 @@ class IngestMixin:
     _sql: SQL
     _driver_error: type[Exception]
     dialect: str
+    _group: Any
 
     def ingest(self, info: FileInfo, sha256: str, entries: Sequence[tuple[Item, Fingerprint]],
                now: dt.datetime) -> FileOutcome | None:
-        """Decide and write one file's items, and record the file, in one transaction.
+        """Decide and write one file's items, and record the file, in one transaction (the
+        group's, inside grouped(), which then retries the whole group on a conflict).
 
         Returns None when this file version, with these bytes, was recorded meanwhile
         (by another instance): the record is the claim, checked under the write lock. A
@@ -78,8 +84,9 @@ class IngestMixin:
 
         Several instances give the ids one instance gives because every scan walks the
         folder in bulletin-key order and moves past a file only once this returns, i.e.
-        once the file is committed, by it or by another instance: commits happen in key
-        order however many instances run. A scan that skipped files another instance is
+        once the file is decided under the write lock (held until its group commits) or
+        was committed by another instance: commits happen in key order however many
+        instances run. A scan that skipped files another instance is
         still busy with would let a revision commit before its original and give the
         story an id derived from the revision's text.
         """
@@ -87,6 +94,8 @@ class IngestMixin:
             try:
                 return self._ingest_once(info, sha256, entries, now)
             except (DBAPIError, self._driver_error) as exc:
+                if self._group is not None and _retryable(exc):
+                    raise  # the group's transaction is lost: grouped() runs it again
                 if not _retryable(exc):
                     raise self._error(exc) from None
                 log.info("%s: lost a race (%s), deciding again (attempt %s)",

@@ -11,10 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -32,7 +32,7 @@ from monitor.errors import StorageError
 from monitor.models import FileInfo, ScanReport
 from monitor.storage import sql as statements
 from monitor.storage.faults import first_line, mask, missing, sqlite_path, store_error
-from monitor.storage.ingest import STORY_NAMESPACE, IngestMixin, _retryable, upsert_file
+from monitor.storage.ingest import INGEST_ATTEMPTS, STORY_NAMESPACE, IngestMixin, _retryable, upsert_file
 from monitor.storage.ledger import configure_sqlite
 from monitor.storage.outbox import OutboxMixin
 from monitor.storage.schema import (
@@ -45,6 +45,7 @@ from monitor.storage.search import SearchMixin, catch_up
 from monitor.storage.sql import SQL, cursor
 from monitor.storage.timeline import TimelineMixin
 
+T = TypeVar("T")
 # One lock id for the decide-and-write step across all instances on PostgreSQL.
 INGEST_LOCK = 0x6D6F6E69  # "moni"
 CONNECT_TIMEOUT = 10  # seconds; a wrong host should fail a scan quickly, not hang it
@@ -66,6 +67,9 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
         self._driver_error: type[Exception] = dbapi.Error
         self.path = sqlite_path(url)
         self._identity = _identity(self.path)
+        # The connection of the group transaction open (grouped()), which every read and
+        # write of this Storage joins until it ends.
+        self._group: Connection | None = None
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True, create: bool = True) -> Storage:
@@ -143,8 +147,30 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
             return None
         return "deleted" if now is None else "replaced by another file"
 
+    def grouped(self, work: Callable[[], T]) -> T:
+        """Run `work` in one write transaction, which every read and write it makes joins:
+        all of it is committed or none. A conflict that deciding again resolves (see
+        ingest()) rolls it all back and runs `work` again from its start."""
+        for attempt in range(1, INGEST_ATTEMPTS + 1):
+            try:
+                with self._write(retry=True) as conn:
+                    self._group = conn
+                    try:
+                        return work()
+                    finally:
+                        self._group = None
+            except (DBAPIError, self._driver_error) as exc:
+                if not _retryable(exc):
+                    raise self._error(exc) from None
+                log.info("a group of files lost a race (%s), deciding it again (attempt %s)",
+                         self._short(exc), attempt)
+        raise StorageError(f"a group of files still conflicting after {INGEST_ATTEMPTS} attempts")
+
     @contextmanager
     def _read(self) -> Iterator[Connection]:
+        if self._group is not None:
+            yield self._group
+            return
         try:
             with self.engine.connect() as conn, conn.begin():
                 yield conn
@@ -153,7 +179,11 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
 
     @contextmanager
     def _write(self, *, retry: bool = False) -> Iterator[Connection]:
-        """A transaction that holds the store's write lock for its whole length."""
+        """A transaction that holds the store's write lock for its whole length (or the
+        group's, which its caller then joins)."""
+        if self._group is not None:
+            yield self._group
+            return
         try:
             with self.engine.connect() as conn:
                 conn.execution_options(monitor_write=True)
