@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("feed", help="print the current Atom feed (UTF-8)")
     sub.add_parser("status", help="stories stored, last scan, rejected files")
     digest = sub.add_parser("digest", help="build and send the pending email digest now")
-    digest.add_argument("--dry-run", action="store_true", help="print the message, change nothing")
+    digest.add_argument("--dry-run", action="store_true",
+                        help="show what would be sent (recipients, the plain text), change nothing")
+    digest.add_argument("--raw", action="store_true", help="with --dry-run: the whole raw messages")
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade", "current"])
     return parser
@@ -137,7 +139,9 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         count = storage.story_count()
         last = storage.last_scan()
         rejected = storage.rejected_files()
-        pending = storage.pending_digests()
+        pending = storage.pending_messages()
+        problems = _delivery_problems(settings, storage)
+        unsubscribed = storage.unsubscribed()
     finally:
         storage.close()
     print(f"config: {settings.source}")
@@ -152,10 +156,21 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     for name, reason in rejected:
         print(f"  {name}: {reason}")
     print(f"digests pending: {len(pending)}")
-    for digest in pending:
-        print(f"  {digest.message_id}: {digest.new_count} new, {digest.revised_count} revised, "
-              f"{digest.attempts} attempts, waiting for {', '.join(digest.recipients) or 'nobody'}")
+    for message in pending:
+        print(f"  {message.channel} {message.message_key} to {message.subscriber}: {message.new_count} new, "
+              f"{message.revised_count} revised, {message.attempts} attempts")
+    print(f"delivery problems: {len(problems)}")
+    for line in problems:
+        print(f"  {line}")
+    if unsubscribed:
+        print(f"unsubscribed: {', '.join(sorted(unsubscribed))}")
     return EXIT_OK
+
+
+def _delivery_problems(settings: Settings, storage: Storage) -> list[str]:
+    from monitor.digest import delivery_problems
+
+    return delivery_problems(settings, storage)
 
 
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
@@ -179,7 +194,7 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_digest(settings: Settings, args: argparse.Namespace) -> int:
     from monitor.digest import run_digest_command
 
-    return run_digest_command(settings, dry_run=args.dry_run)
+    return run_digest_command(settings, dry_run=args.dry_run, raw=args.raw)
 
 
 COMMANDS = {"scan": cmd_scan, "feed": cmd_feed, "status": cmd_status, "db": cmd_db,

@@ -1,0 +1,66 @@
+"""WebSub publish notifications (W3C WebSub section 7 and PubSubHubbub 0.4's hub.mode=publish).
+
+After a feed changed, the publisher tells the hub which feed URLs to fetch again:
+`POST hub.mode=publish&hub.url=<feed>` (form-encoded), answered 2xx. A failed ping is
+tried again with backoff, in a thread of its own, so a slow hub never holds up a scan.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from urllib.parse import urlencode
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = 10.0
+DELAYS = (1.0, 5.0, 30.0)  # waits before the 2nd, 3rd and 4th try
+
+
+def ping(hub: str, urls: Sequence[str], *, timeout: float = TIMEOUT) -> str | None:
+    """One publish notification; None when the hub took it, else why not (no secrets in a hub URL)."""
+    body = urlencode([("hub.mode", "publish"), *(("hub.url", u) for u in urls)]).encode()
+    request = urllib.request.Request(hub, data=body, method="POST",
+                                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            resp.read(65536)
+            return None
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        return f"cannot reach the hub: {getattr(exc, 'reason', None) or exc}"
+
+
+def publish(hub: str, urls: Sequence[str], *, delays: Sequence[float] = DELAYS,
+            sleep: Callable[[float], None] = time.sleep) -> bool:
+    """Ping until the hub takes it or the tries run out; True when it did."""
+    for attempt, delay in enumerate((0.0, *delays)):
+        if delay:
+            sleep(delay)
+        problem = ping(hub, urls)
+        if problem is None:
+            log.info("websub: hub %s notified of %s", hub, ", ".join(urls))
+            return True
+        log.warning("websub: hub %s not notified (try %s): %s", hub, attempt + 1, problem)
+    return False
+
+
+def publish_in_background(hub: str, urls: Sequence[str]) -> threading.Thread:
+    thread = threading.Thread(target=publish, args=(hub, list(urls)), name="websub", daemon=True)
+    thread.start()
+    return thread
+
+
+def feed_changed(hub: str, feed_urls: Sequence[str], *, background: bool = True) -> None:
+    """The one call the publisher makes after writing a changed feed; nothing without a hub."""
+    if not hub:
+        return
+    if background:
+        publish_in_background(hub, feed_urls)
+    else:
+        publish(hub, feed_urls)
