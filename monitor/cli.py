@@ -92,6 +92,9 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
             _baseline(settings, storage)
     finally:
         storage.close()
+    from monitor.notify import websub
+
+    websub.drain()  # the hub's ping for a changed feed, retried before the command ends
     print(report.summary())
     return EXIT_OK
 

@@ -71,6 +71,8 @@ def render(settings: FeedSettings, stories: Sequence[Story]) -> bytes:
     fg.author({"name": xml_safe(settings.author).strip() or FeedSettings.author})
     fg.link(href=settings.base_url + "feed.atom", rel="self", type="application/atom+xml")
     fg.link(href=settings.base_url, rel="alternate", type="text/html")
+    if settings.hub:
+        fg.link(href=settings.hub, rel="hub")  # WebSub discovery (section 4)
     fg.updated(max((s.updated for s in ordered), default=EPOCH))
     for story in ordered:
         entry = fg.add_entry(order="append")

@@ -69,3 +69,20 @@ def story_page(feed_title: str, story: Story) -> str:
         f"<article><h1>{esc(story.title)}</h1>\n{_date(story)}\n{paragraphs}\n</article>"
     )
     return _document(f"{esc(story.title)} - {esc(feed_title)}", body, "../")
+
+
+def unsubscribe_page(feed_title: str, subscriber: str | None, *, done: bool) -> str:
+    """The page behind a digest's unsubscribe link: a button that POSTs (RFC 8058), or the result.
+
+    A GET never unsubscribes (mail scanners follow links); only the POST does.
+    """
+    if subscriber is None:
+        body = "<h1>Link not valid</h1>\n<p>This unsubscribe link is not valid (altered or not ours).</p>"
+    elif done:
+        body = (f"<h1>Unsubscribed</h1>\n<p>{esc(subscriber)} gets no more digests from "
+                f"{esc(feed_title)}.</p>")
+    else:
+        body = (f"<h1>Unsubscribe</h1>\n<p>Stop the digests from {esc(feed_title)} to {esc(subscriber)}?</p>\n"
+                '<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
+                '<button type="submit">Unsubscribe</button></form>')
+    return _document(f"Unsubscribe - {esc(feed_title)}", body, "../")

@@ -115,6 +115,9 @@ def publish(settings: Settings, storage: Storage, *, force: bool = False) -> boo
     from monitor.feed import render, write_atomically
 
     write_atomically(path, render(settings.feed, storage.latest_stories(settings.feed.max_entries)))
+    from monitor.notify import websub
+
+    websub.feed_changed(settings.feed.hub, [settings.feed.base_url + "feed.atom"])
     return True
 
 

@@ -49,6 +49,10 @@ HTML_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
+UNSUBSCRIBE_PATH = re.compile(r"/unsubscribe/([A-Za-z0-9_-]{1,400}\.[A-Za-z0-9_-]{1,100})")
+# The one POST route takes a one-line form (RFC 8058's "List-Unsubscribe=One-Click"): a
+# longer body is refused unread.
+MAX_POST_BODY = 4096
 STORY_PATH = re.compile(r"/stories/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
 # A reader that sends nothing for this long is dropped, and at most this many
 # connections are served at once; more are closed at once instead of queueing threads.
@@ -103,6 +107,8 @@ class Site(Protocol):
     def health(self) -> tuple[int, dict[str, Any]]: ...
 
     def story(self, uid: str) -> Story | None: ...
+
+    def unsubscribe(self, token: str, confirm: bool) -> str | None: ...
 
 
 def accepts_gzip(header: str | None) -> bool:
@@ -159,6 +165,35 @@ class Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._dispatch(head=True)
 
+    def do_POST(self) -> None:
+        try:
+            match = UNSUBSCRIBE_PATH.fullmatch(urlsplit(self.path).path)
+            if match is None:
+                self.send_error(501)  # as for any method the other routes do not take
+                return
+            if not self._discard_body():
+                return
+            self._unsubscribe(self.server.site, match.group(1), head=False, confirm=True)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True
+        except Exception:
+            log.exception("error answering POST %r", self.path)
+            self.close_connection = True
+            self._send(500, TEXT_TYPE, b"internal error\n", False)
+
+    def _discard_body(self) -> bool:
+        """Read and drop the (small) form body; False after answering 411 or 413."""
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_POST_BODY or self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            self._send(413 if length > MAX_POST_BODY else 411, TEXT_TYPE, b"body not accepted\n", False)
+            return False
+        self.rfile.read(length)
+        return True
+
     def _dispatch(self, head: bool) -> None:
         try:
             self._route(urlsplit(self.path).path, head)
@@ -183,6 +218,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, HTML_TYPE, site.snapshot().index_html, head, {**HTML_HEADERS, "Cache-Control": "no-cache"})
         elif match := STORY_PATH.fullmatch(path):
             self._story(site, match.group(1), head)
+        elif match := UNSUBSCRIBE_PATH.fullmatch(path):
+            self._unsubscribe(site, match.group(1), head, confirm=False)
         else:
             self._send(404, TEXT_TYPE, b"not found\n", head)
 
@@ -219,6 +256,20 @@ class Handler(BaseHTTPRequestHandler):
             return
         body = page.story_page(snap.feed_title, story).encode()
         self._send(200, HTML_TYPE, body, head, {**HTML_HEADERS, "Cache-Control": "no-cache"})
+
+    def _unsubscribe(self, site: Site, token: str, head: bool, confirm: bool) -> None:
+        """GET: the confirmation page with its button; POST: unsubscribe (RFC 8058 one-click)."""
+        try:
+            name = site.unsubscribe(token, confirm)
+        except StorageError as exc:
+            log.warning("unsubscribe: %s", exc)
+            self._send(503, TEXT_TYPE, b"store unavailable, try again later\n", head)
+            return
+        body = page.unsubscribe_page(site.snapshot().feed_title, name, done=confirm).encode()
+        # The confirmation page's button posts back here: the one form this site has.
+        csp = HTML_HEADERS["Content-Security-Policy"].replace("form-action 'none'", "form-action 'self'")
+        headers = {**HTML_HEADERS, "Content-Security-Policy": csp, "Cache-Control": "no-store"}
+        self._send(200 if name else 403, HTML_TYPE, body, head, headers)
 
     def _send(self, status: int, ctype: str | None, body: bytes, head: bool,
               headers: Mapping[str, str] | None = None) -> None:

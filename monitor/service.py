@@ -47,6 +47,7 @@ from monitor.errors import ConfigError, MonitorError, StorageError
 from monitor.feed import EPOCH, render, story_key, write_atomically
 from monitor.metrics import Metrics
 from monitor.models import ScanReport, Story
+from monitor.notify import websub
 from monitor.scan import scan_and_publish, utcnow
 from monitor.server import FeedDocument, Server, Snapshot
 from monitor.storage import Storage
@@ -70,7 +71,7 @@ def run(settings: Settings) -> int:
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # APScheduler logs two INFO lines per job run: noise every few seconds.
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    if settings.digest.enabled:
+    if settings.digest.enabled or settings.subscribers:
         _check_digest_settings(settings)
     storage = Storage.open(settings.state.database_url)
     try:
@@ -137,6 +138,8 @@ class Service:
         self._feed_key: tuple[int, dt.datetime | None] | None = None
         self._story_count = 0
         self._snapshot: Snapshot | None = None
+        # Subscribers with cadence "immediate": delivered to right after a pass that found news.
+        self._immediate = tuple(s.name for s in settings.subscribers if s.cadence == "immediate")
         self.scheduler = BackgroundScheduler(timezone=dt.UTC, executors={"default": ThreadPoolExecutor(4)})
         wire_jobs(self.scheduler, self)
         self.refresh(force=True)
@@ -161,6 +164,9 @@ class Service:
             st = ScanState(**vars(self._state))
         status, problems = health_status(now, st.last_success or st.started, store_error,
                                          self.settings.schedule.scan_seconds)
+        deliveries = self._delivery_problems() if store_error is None else []
+        if deliveries:
+            status, problems = 503, [*problems, *deliveries]
         job = self.scheduler.get_job("scan")
         pickup = self.scheduler.get_job("pickup")
         return status, {
@@ -177,8 +183,26 @@ class Service:
             "next_scan": _iso(job.next_run_time if job else None),
             "next_pickup": _iso(pickup.next_run_time if pickup else None),
             "scan_seconds": self.settings.schedule.scan_seconds,
+            "deliveries": {"ok": not deliveries, "problems": deliveries},
             "time": _iso(now),
         }
+
+    def _delivery_problems(self) -> list[str]:
+        from monitor.digest import delivery_problems
+
+        try:
+            return delivery_problems(self.settings, self.storage)
+        except StorageError as exc:
+            return [f"deliveries unknown: {exc}"]
+
+    def unsubscribe(self, token: str, confirm: bool) -> str | None:
+        """The subscriber a valid token names (None for a forged one); with `confirm`, stop its mail."""
+        from monitor.notify.unsubscribe import verify
+
+        name = verify(self.settings.digest.unsubscribe_secret, token)
+        if name is not None and confirm and self.storage.unsubscribe(name, utcnow()):
+            log.info("unsubscribed: %s (one-click link)", name)
+        return name
 
     # -- jobs -----------------------------------------------------------------
 
@@ -192,7 +216,9 @@ class Service:
                 with self._hint_lock:
                     # This scan lists the folder from now on; later events need a pickup of their own.
                     self._pickup_at = None
-            self._scan_once()
+            changed = self._scan_once()
+            if changed and self._immediate:
+                self._deliver(self._immediate)
         finally:
             self._work.release()
         self._rearm(started)
@@ -200,25 +226,38 @@ class Service:
     def pickup_job(self) -> None:
         self.scan_job(pickup=True)
 
-    def digest_job(self) -> None:
+    def digest_job(self, names: tuple[str, ...] | None = None) -> None:
+        """Deliver what is due to these subscribers (None: the implicit ones of [digest]),
+        after retrying whatever is pending for anyone."""
         if not self._acquire_work():
             return
         try:
+            self._deliver(names)
+        finally:
+            self._work.release()
+
+    def _deliver(self, names: tuple[str, ...] | None) -> None:
+        try:
             # Imported here: the digest is optional, and a broken one must not stop the scans.
             from monitor.digest import send_pending
+            from monitor.notify.subscribers import recipients
 
-            result = send_pending(self.settings, self.storage)
-            log.debug("digest job: %s", result)
+            if names is None:
+                names = tuple(r.name for r in recipients(self.settings) if r.implicit)
+            result = send_pending(self.settings, self.storage, only=names)
+            log.debug("delivery job: %s", result)
             retry = result.pending > 0 and not result.busy
         except Exception as exc:
             log.error("digest failed, retrying in %gs: %s", self.settings.digest.retry_seconds, exc,
                       exc_info=not isinstance(exc, MonitorError))
             retry = True
-        finally:
-            self._work.release()
         if retry and not self.stop_event.is_set():
             delay = dt.timedelta(seconds=self.settings.digest.retry_seconds)
             schedule_digest_retry(self.scheduler, self, utcnow() + delay)
+
+    def retry_job(self) -> None:
+        """Retry what is pending; claim nothing new for anyone."""
+        self.digest_job(names=())
 
     def _acquire_work(self) -> bool:
         while not self._work.acquire(timeout=0.2):
@@ -229,7 +268,8 @@ class Service:
             return False
         return True
 
-    def _scan_once(self) -> None:
+    def _scan_once(self) -> bool:
+        """One pass; True when it found something new or revised."""
         with self._state_lock:
             self._state.running = True
         t0 = time.perf_counter()
@@ -253,6 +293,7 @@ class Service:
             st.summary = report.summary() if report else ""
             if report is not None:
                 st.last_success = now
+        return report is not None and report.changed
 
     def refresh(self, *, force: bool = False) -> None:
         """Re-render the served feed and page if the store changed (here or in another instance)."""
@@ -277,6 +318,7 @@ class Service:
         except FileNotFoundError:
             pass
         write_atomically(path, data)
+        websub.feed_changed(self.settings.feed.hub, [self.settings.feed.base_url + "feed.atom"])
 
     # -- instant pickup --------------------------------------------------------
 
@@ -390,12 +432,30 @@ def wire_jobs(scheduler: BackgroundScheduler, service: Service) -> None:
         # A digest missed while the machine slept is still due: once, however late.
         scheduler.add_job(service.digest_job, trigger, id="digest", name="digest",
                           max_instances=1, coalesce=True, misfire_grace_time=None)
+    wire_subscriber_jobs(scheduler, service)
+
+
+def wire_subscriber_jobs(scheduler: BackgroundScheduler, service: Service) -> None:
+    """One job per schedule of the `[[subscribers]]` with a daily or weekly cadence."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for sub in service.settings.subscribers:
+        if sub.cadence != "immediate":
+            groups.setdefault((sub.crontab, sub.timezone), []).append(sub.name)
+    for n, ((line, tz), names) in enumerate(sorted(groups.items()), 1):
+        try:
+            trigger = crontab_trigger(line, ZoneInfo(tz))
+        except ValueError as exc:
+            raise ConfigError(service.settings.source, f"[[subscribers]] {names[0]}: schedule",
+                              f"not a crontab line: {exc}") from None
+        scheduler.add_job(service.digest_job, trigger, args=(tuple(names),), id=f"deliver-{n}",
+                          name=f"deliver to {', '.join(names)}", max_instances=1, coalesce=True,
+                          misfire_grace_time=None)
 
 
 def schedule_digest_retry(scheduler: BackgroundScheduler, service: Service, when: dt.datetime) -> None:
     """A digest left pending (server down, 4xx) is retried soon, not at the next daily run."""
     try:
-        scheduler.add_job(service.digest_job, DateTrigger(run_date=when, timezone=dt.UTC), id="digest-retry",
+        scheduler.add_job(service.retry_job, DateTrigger(run_date=when, timezone=dt.UTC), id="digest-retry",
                           name="digest retry", replace_existing=True, max_instances=1, coalesce=True,
                           misfire_grace_time=None)
     except Exception as exc:  # the scheduler is shutting down

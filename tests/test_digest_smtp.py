@@ -181,7 +181,7 @@ def test_4xx_on_rcpt_keeps_it_pending_then_the_same_digest_goes(env: Env, server
     env.add(*BRIEFS[:2])
     server.recorder.rcpt_replies = {A: "450 4.2.1 Mailbox busy, try later", B: "451 4.3.0 Try again"}
     failed = env.deliver()
-    assert not failed.ok and "451 4.3.0 local error at the server" == failed.error and failed.pending == 2
+    assert not failed.ok and failed.error == "451 4.3.0 local error at the server" and failed.pending == 2
     assert server.messages == []
     pending = {m.subscriber: m.message_key for m in env.pending()}
     assert sorted(pending) == [A, B]

@@ -50,17 +50,24 @@ def publish(hub: str, urls: Sequence[str], *, delays: Sequence[float] = DELAYS,
     return False
 
 
-def publish_in_background(hub: str, urls: Sequence[str]) -> threading.Thread:
-    thread = threading.Thread(target=publish, args=(hub, list(urls)), name="websub", daemon=True)
-    thread.start()
-    return thread
+_threads: list[threading.Thread] = []
 
 
-def feed_changed(hub: str, feed_urls: Sequence[str], *, background: bool = True) -> None:
-    """The one call the publisher makes after writing a changed feed; nothing without a hub."""
+def feed_changed(hub: str, feed_urls: Sequence[str]) -> None:
+    """The one call the publisher makes after writing a changed feed; nothing without a hub.
+
+    The ping runs in a daemon thread: a scan never waits for the hub, and a stopping service
+    does not either. A short command calls `drain` before it exits.
+    """
     if not hub:
         return
-    if background:
-        publish_in_background(hub, feed_urls)
-    else:
-        publish(hub, feed_urls)
+    thread = threading.Thread(target=publish, args=(hub, list(feed_urls)), name="websub", daemon=True)
+    thread.start()
+    _threads[:] = [t for t in _threads if t.is_alive()] + [thread]
+
+
+def drain(timeout: float = 60.0) -> None:
+    """Wait (up to `timeout` seconds in all) for the pings under way."""
+    deadline = time.monotonic() + timeout
+    for thread in list(_threads):
+        thread.join(max(0.0, deadline - time.monotonic()))
