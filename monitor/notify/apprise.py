@@ -34,8 +34,10 @@ BATCH_LISTED = 10
 _FINAL = {400, 401, 403, 404, 405, 410, 413, 422}
 _CODE = re.compile(r"error=(\d{3})")
 
-# Apprise logs URLs (with their tokens) at debug level and hosts at warning level.
-logging.getLogger("apprise").propagate = False
+# Apprise logs URLs (with their tokens) at debug level and hosts at warning level, and
+# urllib3 (under requests) logs each request's path: neither reaches our log.
+for _name in ("apprise", "urllib3"):
+    logging.getLogger(_name).propagate = False
 
 
 def alert_text(item: Item, base_url: str) -> tuple[str, str]:
