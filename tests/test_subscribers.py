@@ -1,0 +1,229 @@
+"""Subscribers: topics and cadences, each getting exactly their stories; one-click unsubscribe
+through a real HTTP POST to the running service."""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.client
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from conftest import Monitor, drop_file, write_config
+from mailserver import MailServer, Received
+from servicekit import Service, wait_for
+
+from monitor.config import load_settings
+from monitor.notify.topics import WordMatcher
+from monitor.notify.unsubscribe import token, verify
+from monitor.scan import scan
+from monitor.service import Service as MonitorService
+from monitor.storage import Storage
+
+SECRET = "a-long-random-secret-for-the-tests"
+MINSK = [
+    "On 20 December a joint training session was held in Minsk by the duty shifts of the Crisis Center.",
+    "On 21 December the Council of Defence Ministers met in Minsk and adopted its plan for next year.",
+    "On 23 December the working group on cyber security met in Minsk for the third time this year.",
+]
+OTHER = [
+    "On 22 December a seminar on information security took place in Yerevan with experts from five states.",
+    "On 24 December the Secretary General received the ambassador of Kazakhstan in Moscow.",
+]
+A, B = "alice@example.org", "bob@example.org"
+
+
+def add_subscribers(config: Path, entries: list[dict[str, object]]) -> Path:
+    with config.open("a") as fh:
+        for entry in entries:
+            fh.write("\n[[subscribers]]\n")
+            for key, value in entry.items():
+                shown = "[" + ", ".join(f'"{v}"' for v in value) + "]" if isinstance(value, list) else f'"{value}"'
+                fh.write(f"{key} = {shown}\n")
+    return config
+
+
+def urls_in(received: Received) -> set[str]:
+    return set(re.findall(r"http://127\.0\.0\.1:\d+/stories/[0-9a-f-]+", received.message.get_body(("plain",))
+                          .get_content()))
+
+
+@pytest.fixture
+def server() -> Iterator[MailServer]:
+    with MailServer() as srv:
+        yield srv
+
+
+def test_the_word_matcher_reads_a_topic_as_words_in_a_row() -> None:
+    from monitor.models import Story
+
+    def story(n: int, text: str) -> Story:
+        when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        return Story(uid=f"u{n}", kind="brief", title=text[:20], paragraphs=(text,), published=None,
+                     first_seen=when, updated=when)
+
+    stories = [story(1, MINSK[0]), story(2, OTHER[0]), story(3, "Минские соглашения, МИНСК."),
+               story(4, "The Minskaya street was closed.")]
+    m = WordMatcher()
+    assert m.matching(["minsk"], stories) == {"u1"}  # whole words, any case: not "Minskaya"
+    assert m.matching(["information security"], stories) == {"u2"}
+    assert m.matching(["security information"], stories) == set()
+    assert m.matching(["минск"], stories) == {"u3"}
+    assert m.matching([], stories) == set()
+
+
+def test_two_subscribers_with_different_topics_and_cadences_get_exactly_their_stories(
+        tmp_path: Path, server: MailServer) -> None:
+    config = write_config(tmp_path, digest={"enabled": False, "sender": "digest@example.org"},
+                          smtp={"host": "127.0.0.1", "port": server.port, "security": "none", "timeout": 5})
+    add_subscribers(config, [
+        {"name": "minsk-desk", "email": A, "topics": ["Minsk"], "cadence": "daily", "schedule": "0 7 * * *",
+         "timezone": "Europe/Minsk"},
+        {"name": "everything", "email": B, "cadence": "weekly"},
+    ])
+    settings = load_settings(config)
+    storage = Storage.open(settings.state.database_url)
+    service = MonitorService(settings, storage)
+    try:
+        jobs = {j.id: j for j in service.scheduler.get_jobs()}
+        assert set(jobs) == {"scan", "deliver-1", "deliver-2"}  # [digest] is off: no implicit subscribers
+        by_names = {j.args[0]: j for j in jobs.values() if j.id.startswith("deliver")}
+        daily, weekly = by_names[("minsk-desk",)], by_names[("everything",)]
+        monday = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
+        assert daily.trigger.get_next_fire_time(None, monday).isoformat() == "2026-12-01T07:00:00+03:00"
+        assert weekly.trigger.get_next_fire_time(None, monday).isoformat() == "2026-12-07T08:00:00+00:00"
+
+        drop_file(tmp_path / "drop", "a.txt", "\n".join([MINSK[0], OTHER[0], MINSK[1]]).encode() + b"\n")
+        scan(settings, storage)
+        daily.func(*daily.args)  # the daily job: the Minsk desk only, and only Minsk stories
+        assert [m.rcpt_tos for m in server.messages] == [[A]]
+        assert server.messages[0].message["Subject"] == "Bulletins: 2 new"
+        text = server.messages[0].message.get_body(("plain",)).get_content()
+        assert MINSK[0] in text and MINSK[1] in text and OTHER[0] not in text
+
+        drop_file(tmp_path / "drop", "b.txt", "\n".join([OTHER[1], MINSK[2]]).encode() + b"\n")
+        scan(settings, storage)
+        daily.func(*daily.args)
+        weekly.func(*weekly.args)  # the weekly one: everything, all five
+        to_a = [m for m in server.messages if m.rcpt_tos == [A]]
+        to_b = [m for m in server.messages if m.rcpt_tos == [B]]
+        assert len(to_a) == 2 and len(to_b) == 1
+        second = to_a[1].message.get_body(("plain",)).get_content()
+        assert MINSK[2] in second and MINSK[0] not in second and OTHER[1] not in second
+        assert to_b[0].message["Subject"] == "Bulletins: 5 new"
+        assert len(urls_in(to_b[0])) == 5
+        daily.func(*daily.args)
+        weekly.func(*weekly.args)
+        assert len(server.messages) == 3  # nothing twice
+    finally:
+        storage.close()
+
+
+def test_tokens_are_signed_and_an_altered_one_is_refused() -> None:
+    good = token(SECRET, A)
+    assert verify(SECRET, good) == A
+    name, mac = good.split(".")
+    assert verify("another-secret", good) is None
+    assert verify(SECRET, token(SECRET, B).split(".")[0] + "." + mac) is None  # another name, A's MAC
+    assert verify(SECRET, name + "." + mac[:-2] + ("AA" if mac[-2:] != "AA" else "BB")) is None
+    for junk in ("", ".", "abc", "a.b.c", "!!!.???", name + "."):
+        assert verify(SECRET, junk) is None
+    assert verify("", good) is None  # no secret set: no link is ever valid
+
+
+def post(port: int, path: str, body: bytes = b"List-Unsubscribe=One-Click") -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/x-www-form-urlencoded"})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode()
+    finally:
+        conn.close()
+
+
+def test_one_click_unsubscribe_through_the_running_service_stops_that_subscriber_only(
+        tmp_path: Path, exe: str, server: MailServer) -> None:
+    env = {"MONITOR_UNSUBSCRIBE_SECRET": SECRET}
+    smtp = {"host": "127.0.0.1", "port": server.port, "security": "none", "timeout": 5}
+    svc = Service(exe, tmp_path, env=env, digest={"enabled": True, "recipients": [A, B], "sender": "d@example.org"},
+                  smtp=smtp)
+    try:
+        svc.wait_ready()
+        cli = Monitor(exe, svc.config, env=env)
+        drop_file(svc.drop, "a.txt", (MINSK[0] + "\n").encode())
+        cli("scan")
+        cli("digest")
+        first = {m.rcpt_tos[0]: m.message for m in server.messages}
+        assert sorted(first) == [A, B]
+        for address, msg in first.items():
+            assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+            link = msg["List-Unsubscribe"].strip("<>")
+            assert link.startswith(f"{svc.base}unsubscribe/") and verify(SECRET, link.rsplit("/", 1)[1]) == address
+        path = urlsplit(first[A]["List-Unsubscribe"].strip("<>")).path
+        page = svc.get(path)  # what a person sees: a button, and nothing done yet
+        assert page.status == 200 and b'<form method="post">' in page.body and A.encode() in page.body
+        assert "form-action 'self'" in page.headers["content-security-policy"]
+        forged = path[:-3] + ("xyz" if not path.endswith("xyz") else "abc")
+        assert post(svc.port, forged)[0] == 403
+        assert svc.get(forged).status == 403
+        status, body = post(svc.port, path)  # what the mail client sends (RFC 8058)
+        assert status == 200 and "Unsubscribed" in body
+        assert post(svc.port, path)[0] == 200  # a second click changes nothing
+        svc.check_alive()
+    finally:
+        svc.stop()
+    # A later process, the service restarted meanwhile: the unsubscribe is in the store.
+    drop_file(svc.drop, "b.txt", (MINSK[1] + "\n").encode())
+    cli("scan")
+    cli("digest")
+    later = server.messages[2:]
+    assert [m.rcpt_tos for m in later] == [[B]]
+    assert "unsubscribed: alice@example.org" in cli("status").stdout
+
+
+def test_without_a_secret_digests_carry_no_unsubscribe_link(tmp_path: Path, server: MailServer) -> None:
+    config = write_config(tmp_path, digest={"recipients": [A]},
+                          smtp={"host": "127.0.0.1", "port": server.port, "security": "none"})
+    settings = load_settings(config)
+    storage = Storage.open(settings.state.database_url)
+    try:
+        drop_file(tmp_path / "drop", "a.txt", (MINSK[0] + "\n").encode())
+        scan(settings, storage)
+        from monitor.digest import send_pending
+
+        assert send_pending(settings, storage).ok
+        assert server.messages[0].message["List-Unsubscribe"] is None
+    finally:
+        storage.close()
+
+
+def test_an_immediate_subscriber_is_alerted_after_the_pass_and_health_tells_a_refusal(
+        tmp_path: Path, exe: str) -> None:
+    from httpsink import HttpSink
+
+    with HttpSink() as sink:
+        sink.sink.plan = [404]  # the first alert is refused for good, the next goes through
+        env = {"MONITOR_TEST_DESK": f"json://127.0.0.1:{sink.port}/hook/S3CRET-T0KEN"}
+        extra = '\n[[subscribers]]\nname = "desk"\napprise_env = "MONITOR_TEST_DESK"\ncadence = "immediate"\n'
+        svc = Service(exe, tmp_path, env=env, extra=extra, digest={"enabled": False})
+        try:
+            assert svc.wait_ready()["deliveries"] == {"ok": True, "problems": []}
+            drop_file(svc.drop, "a.txt", (MINSK[0] + "\n").encode(), age=0)
+            wait_for(lambda: sink.sink.requests, timeout=20, what="the alert after the pickup")
+
+            def unhealthy() -> dict[str, object] | None:
+                r = svc.get("/healthz")
+                return r.json() if r.status == 503 else None
+
+            health = wait_for(unhealthy, timeout=10, what="/healthz to tell the refusal")
+            assert health["deliveries"]["problems"] == ["apprise to desk (json://…) refused for good: HTTP 404"]
+            assert "S3CRET-T0KEN" not in svc.get("/healthz").body.decode()
+            drop_file(svc.drop, "b.txt", (MINSK[1] + "\n").encode(), age=0)
+            wait_for(lambda: sink.sink.accepted, timeout=20, what="the next alert")
+            assert sink.sink.accepted[0].json()["title"].startswith("New: On 21 December")
+            wait_for(lambda: svc.get("/healthz").status == 200, timeout=10, what="/healthz ok again")
+        finally:
+            svc.stop()
+        assert "S3CRET-T0KEN" not in svc.log()
