@@ -62,7 +62,7 @@ class Service:
         self.base = f"http://127.0.0.1:{self.port}/"
         sections = {
             "http": {"enabled": True, "host": "127.0.0.1", "port": self.port},
-            "feed": {"base_url": self.base},
+            "feed": {"base_url": self.base, **sections.pop("feed", {})},
             "schedule": {"scan_seconds": scan_seconds, "misfire_grace_seconds": 5},
             "drop": {"settle_seconds": settle_seconds},
             **sections,
