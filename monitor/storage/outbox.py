@@ -284,7 +284,7 @@ class OutboxMixin:
             if not due.versions:
                 return 0
             new_id = conn.execute(outbox.insert().values(
-                channel=EVERYONE, subscriber=EVERYONE, message_key=f"baseline-{due.upto}", status="baseline",
+                channel=EVERYONE, subscriber=EVERYONE, message_key=f"baseline-v{due.upto}", status="baseline",
                 created=now, sent=now, version_upto=due.upto,
                 new_count=sum(d.delivered is None for d in due.versions),
                 revised_count=sum(d.delivered is not None for d in due.versions), attempts=0,

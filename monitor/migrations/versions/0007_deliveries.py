@@ -4,7 +4,10 @@
 outbox row per recipient (channel "email", the address as the subscriber's name, the
 same Message-ID and bytes, so a pending digest is retried exactly as before), and every
 story it carried becomes a delivery for each of them. A digest to nobody (the Maildir)
-belongs to the implicit subscriber "maildir"; a baseline belongs to everyone ("*").
+belongs to the implicit subscriber "maildir". 0002's mark was one for all: what a digest
+carried was done for every recipient, present or future. So each digest is also kept
+as a baseline for everyone ("*", as `monitor scan --baseline` writes), which keeps that
+meaning: no story an old digest carried is sent again to anyone.
 
 Revision ID: 0007
 Revises: 0003
@@ -22,15 +25,20 @@ depends_on = None
 
 EVERYONE = "*"
 MAILDIR = "maildir"
+COPY = "digest-"  # the message key of an email digest's everyone-copy
 RECIPIENT_STATUS = {"accepted": "sent", "refused": "refused", "pending": "pending"}
 
-old_digests = sa.table("digests", *(sa.column(c) for c in (
+def _columns(*names: str) -> list[sa.ColumnClause]:
+    # Typed where it matters: the times are stored as naive UTC and handed on as aware UTC.
+    return [sa.column(n, UTCDateTime) if n in ("created", "sent", "updated") else sa.column(n) for n in names]
+
+
+old_digests = sa.table("digests", *_columns(
     "id", "message_id", "status", "created", "sent", "version_upto", "new_count", "revised_count", "message",
-    "attempts", "last_error")))
+    "attempts", "last_error"))
 old_stories = sa.table("digest_stories", sa.column("digest_id"), sa.column("story_id"), sa.column("text_hash"),
                        sa.column("section"))
-old_recipients = sa.table("digest_recipients", sa.column("digest_id"), sa.column("address"), sa.column("status"),
-                          sa.column("reply"), sa.column("updated"))
+old_recipients = sa.table("digest_recipients", *_columns("digest_id", "address", "status", "reply", "updated"))
 
 
 def upgrade() -> None:
@@ -79,19 +87,23 @@ def upgrade() -> None:
 def _copy_digests(conn: sa.Connection, outbox: sa.Table, deliveries: sa.Table) -> None:
     for d in conn.execute(sa.select(old_digests).order_by(old_digests.c.id)).all():
         carried = conn.execute(sa.select(old_stories).where(old_stories.c.digest_id == d.id)).all()
-        if d.status == "baseline":
-            people = [(EVERYONE, EVERYONE, None, "baseline", None)]
-        else:
+        people = [(EVERYONE, EVERYONE, None, "baseline", None)]
+        if d.status != "baseline":
             rows = conn.execute(sa.select(old_recipients).where(old_recipients.c.digest_id == d.id)
                                 .order_by(old_recipients.c.address)).all()
-            people = [("email", r.address, r.address, RECIPIENT_STATUS[r.status], r.reply)
-                      for r in rows] or [("email", MAILDIR, None, d.status, None)]
+            people += [("email", r.address, r.address, RECIPIENT_STATUS[r.status], r.reply)
+                       for r in rows] or [("email", MAILDIR, None, d.status, None)]
         for channel, subscriber, address, status, reply in people:
+            if channel != EVERYONE:
+                key = d.message_id
+            else:
+                key = f"{COPY}{d.id}" if d.status != "baseline" else f"baseline-{d.id}"
             new_id = conn.execute(outbox.insert().values(
-                channel=channel, subscriber=subscriber, message_key=d.message_id or f"baseline-{d.id}",
+                channel=channel, subscriber=subscriber, message_key=key,
                 status=status, created=d.created, sent=d.sent if status in ("sent", "baseline") else None,
                 version_upto=d.version_upto, new_count=d.new_count, revised_count=d.revised_count,
-                address=address, payload=d.message, attempts=d.attempts, last_error=reply or d.last_error,
+                address=address, payload=None if channel == EVERYONE else d.message, attempts=d.attempts,
+                last_error=reply or d.last_error,
             ).returning(outbox.c.id)).scalar_one()
             if carried:
                 conn.execute(deliveries.insert(), [
@@ -134,9 +146,9 @@ def downgrade() -> None:
         sa.Column("reply", sa.Text),
         sa.Column("updated", UTCDateTime, nullable=False),
     )
-    out = sa.table("outbox", *(sa.column(c) for c in (
+    out = sa.table("outbox", *_columns(
         "id", "channel", "subscriber", "message_key", "status", "created", "sent", "version_upto", "new_count",
-        "revised_count", "address", "payload", "attempts", "last_error")))
+        "revised_count", "address", "payload", "attempts", "last_error"))
     dl = sa.table("deliveries", sa.column("outbox_id"), sa.column("story_id"), sa.column("text_hash"),
                   sa.column("section"))
     by_key: dict[str, int] = {}
@@ -146,6 +158,8 @@ def downgrade() -> None:
                                              out.c.status.in_(["pending", "sent", "refused", "baseline"]))
                         .order_by(out.c.id)).all()
     for r in rows:
+        if r.channel == EVERYONE and r.message_key.startswith(COPY):
+            continue  # the everyone-copy of an email digest (see upgrade): that digest comes back once
         digest_id = by_key.get(r.message_key)
         if digest_id is None:
             digest_id = conn.execute(old_digests.insert().values(
