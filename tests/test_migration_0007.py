@@ -38,7 +38,8 @@ def old_store(tmp_path: Path, url: str, port: int) -> tuple[object, dict[str, tu
         scan(settings, storage)
     with storage.engine.begin() as conn:
         ids = {row[2][:20]: (row[0], row[1]) for row in conn.execute(text(
-            "SELECT s.id, s.current_hash, v.paragraphs FROM stories s JOIN versions v ON v.text_hash = s.current_hash"))}
+            "SELECT s.id, s.current_hash, v.paragraphs FROM stories s "
+            "JOIN versions v ON v.text_hash = s.current_hash"))}
         story = [ids[b[:20]] for b in (f'["{b}' for b in BRIEFS)]
         digests = [  # id, message_id, status, version_upto, message
             (1, None, "baseline", 1, None),
@@ -99,7 +100,7 @@ def test_every_digest_keeps_its_state(tmp_path: Path, store_url: str) -> None:
 
 
 def test_the_downgrade_gives_back_the_old_tables(tmp_path: Path) -> None:
-    from monitor.storage.migrate import SCRIPTS  # noqa: F401 - the scripts are found the same way
+    from monitor.storage.migrate import SCRIPTS
 
     url = f"sqlite:///{tmp_path}/store.db"
     old_store(tmp_path, url, 25)
