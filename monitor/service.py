@@ -386,6 +386,9 @@ class Service:
                      self.settings.drop.folder.resolve(), self.settings.schedule.scan_seconds,
                      self.settings.drop.settle_seconds,
                      ", digest " + self.settings.digest.schedule if self.settings.digest.enabled else "")
+            if not self.settings.digest.unsubscribe_secret and any(
+                    r.channel == "email" and r.address for r in _recipients(self.settings)):
+                log.warning("digests carry no unsubscribe link: MONITOR_UNSUBSCRIBE_SECRET is not set")
             while not self.stop_event.wait(0.5):
                 pass
             self._stop(observer, server)
@@ -505,6 +508,12 @@ def _install_signals(stop: threading.Event) -> dict[int, Any]:
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, handler)
     return previous
+
+
+def _recipients(settings: Settings) -> list[Any]:
+    from monitor.notify.subscribers import recipients
+
+    return recipients(settings)
 
 
 def _force_exit() -> None:

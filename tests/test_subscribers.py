@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,6 +16,7 @@ from mailserver import MailServer, Received
 from servicekit import Service, wait_for
 
 from monitor.config import load_settings
+from monitor.models import Story
 from monitor.notify.topics import WordMatcher
 from monitor.notify.unsubscribe import token, verify
 from monitor.scan import scan
@@ -57,8 +58,6 @@ def server() -> Iterator[MailServer]:
 
 
 def test_the_word_matcher_reads_a_topic_as_words_in_a_row() -> None:
-    from monitor.models import Story
-
     def story(n: int, text: str) -> Story:
         when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
         return Story(uid=f"u{n}", kind="brief", title=text[:20], paragraphs=(text,), published=None,
@@ -227,3 +226,72 @@ def test_an_immediate_subscriber_is_alerted_after_the_pass_and_health_tells_a_re
         finally:
             svc.stop()
         assert "S3CRET-T0KEN" not in svc.log()
+
+
+def test_an_undeliverable_digest_shows_in_healthz_not_only_in_the_log(tmp_path: Path) -> None:
+    """The SMTP host does not exist (a plain `docker run` of a config made for compose)."""
+    config = write_config(tmp_path, digest={"recipients": [A], "retry_seconds": 3600},
+                          smtp={"host": "mailpit.invalid", "port": 1025, "security": "none", "timeout": 5})
+    settings = load_settings(config)
+    storage = Storage.open(settings.state.database_url)
+    service = MonitorService(settings, storage)
+    try:
+        drop_file(tmp_path / "drop", "a.txt", (MINSK[0] + "\n").encode())
+        scan(settings, storage)
+        status, health = service.health()
+        assert status == 200 and health["deliveries"] == {"ok": True, "problems": []}
+        service.scheduler.start(paused=True)
+        service.digest_job()
+        status, health = service.health()
+        assert status == 503 and health["status"] == "unhealthy"
+        [problem] = health["deliveries"]["problems"]
+        assert problem.startswith(f"email to {A} not delivered after 1 attempts (1 waiting): "
+                                  "SMTP mailpit.invalid:1025: cannot connect")
+        assert problem in health["problems"]
+    finally:
+        service.scheduler.shutdown(wait=False)
+        storage.close()
+
+
+class WritingMatcher(WordMatcher):
+    """The word matcher, which also writes to the store from another connection while it runs:
+    that write would wait (and time out) if the run held the store's write lock then."""
+
+    def __init__(self, url: str) -> None:
+        self.other = Storage.open(url)
+        self.wrote: list[bool] = []
+
+    def matching(self, topics: Sequence[str], stories: Sequence[Story]) -> set[str]:
+        import threading
+
+        done = threading.Event()
+
+        def write() -> None:
+            self.other.unsubscribe("somebody-else", dt.datetime.now(dt.UTC))
+            done.set()
+
+        threading.Thread(target=write, daemon=True).start()
+        self.wrote.append(done.wait(3.0))
+        return super().matching(topics, stories)
+
+
+def test_the_digest_is_selected_and_composed_outside_the_write_transaction(
+        tmp_path: Path, store_url: str, server: MailServer) -> None:
+    from monitor.digest import send_pending
+
+    config = write_config(tmp_path, store_url, digest={"enabled": False},
+                          smtp={"host": "127.0.0.1", "port": server.port, "security": "none"})
+    add_subscribers(config, [{"name": "minsk-desk", "email": A, "topics": ["Minsk"]}])
+    settings = load_settings(config)
+    storage = Storage.open(settings.state.database_url)
+    matcher = WritingMatcher(settings.state.database_url)
+    try:
+        drop_file(tmp_path / "drop", "a.txt", "\n".join([MINSK[0], OTHER[0]]).encode() + b"\n")
+        scan(settings, storage)
+        assert send_pending(settings, storage, matcher=matcher).ok
+        assert matcher.wrote == [True]  # another writer got through while the digest was being made
+        assert [m.rcpt_tos for m in server.messages] == [[A]]
+        assert MINSK[0] in server.messages[0].message.get_body(("plain",)).get_content()
+    finally:
+        matcher.other.close()
+        storage.close()
