@@ -257,8 +257,13 @@ class OutboxMixin:
                     return None
                 out = [self._insert_claim(conn, channel, subscriber, due.upto, c, now) for c in claims]
                 # The versions no message carries (another topic) are behind the mark all the same.
-                conn.execute(outbox.update().where(outbox.c.channel == channel, outbox.c.subscriber == subscriber,
-                                                   outbox.c.status == START).values(version_upto=due.upto))
+                moved = conn.execute(outbox.update().where(
+                    outbox.c.channel == channel, outbox.c.subscriber == subscriber, outbox.c.status == START,
+                ).values(version_upto=due.upto)).rowcount
+                if not moved:  # a subscriber from before 0007 has no starting row of its own
+                    conn.execute(outbox.insert().values(
+                        channel=channel, subscriber=subscriber, message_key=START, status=START, created=now,
+                        version_upto=due.upto, new_count=0, revised_count=0, attempts=0))
         except IntegrityError:
             return None  # a version already delivered to this subscriber: claimed elsewhere
         return out
