@@ -192,3 +192,23 @@ def test_smtp_without_recipients_is_a_config_error(tmp_path: Path, exe: str) -> 
     assert proc.returncode == 2
     assert "[digest] recipients" in proc.stderr and str(config) in proc.stderr
 
+
+
+def test_a_subscriber_added_later_starts_with_what_arrives_then(tmp_path: Path, exe: str) -> None:
+    """The dry run shows what the real run sends: nothing of what was delivered before it joined."""
+    with MailServer() as server:
+        monitor = smtp_monitor(exe, tmp_path, server.port, recipients=("alice@example.org",))
+        add(monitor, "a.txt", *BRIEFS[:2])
+        monitor("digest")
+        monitor.config.write_text(monitor.config.read_text().replace(
+            '"alice@example.org"]', '"alice@example.org", "carol@example.org"]'))
+        assert monitor("digest", "--dry-run").stderr.strip().endswith("digest: nothing to send")
+        assert monitor("digest").stdout.strip() == "digest: nothing to send"
+        add(monitor, "b.txt", BRIEFS[2])
+        heads = [h for h in monitor("digest", "--dry-run").stdout.splitlines() if h.startswith("=== ")]
+        assert heads == ["=== email to alice@example.org (new; 1 new, 0 revised)",
+                         "=== email to carol@example.org (new; 1 new, 0 revised)"]
+        monitor("digest")
+    carol = [m for m in server.messages if m.rcpt_tos == ["carol@example.org"]]
+    assert len(carol) == 1 and stories_in(carol[0]) and BRIEFS[2] in carol[0].message.get_body(
+        ("plain",)).get_content()

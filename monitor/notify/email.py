@@ -7,6 +7,7 @@ SMTP, and reads its answer as an Outcome.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email
 import email.policy
@@ -188,7 +189,9 @@ class EmailChannel(Channel):
         message_id = new_message_id(settings.feed)
         secret = settings.digest.unsubscribe_secret
         link = unsubscribe.link(settings.feed.base_url, secret, who.name) if secret else None
-        msg = build_message(sel, digest=settings.digest, feed=settings.feed, message_id=message_id, date=now,
+        # Dates in the mail are days in the subscriber's own time zone.
+        digest = dataclasses.replace(settings.digest, timezone=who.timezone)
+        msg = build_message(sel, digest=digest, feed=settings.feed, message_id=message_id, date=now,
                             to=who.address, unsubscribe=link)
         return [Claim(message_id, msg.as_string(), who.address, sel.new_count, sel.revised_count, carried)]
 

@@ -170,17 +170,20 @@ class OutboxMixin:
             return
         with self._write() as conn:
             known = {tuple(r) for r in conn.execute(select(outbox.c.channel, outbox.c.subscriber).distinct())}
-            fresh = not any(channel != EVERYONE for channel, _ in known)
-            if fresh:
-                mark = conn.execute(select(func.coalesce(func.max(outbox.c.version_upto), 0))
-                                    .where(outbox.c.channel == EVERYONE)).scalar_one()
-            else:
-                mark = conn.execute(select(func.coalesce(func.max(versions.c.id), 0))).scalar_one()
+            mark = self._start_mark(conn)
             rows = [{"channel": c, "subscriber": s, "message_key": START, "status": START, "created": now,
                      "version_upto": mark, "new_count": 0, "revised_count": 0, "attempts": 0}
                     for c, s in missing if (c, s) not in known]
             if rows:
                 conn.execute(outbox.insert(), rows)
+
+    def _start_mark(self, conn: Connection) -> int:
+        """Where a subscriber met now starts (see register_subscribers)."""
+        delivered = conn.execute(select(outbox.c.id).where(outbox.c.channel != EVERYONE).limit(1)).first()
+        if delivered is None:
+            return conn.execute(select(func.coalesce(func.max(outbox.c.version_upto), 0))
+                                .where(outbox.c.channel == EVERYONE)).scalar_one()
+        return conn.execute(select(func.coalesce(func.max(versions.c.id), 0))).scalar_one()
 
     def unsubscribe(self, subscriber: str, now: dt.datetime) -> bool:
         """Stop a subscriber's mail for good (pending messages too); False if it was stopped already."""
@@ -207,6 +210,10 @@ class OutboxMixin:
         mine = or_(and_(outbox.c.channel == channel, outbox.c.subscriber == subscriber),
                    outbox.c.channel == EVERYONE)
         since = conn.execute(select(func.coalesce(func.max(outbox.c.version_upto), 0)).where(mine)).scalar_one()
+        if channel != EVERYONE and conn.execute(select(outbox.c.id).where(
+                outbox.c.channel == channel, outbox.c.subscriber == subscriber).limit(1)).first() is None:
+            # Not registered yet (a dry run): what its first real run would start from.
+            since = max(since, self._start_mark(conn))
         upto = conn.execute(select(func.coalesce(func.max(versions.c.id), 0))).scalar_one()
         if upto <= since:
             return Due(since, since, ())
