@@ -252,21 +252,28 @@ def _dry_run(settings: Settings, storage: Storage, raw: bool) -> int:
 
 
 def delivery_problems(settings: Settings, storage: Storage) -> list[str]:
-    """One line per configured subscriber whose mail or alerts are not getting through.
+    """One line per configured subscriber whose mail or alerts are not getting through, for `status`."""
+    failing, refused = delivery_report(settings, storage)
+    return failing + refused
 
-    For `monitor status` and /healthz: named by the subscriber's label, never an Apprise URL;
-    the reason is the channel's fixed text, never a remote's reply.
+
+def delivery_report(settings: Settings, storage: Storage) -> tuple[list[str], list[str]]:
+    """What is failing (kept pending, retried) and who was refused for good.
+
+    Named by the subscriber's label, never an Apprise URL; the reason is the channel's fixed
+    text, never a remote's reply. A failing delivery is an outage (/healthz 503); a refusal is
+    about one address or URL and is reported until a later message to it goes through.
     """
     labels = {(r.channel, r.name): r.label for r in recipients(settings)}
     stopped = storage.unsubscribed()
-    out = []
+    failing, refused = [], []
     for st in storage.delivery_states():
         label = labels.get((st.channel, st.subscriber))
         if label is None or st.subscriber in stopped:
             continue
         if st.pending and st.attempts:
-            out.append(f"{st.channel} to {label} not delivered after {st.attempts} attempts "
-                       f"({st.pending} waiting): {st.error}")
+            failing.append(f"{st.channel} to {label} not delivered after {st.attempts} attempts "
+                           f"({st.pending} waiting): {st.error}")
         elif st.refused and not st.pending:
-            out.append(f"{st.channel} to {label} refused for good: {st.error}")
-    return out
+            refused.append(f"{st.channel} to {label} refused for good: {st.error}")
+    return failing, refused

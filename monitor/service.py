@@ -164,9 +164,9 @@ class Service:
             st = ScanState(**vars(self._state))
         status, problems = health_status(now, st.last_success or st.started, store_error,
                                          self.settings.schedule.scan_seconds)
-        deliveries = self._delivery_problems() if store_error is None else []
-        if deliveries:
-            status, problems = 503, [*problems, *deliveries]
+        failing, refused = self._delivery_report() if store_error is None else ([], [])
+        if failing:
+            status, problems = 503, [*problems, *failing]
         job = self.scheduler.get_job("scan")
         pickup = self.scheduler.get_job("pickup")
         return status, {
@@ -183,17 +183,17 @@ class Service:
             "next_scan": _iso(job.next_run_time if job else None),
             "next_pickup": _iso(pickup.next_run_time if pickup else None),
             "scan_seconds": self.settings.schedule.scan_seconds,
-            "deliveries": {"ok": not deliveries, "problems": deliveries},
+            "deliveries": {"ok": not (failing or refused), "failing": failing, "refused": refused},
             "time": _iso(now),
         }
 
-    def _delivery_problems(self) -> list[str]:
-        from monitor.digest import delivery_problems
+    def _delivery_report(self) -> tuple[list[str], list[str]]:
+        from monitor.digest import delivery_report
 
         try:
-            return delivery_problems(self.settings, self.storage)
+            return delivery_report(self.settings, self.storage)
         except StorageError as exc:
-            return [f"deliveries unknown: {exc}"]
+            return [f"deliveries unknown: {exc}"], []
 
     def unsubscribe(self, token: str, confirm: bool) -> str | None:
         """The subscriber a valid token names (None for a forged one); with `confirm`, stop its mail."""

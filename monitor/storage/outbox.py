@@ -337,25 +337,30 @@ class OutboxMixin:
                          .values(attempts=outbox.c.attempts + 1, next_attempt=None, **values))
 
     def delivery_states(self) -> list[DeliveryState]:
-        """Per channel and subscriber: what waits, and whether the newest finished message was refused."""
+        """Per channel and subscriber: what waits, and whether the newest finished message was refused.
+
+        Asked on every /healthz: the pending rows (few) and one row per subscriber, found in SQL.
+        """
+        newest = (select(func.max(outbox.c.id).label("id")).where(outbox.c.status.in_(["sent", "refused"]))
+                  .group_by(outbox.c.channel, outbox.c.subscriber).subquery())
         with self._read() as conn:
-            rows = conn.execute(select(outbox.c.channel, outbox.c.subscriber, outbox.c.status, outbox.c.attempts,
-                                       outbox.c.last_error)
-                                .where(outbox.c.status.in_(["pending", "sent", "refused"]))
-                                .order_by(outbox.c.id)).all()
-        states: dict[tuple[str, str], dict[str, Any]] = {}
-        for channel, subscriber, status, attempts, error in rows:
-            st = states.setdefault((channel, subscriber), {"pending": 0, "attempts": 0, "error": None,
-                                                           "refused": False, "refused_error": None})
-            if status == "pending":
-                if not st["pending"]:
-                    st["attempts"], st["error"] = attempts, error
-                st["pending"] += 1
-            else:
-                st["refused"] = status == "refused"
-                st["refused_error"] = error if status == "refused" else None
-        return [DeliveryState(c, s, st["pending"], st["attempts"], st["error"] or st["refused_error"], st["refused"])
-                for (c, s), st in states.items()]
+            pending = conn.execute(select(outbox.c.channel, outbox.c.subscriber, outbox.c.attempts,
+                                          outbox.c.last_error)
+                                   .where(outbox.c.status == "pending").order_by(outbox.c.id)).all()
+            finished = conn.execute(select(outbox.c.channel, outbox.c.subscriber, outbox.c.status,
+                                           outbox.c.last_error).join(newest, newest.c.id == outbox.c.id)).all()
+        states: dict[tuple[str, str], DeliveryState] = {}
+        for channel, subscriber, status, error in finished:
+            refused = status == "refused"
+            states[(channel, subscriber)] = DeliveryState(channel, subscriber, 0, 0, error if refused else None,
+                                                          refused)
+        for channel, subscriber, attempts, error in pending:
+            st = states.get((channel, subscriber), DeliveryState(channel, subscriber, 0, 0, None, False))
+            if not st.pending:  # the oldest pending message speaks for the subscriber
+                st = DeliveryState(channel, subscriber, 0, attempts, error, st.refused)
+            states[(channel, subscriber)] = DeliveryState(channel, subscriber, st.pending + 1, st.attempts,
+                                                          st.error, st.refused)
+        return list(states.values())
 
     def outbox_history(self) -> list[dict[str, Any]]:
         """Every message (baselines and starts too) with the story versions it carried, oldest first."""
