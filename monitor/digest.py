@@ -61,7 +61,7 @@ class DigestResult:
 def check_settings(settings: Settings) -> None:
     """What the config file cannot check alone: recipients, a password, the subscribers' schedules."""
     emails = settings.digest.recipients or any(s.email for s in settings.subscribers)
-    if settings.smtp.host and not emails:
+    if settings.smtp.host and settings.digest.enabled and not emails:
         raise ConfigError(settings.source, "[digest] recipients", "empty, but [smtp] host is set: nobody to send to")
     if settings.smtp.host and settings.smtp.username and not settings.smtp.password:
         raise ConfigError(settings.source, "[smtp] username",
