@@ -166,6 +166,7 @@ def test_one_click_unsubscribe_through_the_running_service_stops_that_subscriber
         assert "form-action 'self'" in page.headers["content-security-policy"]
         forged = path[:-3] + ("xyz" if not path.endswith("xyz") else "abc")
         assert post(svc.port, forged)[0] == 403
+        assert post(svc.port, path, b"x" * 5000)[0] == 413  # a bounded body; nothing done
         assert svc.get(forged).status == 403
         status, body = post(svc.port, path)  # what the mail client sends (RFC 8058)
         assert status == 200 and "Unsubscribed" in body
