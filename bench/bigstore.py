@@ -70,12 +70,13 @@ def build(db: Path, stories: int, seed: int = 11) -> None:
             stamp = _stamp(i)
             text = f"On 1 January 2020, story number {i} of the benchmark store was published in full."
             story_rows.append((i, f"urn:uuid:{uuid.uuid5(STORY_NAMESPACE, text_hash)}", stamp, stamp, text_hash))
-            version_rows.append((i, i, text_hash, "brief", None, json.dumps([text]), "2020-01-01", i,
-                                 f"{i:08d}.txt", stamp))
+            version_rows.append((i, i, text_hash, "brief", None, f"Story number {i} of the benchmark store",
+                                 json.dumps([text]), "2020-01-01", i, f"{i:08d}.txt", stamp, i))
         conn.executemany("INSERT INTO stories (id, uid, first_seen, updated, current_hash) VALUES (?, ?, ?, ?, ?)",
                          story_rows)
-        conn.executemany("INSERT INTO versions (id, story_id, text_hash, kind, title, paragraphs, published, "
-                         "key_mtime_ns, key_path, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", version_rows)
+        conn.executemany("INSERT INTO versions (id, story_id, text_hash, kind, title, headline, paragraphs, "
+                         "published, key_mtime_ns, key_path, seen_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         version_rows)
     for table, per_story in (("band_keys", BANDS), ("paragraph_keys", PARAGRAPH_KEYS)):
         for batch in _batches(_sorted_keys(rng, stories * per_story, stories)):
             conn.executemany(f"INSERT INTO {table} (key, story_id) VALUES (?, ?)", batch)

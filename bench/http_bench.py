@@ -1,16 +1,24 @@
-"""HTTP benchmark: requests per second for /feed.atom (200, 304, gzip) on a full feed.
+"""HTTP benchmark: /feed.atom from `monitor run` against nginx serving the same bytes, in one run.
 
 Starts the real `monitor run` on a free loopback port over a temporary store holding
-`max_entries` (100) stories, then puts a bounded-time load on it with wrk when it is
-installed (apt-get install wrk), else with a small threaded Python client, and prints a
-table. Everything lives in a temporary folder, removed at the end.
+`max_entries` (100) stories, copies the feed's identity and gzip bytes into a folder that
+nginx (Debian's `nginx`, started here as a child with its own config on another free
+port: `gzip_static`, `etag`, sendfile, an open-file cache) serves, then loads both with
+wrk (apt-get install wrk) or, without it, a small threaded Python client. Each round
+runs every case on both servers back to back, the order alternating between rounds, so
+the machine's drift hits both alike; the ratio is monitor's median requests/s over
+nginx's. The last case repeats the gzip one while 200 slow clients (a header line every
+4 s, never a whole head) are held open against the server under test. Without nginx the
+comparison is skipped with one line and monitor alone is measured.
 
-    .venv/bin/python bench/http_bench.py [--seconds 5] [--connections 16] [--tool auto|wrk|python]
+    .venv/bin/python bench/http_bench.py [--seconds 3] [--rounds 3] [--connections 32]
+        [--threads 2] [--nginx-workers 1] [--slow-clients 200] [--tool auto|wrk|python]
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import http.client
 import json
 import os
@@ -19,6 +27,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import string
 import subprocess
 import sys
@@ -26,9 +35,12 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 STORIES = 100
+Load = Callable[[str, dict[str, str], float, int, int], dict[str, float]]
+Results = dict[tuple[str, str], list[dict[str, float]]]  # (server, case): one load result per round
 
 
 def free_port() -> int:
@@ -78,6 +90,69 @@ scan_seconds = 3600
     return config
 
 
+def nginx_config(root: Path, port: int, workers: int) -> str:
+    return f"""
+worker_processes {workers};
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 15s;
+    keepalive_requests 1000000;
+    open_file_cache max=16 inactive=60s;
+    open_file_cache_valid 60s;
+    types {{ application/atom+xml atom; }}
+    charset utf-8;
+    charset_types application/atom+xml;
+    client_body_temp_path {root}/tmp; proxy_temp_path {root}/tmp; fastcgi_temp_path {root}/tmp;
+    uwsgi_temp_path {root}/tmp; scgi_temp_path {root}/tmp;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root}/www;
+        etag on;
+        gzip_static on;
+        gzip_vary on;
+        add_header Cache-Control no-cache;
+    }}
+}}
+"""
+
+
+def start_nginx(folder: Path, body: bytes, gzipped: bytes, workers: int) -> tuple[subprocess.Popen[bytes], str]:
+    """nginx on a free port serving `body` as /feed.atom and `gzipped` as its .gz twin."""
+    root = folder / "nginx"
+    (root / "www").mkdir(parents=True)
+    (root / "tmp").mkdir()
+    (root / "www" / "feed.atom").write_bytes(body)
+    (root / "www" / "feed.atom.gz").write_bytes(gzipped)
+    for path in (folder, root, root / "www", root / "www" / "feed.atom", root / "www" / "feed.atom.gz"):
+        path.chmod(0o755)  # nginx's workers run as nobody when started by root
+    port = free_port()
+    (root / "nginx.conf").write_text(nginx_config(root, port, workers), encoding="utf-8")
+    with (root / "stderr.log").open("wb") as stderr:
+        proc = subprocess.Popen(["nginx", "-p", str(root), "-c", str(root / "nginx.conf")],
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+    base = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"nginx exited with {proc.returncode}: {(root / 'stderr.log').read_text().strip()}")
+        try:
+            with urllib.request.urlopen(base + "feed.atom", timeout=2) as r:
+                if r.read() == body:
+                    return proc, base
+        except OSError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    sys.exit("nginx did not answer in time")
+
+
 def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -91,6 +166,17 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 60) ->
             pass
         time.sleep(0.2)
     sys.exit("the service did not get ready in time")
+
+
+def fetch(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
+    parts = urllib.request.urlparse(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=5)
+    try:
+        conn.request("GET", parts.path, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
 
 
 def run_wrk(url: str, headers: dict[str, str], seconds: float, connections: int, threads: int) -> dict[str, float]:
@@ -108,8 +194,9 @@ def run_wrk(url: str, headers: dict[str, str], seconds: float, connections: int,
             return float("nan")
         return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "rps": float(rps.group(1)) if rps else 0.0,
         "p50": latency("50%"), "p99": latency("99%"),
         "errors": (float(errors.group(1)) if errors else 0.0)
         + (sum(float(n) for n in socket_errors.groups()) if socket_errors else 0.0),
@@ -152,15 +239,101 @@ def run_python(url: str, headers: dict[str, str], seconds: float, connections: i
             "errors": float(errors[0])}
 
 
+class SlowClients:
+    """`count` connections that each send a request head one header line every 4 s and never
+    finish it (reopened when the server closes them): the slow-client load of the operations issue."""
+
+    def __init__(self, base: str, count: int) -> None:
+        parts = urllib.request.urlparse(base)
+        self.address = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.count = count
+        self.socks: list[socket.socket] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _open(self) -> socket.socket:
+        s = socket.create_connection(self.address, timeout=5)
+        s.sendall(b"GET /feed.atom HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        return s
+
+    def _run(self) -> None:
+        while not self.stop.wait(4.0):
+            for i, s in enumerate(self.socks):
+                try:
+                    s.send(b"X-Slow: 1\r\n")
+                except OSError:
+                    s.close()
+                    self.socks[i] = self._open()
+
+    def __enter__(self) -> SlowClients:
+        self.socks = [self._open() for _ in range(self.count)]
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+        for s in self.socks:
+            s.close()
+
+
+def cases_for(base: str) -> list[tuple[str, dict[str, str], int]]:
+    """The three requests, each with this server's own validator, and the body size it answers."""
+    status, headers, body = fetch(base + "feed.atom", {})
+    _, _, gz = fetch(base + "feed.atom", {"Accept-Encoding": "gzip"})
+    not_modified, _, _ = fetch(base + "feed.atom", {"If-None-Match": headers["etag"]})
+    assert (status, not_modified) == (200, 304), (base, status, not_modified)
+    return [("200 identity", {}, len(body)), ("200 gzip", {"Accept-Encoding": "gzip"}, len(gz)),
+            ("304 If-None-Match", {"If-None-Match": headers["etag"]}, 0),
+            ("200 gzip, slow clients held", {"Accept-Encoding": "gzip"}, len(gz))]
+
+
+def measure(servers: dict[str, str], load: Load, args: argparse.Namespace) -> Results:
+    cases = {name: cases_for(base) for name, base in servers.items()}
+    results: Results = {}
+    for round_no in range(args.rounds):
+        order = list(servers) if round_no % 2 == 0 else list(reversed(servers))
+        for index in range(len(cases["monitor"])):
+            for name in order:
+                case, headers, _ = cases[name][index]
+                with SlowClients(servers[name], args.slow_clients if "slow" in case else 0):
+                    r = load(servers[name] + "feed.atom", headers, args.seconds, args.connections, args.threads)
+                results.setdefault((name, case), []).append(r)
+    return results
+
+
+def report(servers: dict[str, str], results: Results, sizes: dict[str, int]) -> None:
+    names = list(servers)
+    print("| request | body bytes | " + " | ".join(f"{n} requests/s" for n in names)
+          + " | monitor p99 ms | errors |" + (" monitor/nginx (rounds) |" if "nginx" in names else ""))
+    print("|---|---:|" + "---:|" * len(names) + "---:|---:|" + ("---:|" if "nginx" in names else ""))
+    for case, size in sizes.items():
+        runs = {n: results[(n, case)] for n in names}
+        med = {n: statistics.median(r["rps"] for r in runs[n]) for n in names}
+        p99 = statistics.median(r["p99"] for r in runs["monitor"])
+        errors = sum(r["errors"] for n in names for r in runs[n])
+        row = f"| {case} | {size:,} | " + " | ".join(f"{med[n]:,.0f}" for n in names) + f" | {p99:.2f} | {errors:.0f} |"
+        if "nginx" in names:
+            ratios = [m["rps"] / g["rps"] for m, g in zip(runs["monitor"], runs["nginx"], strict=True) if g["rps"]]
+            spread = f"{min(ratios):.0%}–{max(ratios):.0%}" if ratios else "n/a"
+            row += f" {med['monitor'] / med['nginx']:.0%} ({spread}) |"
+        print(row)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0, help="load per case (default 5)")
-    parser.add_argument("--connections", type=int, default=16, help="concurrent keep-alive connections (default 16)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="load per case and server (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
+    parser.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections (default 32)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--nginx-workers", type=int, default=1,
+                        help="nginx worker processes (default 1: one event loop, like monitor's)")
+    parser.add_argument("--slow-clients", type=int, default=200,
+                        help="slow connections held open during the last case (default 200)")
     parser.add_argument("--tool", choices=["auto", "wrk", "python"], default="auto")
     args = parser.parse_args()
     tool = args.tool if args.tool != "auto" else ("wrk" if shutil.which("wrk") else "python")
-    load = run_wrk if tool == "wrk" else run_python
+    load: Load = run_wrk if tool == "wrk" else run_python
 
     with tempfile.TemporaryDirectory(prefix="monitor-bench-") as tmp:
         folder = Path(tmp)
@@ -169,33 +342,35 @@ def main() -> int:
         port = free_port()
         base = f"http://127.0.0.1:{port}/"
         config = write_config(folder, port)
+        nginx = None
         with (folder / "service.log").open("wb") as log:
             proc = subprocess.Popen([monitor_exe(), "--config", str(config), "--log-level", "WARNING", "run"],
                                     stdout=log, stderr=subprocess.STDOUT)
             try:
                 wait_ready(base, proc)
-                with urllib.request.urlopen(base + "feed.atom") as r:
-                    body, etag = r.read(), r.headers["ETag"]
-                gz = urllib.request.Request(base + "feed.atom", headers={"Accept-Encoding": "gzip"})
-                with urllib.request.urlopen(gz) as r:
-                    gz_size = len(r.read())
-                cases = [
-                    ("200 identity", {}, len(body)),
-                    ("200 gzip", {"Accept-Encoding": "gzip"}, gz_size),
-                    ("304 If-None-Match", {"If-None-Match": etag}, 0),
-                ]
-                print(f"monitor run on {base}, feed of {body.count(b'<entry>')} entries; tool {tool}, "
-                      f"{args.connections} connections, {args.seconds:g} s per case")
+                _, _, body = fetch(base + "feed.atom", {})
+                _, _, gz = fetch(base + "feed.atom", {"Accept-Encoding": "gzip"})
+                assert gzip.decompress(gz) == body
+                servers = {"monitor": base}
+                if shutil.which("nginx"):
+                    nginx, servers["nginx"] = start_nginx(folder, body, gz, args.nginx_workers)
+                    workers = f"{args.nginx_workers} worker" + ("s" if args.nginx_workers > 1 else "")
+                    against = f"nginx ({workers}) on the same bytes"
+                else:
+                    print("nginx not found (apt-get install nginx): comparison skipped, monitor alone")
+                    against = "no comparison"
+                print(f"monitor run on {base}, feed of {body.count(b'<entry>')} entries, against {against}; "
+                      f"tool {tool}, {args.threads} threads, {args.connections} connections, "
+                      f"{args.rounds} rounds of {args.seconds:g} s per case and server; {os.cpu_count()} cores")
                 print()
-                print("| request | body bytes | requests/s | p50 ms | p99 ms | errors |")
-                print("|---|---:|---:|---:|---:|---:|")
-                for name, headers, size in cases:
-                    r = load(base + "feed.atom", headers, args.seconds, args.connections, args.threads)
-                    print(f"| {name} | {size:,} | {r['rps']:,.0f} | {r['p50']:.2f} | {r['p99']:.2f} "
-                          f"| {r['errors']:.0f} |")
+                results = measure(servers, load, args)
+                sizes = {case: size for case, _, size in cases_for(base)}
+                report(servers, results, sizes)
             finally:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=15)
+                for child in (proc, nginx):
+                    if child is not None:
+                        child.send_signal(signal.SIGTERM)
+                        child.wait(timeout=15)
     return 0
 
 

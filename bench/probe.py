@@ -2,7 +2,7 @@
 
     python bench/probe.py idle CONFIG   a scan of an unchanged folder: its time, the
                                         start-up before it, and how many files it opened
-    python bench/probe.py feed DB       latest_stories + render on a store, best of 30
+    python bench/probe.py feed DB       the main feed (Publisher.main_feed) on a store, best of 30
     python bench/probe.py rss CMD...    run CMD, report its peak RSS (its ru_maxrss)
 
 The RSS of a command is read by this small, freshly started process: Linux counts the
@@ -57,18 +57,19 @@ def idle(config: Path) -> dict[str, float | int]:
 
 
 def feed(db: Path) -> dict[str, float]:
-    from monitor.config import FeedSettings
-    from monitor.feed import render
+    from monitor.config import Settings
+    from monitor.publish import Publisher
     from monitor.storage import Storage
 
     storage = Storage.open(f"sqlite:///{db}")
-    settings = FeedSettings()
+    settings = Settings(source="<defaults>")
+    publisher = Publisher(settings, storage)
     times = []
     for _ in range(30):
         t0 = time.perf_counter()
-        data = render(settings, storage.latest_stories(settings.max_entries))
+        data = publisher.main_feed()
         times.append(time.perf_counter() - t0)
-    assert data.count(b"<entry>") == min(settings.max_entries, storage.story_count())
+    assert data.count(b"<entry>") == min(settings.feed.max_entries, storage.story_count())
     storage.close()
     return {"render_ms": min(times) * 1000}
 

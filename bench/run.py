@@ -174,7 +174,7 @@ def bench_growth(work: Path, scale: Scale) -> list[Row]:
     (small_ms, _), (big_ms, _) = feed
     render = Row(f"Feed render, 1,000 vs {scale.growth_stories:,} stories stored",
                  f"{big_ms:.1f} ms", f"{small_ms:.1f} ms", big_ms / small_ms, 1.2,
-                 "latest_stories(max_entries=100) + Atom render, best of 30, warm process")
+                 "Publisher.main_feed(): 100 stories, their notes, the archive link; best of 30, warm process")
     return [growth, render]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
+from dataclasses import replace
 
 from monitor.models import Bulletin, Item, Rejected
 
@@ -53,6 +54,13 @@ LEAD_CHARS = 60
 # A brief has no title of its own: readers see its opening words, cut on a word boundary.
 TITLE_CHARS = 90
 _SPACE = re.compile(r"\s")
+# A brief's dateline ("On December 11, 2024, ", "20 декабря 2024 года ") says what the
+# date shown beside the title says already; the words after it make the better title.
+_DATELINE = re.compile(
+    rf"^(?:on\s+)?(?:{_DAY}\s+{_MONTH}|{_MONTH}\s+{_DAY}){_YEAR}(?:\s+года|\s+г\.)?\s*,?\s+",
+    re.IGNORECASE)
+# What must remain after the dateline for it to be a title rather than a fragment.
+TITLE_MIN_WORDS = 4
 _TITLE_TAIL = re.compile(r"[\s,;:\-\u2013\u2014]+$")
 
 
@@ -68,7 +76,7 @@ def parse(data: bytes) -> Bulletin | Rejected:
     items = segment(paragraphs)
     if not items:
         return Rejected("no news items: the file holds nothing but date lines")
-    return Bulletin(items=items, encoding=encoding)
+    return Bulletin(items=tuple(replace(item, headline=headline(item)) for item in items), encoding=encoding)
 
 
 def decode(data: bytes) -> tuple[str, str] | Rejected:
@@ -162,7 +170,7 @@ def _date_items(items: list[Item]) -> tuple[Item, ...]:
     found: list[tuple[int, int, int | None] | None] = []
     for item in items:
         found.append(find_date(item.paragraphs[0][:LEAD_CHARS]) if item.kind == "brief" else None)
-    full = [item.published for item in items if item.published]
+    full: list[dt.date | None] = [item.published for item in items if item.published]
     full += [_safe_date(y, m, d) for d, m, y in filter(None, found) if y]
     known = [d for d in full if d]
     reference = max(known) if known else None
@@ -194,8 +202,17 @@ def _safe_date(year: int | None, month: int, day: int) -> dt.date | None:
         return None
 
 
+def headline(item: Item) -> str:
+    """What readers see as the item's title: an article's title; a brief's opening words."""
+    return item.title if item.title else brief_title(item.paragraphs[0])
+
+
 def brief_title(paragraph: str) -> str:
-    """The opening words of a paragraph, cut on a word boundary, as a title."""
+    """The opening words of a paragraph after its dateline, cut on a word boundary, as a title."""
+    lead = _DATELINE.match(paragraph)
+    if lead and len(paragraph[lead.end():].split()) >= TITLE_MIN_WORDS:
+        rest = paragraph[lead.end():]
+        paragraph = rest[:1].upper() + rest[1:]
     if len(paragraph) <= TITLE_CHARS:
         return paragraph
     head = paragraph[: TITLE_CHARS + 1]

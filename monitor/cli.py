@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import io
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -44,19 +46,38 @@ def build_parser() -> argparse.ArgumentParser:
     digest.add_argument("--dry-run", action="store_true",
                         help="show what would be sent (recipients, the plain text), change nothing")
     digest.add_argument("--raw", action="store_true", help="with --dry-run: the whole raw messages")
+    sub.add_parser("rebuild", help="decide the drop folder again in a new store, then swap it in")
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade", "current"])
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    _guard_stdout()
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help, --version (on stdout) or a usage error: argparse is done
+            sys.stdout.flush()
+            return exc.code if isinstance(exc.code, int) else EXIT_OK
+    except OutputClosed:
+        return _quiet_stdout(EXIT_OK)
+    except OutputError as exc:
+        print(f"monitor: {exc}", file=sys.stderr)
+        return _quiet_stdout(EXIT_FAILURE)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        path = config_path(args.config)
-        settings = load_settings(path, require_drop=args.command in ("run", "scan"))
-        return COMMANDS[args.command](settings, args)
+        settings = load_settings(config_path(args.config))
+        code = COMMANDS[args.command](settings, args)
+        sys.stdout.flush()  # a write error shows here, not at exit as a traceback
+        return code
+    except OutputClosed:
+        # The reader stopped reading (`monitor feed | head -1`): what it wanted it has.
+        return _quiet_stdout(EXIT_OK)
+    except OutputError as exc:
+        print(f"monitor: {exc}", file=sys.stderr)
+        return _quiet_stdout(EXIT_FAILURE)
     except ConfigError as exc:
         print(f"monitor: config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -66,15 +87,71 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MonitorError as exc:
         print(f"monitor: {exc}", file=sys.stderr)
         return EXIT_FAILURE
+    except OSError as exc:  # a file of the command's own (the feed file, the Maildir) cannot be written
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"monitor: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
 
 
-def _storage(settings: Settings) -> Storage:
+class OutputError(MonitorError):
+    """Standard output cannot be written (`monitor feed > /dev/full`)."""
+
+
+class OutputClosed(MonitorError):
+    """The reader of standard output is gone (a pipe closed early): not a failure. Its own
+    class, so that a broken pipe elsewhere (a socket) is not taken for it."""
+
+
+class _Stdout(io.RawIOBase):
+    """File descriptor 1, telling a failed write on it apart from any other OSError."""
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return 1
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        try:
+            return os.write(1, data)
+        except BrokenPipeError:
+            raise OutputClosed("the reader of the output is gone") from None
+        except OSError as exc:
+            raise OutputError(f"cannot write the output: {exc.strerror or exc}") from None
+
+
+def _guard_stdout() -> None:
+    out = sys.stdout
+    try:
+        real = isinstance(out, io.TextIOWrapper) and out.fileno() == 1
+    except (OSError, ValueError):  # not a file (captured by a test harness): nothing to guard
+        real = False
+    if real and not isinstance(getattr(out.buffer, "raw", out.buffer), _Stdout):
+        out.flush()
+        sys.stdout = io.TextIOWrapper(io.BufferedWriter(_Stdout()), encoding=out.encoding, errors=out.errors,
+                                      line_buffering=bool(out.line_buffering))
+
+
+def _quiet_stdout(code: int) -> int:
+    """Point stdout at /dev/null, so that the interpreter's own flush at exit finds
+    nothing left to write to the closed pipe (and prints no 'Exception ignored')."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+    return code
+
+
+def _storage(settings: Settings, *, create: bool = False) -> Storage:
+    """The store; a command that only reads never creates one (a mistyped path is exit 3)."""
     # Imported here so `monitor --help` and config errors do not pay for SQLAlchemy.
     from monitor.storage import Storage
 
-    return Storage.open(settings.state.database_url)
+    return Storage.open(settings.state.database_url, create=create)
 
 
 def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
@@ -85,7 +162,7 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_OK
     from monitor.scan import scan_and_publish
 
-    storage = _storage(settings)
+    storage = _storage(settings, create=True)
     try:
         report = scan_and_publish(settings, storage)
         if baseline:
@@ -114,21 +191,29 @@ def _idle_scan(settings: Settings) -> ScanReport | None:
         ledger.close()
 
 
+def _summary_on_stdout(logger: str) -> None:
+    """This command prints its own summary: the INFO lines the service logs for the same
+    events would say it a second time (warnings and errors still go to the log)."""
+    if not logging.getLogger(logger).isEnabledFor(logging.DEBUG):
+        logging.getLogger(logger).setLevel(logging.WARNING)
+
+
 def _baseline(settings: Settings, storage: Storage) -> None:
     try:
         from monitor.digest import baseline
     except ImportError:  # the digest is not part of this build
         return
+    _summary_on_stdout("monitor.digest")
     count = baseline(settings, storage)
     print(f"baseline: {count} stories marked as already mailed")
 
 
 def cmd_feed(settings: Settings, args: argparse.Namespace) -> int:
-    from monitor.feed import render
+    from monitor.publish import Publisher
 
     storage = _storage(settings)
     try:
-        data = render(settings.feed, storage.latest_stories(settings.feed.max_entries))
+        data = Publisher(settings, storage).main_feed()
     finally:
         storage.close()
     sys.stdout.buffer.write(data)
@@ -137,12 +222,15 @@ def cmd_feed(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from monitor.dropfolder import shown
+
     storage = _storage(settings)
     try:
         count = storage.story_count()
         last = storage.last_scan()
         rejected = storage.rejected_files()
         pending = storage.pending_messages()
+        settling = _settling(settings, storage)
         problems = _delivery_problems(settings, storage)
         unsubscribed = storage.unsubscribed()
     finally:
@@ -157,7 +245,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
               f"skipped {last['skipped']}, rejected {last['rejected']})")
     print(f"files rejected: {len(rejected)}")
     for name, reason in rejected:
-        print(f"  {name}: {reason}")
+        print(f"  {shown(name)}: {reason}")
+    print(f"files settling: {len(settling)}")
+    for name, why in settling:
+        print(f"  {shown(name)}: {why}")
     print(f"digests pending: {len(pending)}")
     for message in pending:
         print(f"  {message.channel} {message.message_key} to {message.subscriber}: {message.new_count} new, "
@@ -176,13 +267,45 @@ def _delivery_problems(settings: Settings, storage: Storage) -> list[str]:
     return delivery_problems(settings, storage)
 
 
+def _settling(settings: Settings, storage: Storage) -> list[tuple[str, str]]:
+    """Files in the drop folder that a pass leaves for later until they have been still for
+    `settle_seconds`: modified too recently, or in the future (seen unchanged since when)."""
+    import datetime as dt
+
+    from monitor import dropfolder
+
+    now = dt.datetime.now(dt.UTC)
+    now_ns = int(now.timestamp() * 1e9)
+    settle = settings.drop.settle_seconds
+    seen = storage.observations()
+    out = []
+    for entry in dropfolder.to_read(settings.drop.folder, storage.file_states(), storage.rejected_files()):
+        info = entry.info
+        if entry.problem or dropfolder.is_settled(info, now_ns, settle):
+            continue
+        if not dropfolder.in_future(info, now_ns):
+            ago = (now_ns - info.mtime_ns) / 1e9
+            out.append((info.path, f"modified {ago:.1f}s ago, read once still for {settle:g}s"))
+            continue
+        mtime = dt.datetime.fromtimestamp(info.mtime_ns / 1e9, dt.UTC).isoformat(timespec="seconds")
+        size, mtime_ns, since = seen.get(info.path, (None, None, None))
+        if since is not None and (size, mtime_ns) == (info.size, info.mtime_ns):
+            when = f"unchanged since {since.isoformat(timespec='seconds')}"
+        else:
+            when = "not seen by a pass yet"
+        out.append((info.path, f"modified in the future ({mtime}; clock skew?), {when}, "
+                               f"read once unchanged for {settle:g}s"))
+    return out
+
+
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     from monitor.storage import Storage
-    from monitor.storage.migrate import current, head
+    from monitor.storage.migrate import head
 
-    storage = Storage.open(settings.state.database_url, upgrade=args.action == "upgrade")
+    upgrade = args.action == "upgrade"
+    storage = Storage.open(settings.state.database_url, upgrade=upgrade, create=upgrade)
     try:
-        print(f"schema revision: {current(storage.engine)} (newest: {head()})")
+        print(f"schema revision: {storage.revision()} (newest: {head()})")
     finally:
         storage.close()
     return EXIT_OK
@@ -197,11 +320,25 @@ def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_digest(settings: Settings, args: argparse.Namespace) -> int:
     from monitor.digest import run_digest_command
 
+    _summary_on_stdout("monitor.digest")
     return run_digest_command(settings, dry_run=args.dry_run, raw=args.raw)
 
 
+def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    from monitor.rebuild import rebuild
+
+    result = rebuild(settings)
+    from monitor.notify import websub
+
+    websub.drain()  # the hub's ping for the feeds written again
+    print(result.scan.summary())
+    for line in result.lines():
+        print(line)
+    return EXIT_OK
+
+
 COMMANDS = {"scan": cmd_scan, "feed": cmd_feed, "status": cmd_status, "db": cmd_db,
-            "run": cmd_run, "digest": cmd_digest}
+            "run": cmd_run, "digest": cmd_digest, "rebuild": cmd_rebuild}
 
 
 def entry_point() -> None:

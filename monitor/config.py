@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from monitor.crontab import check_crontab
 from monitor.errors import ConfigError
 
 DEFAULT_CONFIG = Path("config/monitor.toml")
@@ -43,11 +44,14 @@ class StateSettings:
 @dataclass(frozen=True)
 class FeedSettings:
     title: str = "Bulletins"
-    base_url: str = "http://127.0.0.1:8080/"
+    # Left empty, it follows [http] host and port (see _default_base_url).
+    base_url: str = ""
     path: Path = Path("state/feed.atom")
     max_entries: int = 100
     author: str = "monitor"
     hub: str = ""  # a WebSub hub: advertised in the feed and pinged after each change of it
+    # Corrections as entries of the main feed too, for readers with one subscription.
+    corrections_in_main: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,6 +139,9 @@ SECTIONS: dict[str, type] = {
     if f.name not in ("source", *LISTS)
 }
 NOT_IN_FILE = {("smtp", "password"), ("digest", "unsubscribe_secret"), ("subscribers", "apprise_url")}
+# The backends whose SQL the store speaks (monitor.storage.sql); a URL naming another one
+# is a config error, not a driver import error from deep inside SQLAlchemy.
+DATABASES = ("sqlite", "postgresql")
 CHOICES = {("smtp", "security"): ("starttls", "tls", "none"), ("subscribers", "cadence"): CADENCES}
 
 
@@ -164,11 +171,33 @@ def load_settings(path: Path | None, *, require_drop: bool = True) -> Settings:
             raise ConfigError(source, f"[{name}]", "must be a table")
     for name, cls in SECTIONS.items():
         sections[name] = _build_section(source, base, name, cls, data.get(name, {}))
+    if not sections["feed"].base_url:
+        sections["feed"] = dataclasses.replace(sections["feed"], base_url=_default_base_url(sections["http"]))
     subscribers = _build_subscribers(source, base, data.get("subscribers", []))
     settings = Settings(source=source, subscribers=subscribers, **sections)
     settings = _apply_environment(settings)
     _check(settings, require_drop)
     return settings
+
+
+def _default_base_url(http: HttpSettings) -> str:
+    """Where the service listens, as a URL readers can use: a wildcard address (all
+    interfaces) is reached on loopback from this machine."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(http.host, http.host)
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{http.port}/"
+
+
+def base_url_port(url: str) -> int | None:
+    """The port a base URL names, its scheme's default if none; None if it names none."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        return parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -199,7 +228,7 @@ def _build_section(source: str, base: Path, name: str, cls: type, raw: dict[str,
             raise ConfigError(source, where, f"must be one of {', '.join(allowed)}")
     for f in dataclasses.fields(cls):
         if f.name not in values and hints[f.name] is Path:
-            values[f.name] = base / f.default
+            values[f.name] = base / typing.cast(Path, f.default)
     if name == "state":
         values["database_url"] = resolve_database_url(values.get("database_url", StateSettings.database_url), base)
     return cls(**values)
@@ -296,7 +325,9 @@ def _with_apprise_url(source: str, sub: SubscriberSettings) -> SubscriberSetting
 
 
 def _check(settings: Settings, require_drop: bool) -> None:
+    """Every check, for every command: a config is valid or invalid whatever the command."""
     src = settings.source
+    _check_database(settings)
     if require_drop and not settings.drop.folder.is_dir():
         raise ConfigError(src, "[drop] folder", f"no such folder: {settings.drop.folder}")
     if not settings.feed.base_url.startswith(("http://", "https://")):
@@ -313,6 +344,10 @@ def _check(settings: Settings, require_drop: bool) -> None:
         ZoneInfo(settings.digest.timezone)
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(src, "[digest] timezone", f"unknown time zone {settings.digest.timezone!r}") from None
+    try:
+        check_crontab(settings.digest.schedule)
+    except ValueError as exc:
+        raise ConfigError(src, "[digest] schedule", f"not a crontab line: {exc}") from None
     if settings.drop.max_bytes < 1:
         raise ConfigError(src, "[drop] max_bytes", "must be at least 1")
     _check_outside_drop(settings)
@@ -340,6 +375,17 @@ def _check_subscribers(settings: Settings) -> None:
             raise ConfigError(settings.source, f"{where}: timezone", f"unknown time zone {sub.timezone!r}") from None
         if sub.cadence == "immediate" and sub.schedule:
             raise ConfigError(settings.source, f"{where}: schedule", "not used with cadence \"immediate\"")
+
+
+def _check_database(settings: Settings) -> None:
+    url = settings.state.database_url
+    where = ENV_DATABASE_URL if os.environ.get(ENV_DATABASE_URL) else "[state] database_url"
+    scheme, sep, _ = url.partition("://")
+    backend = scheme.partition("+")[0].lower()
+    if not sep or backend not in DATABASES:
+        shown = repr(backend) if sep else "(not a URL)"
+        raise ConfigError(settings.source, where, f"unsupported database {shown}: use sqlite:///PATH "
+                                                  "or postgresql+psycopg://USER@HOST/NAME")
 
 
 def _check_outside_drop(settings: Settings) -> None:

@@ -209,7 +209,8 @@ def baseline(settings: Settings, storage: Storage, *, clock: Clock = utcnow) -> 
 def run_digest_command(settings: Settings, dry_run: bool, raw: bool = False) -> int:
     """`monitor digest [--dry-run [--raw]]`: exit 0 when sent or nothing to send, 1 when some stay pending."""
     check_settings(settings)
-    storage = Storage.open(settings.state.database_url)
+    # Never creates a store: a digest of a mistyped path would say "nothing to send" (exit 3 instead).
+    storage = Storage.open(settings.state.database_url, create=False)
     try:
         if dry_run:
             return _dry_run(settings, storage, raw)

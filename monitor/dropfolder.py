@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from monitor.errors import DropFolderError
 from monitor.models import FileInfo
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,24 @@ def safe_name(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def shown(name: str) -> str:
+    """A name as printed in a log line, `monitor status` or /healthz: control characters
+    (a newline would forge a log line), format characters (bidi overrides reorder what
+    follows) and separators other than the space are written as escapes (\\n, \\x1b,
+    \\u202e), so each name is one line and reads as it is spelled."""
+    if name.isprintable():
+        return name
+    return "".join(c if c.isprintable() else _escape(c) for c in name)
+
+
+def _escape(c: str) -> str:
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    if c in named:
+        return named[c]
+    code = ord(c)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def list_entries(folder: Path, unchanged: Mapping[str, tuple[int, int]] | None = None) -> list[Entry]:
     """Every candidate name in the folder, oldest first (mtime, then name).
 
@@ -60,7 +79,11 @@ def list_entries(folder: Path, unchanged: Mapping[str, tuple[int, int]] | None =
     """
     recorded = (unchanged or {}).get
     entries = []
-    with os.scandir(folder) as it:
+    try:
+        it = os.scandir(folder)
+    except OSError as exc:
+        raise DropFolderError(f"cannot list the drop folder {shown(str(folder))}: {exc.strerror or exc}") from None
+    with it:
         for de in it:
             name = de.name
             if name[0] == "." or name.endswith(IGNORED_SUFFIXES):
@@ -102,6 +125,17 @@ def _problem(mode: int) -> str | None:
 def is_settled(info: FileInfo, now_ns: int, settle_seconds: float) -> bool:
     """A file still being written (recent mtime) is left for a later pass."""
     return now_ns - info.mtime_ns >= settle_seconds * 1e9
+
+
+def in_future(info: FileInfo, now_ns: int) -> bool:
+    """Modified later than now: the producer's clock is ahead of ours (clock skew), so the
+    mtime cannot say how long the file has been still; observations do (observed_still)."""
+    return info.mtime_ns > now_ns
+
+
+def observed_still(since_ns: int | None, now_ns: int, settle_seconds: float) -> bool:
+    """Seen with the same size and mtime since `since_ns` for at least `settle_seconds`."""
+    return since_ns is not None and now_ns - since_ns >= settle_seconds * 1e9
 
 
 def read(entry: Entry, max_bytes: int) -> bytes:

@@ -21,5 +21,21 @@ class StorageError(MonitorError):
     """The state store cannot be reached or used."""
 
 
+class StoreMissing(StorageError):
+    """A command that only reads found no store where the config points (it never creates one)."""
+
+
+class StoreDamaged(StorageError):
+    """The store's file is corrupt: restore a backup or rebuild it from the drop folder."""
+
+
+class StoreConflict(StorageError):
+    """A write refused by one of the store's unique keys (another writer got there first)."""
+
+
+class DropFolderError(MonitorError):
+    """The drop folder cannot be listed (its permissions, say); nothing in it is lost."""
+
+
 class DeliveryError(MonitorError):
     """A digest could not be delivered (it stays pending and is retried)."""

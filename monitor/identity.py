@@ -19,6 +19,7 @@ import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from monitor.models import Item
 
@@ -127,7 +128,7 @@ def _shingle_hashes(words: list[str]) -> frozenset[int]:
     if len(words) <= SHINGLE_WORDS:
         return frozenset([_shingle_hash(words)]) if words else frozenset()
     # _shingle_hash() unrolled for SHINGLE_WORDS == 3: this is most of a fingerprint's cost.
-    t = list(map(_WORD_HASHES.get, words))
+    t: list[Any] = list(map(_WORD_HASHES.get, words))
     if None in t:
         t = [_word_hashes(w) for w in words]
     return frozenset(a[0] ^ b[1] ^ c[2] for a, b, c in zip(t, t[1:], t[2:], strict=False))

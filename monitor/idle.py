@@ -10,7 +10,6 @@ caller makes the full pass (monitor.scan).
 from __future__ import annotations
 
 import datetime as dt
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -21,8 +20,6 @@ from monitor.models import ScanReport
 
 if TYPE_CHECKING:
     from monitor.storage.ledger import Ledger
-
-log = logging.getLogger("monitor.scan")
 
 Clock = Callable[[], dt.datetime]
 
@@ -48,19 +45,19 @@ def idle_pass(settings: Settings, ledger: Ledger, *, clock: Clock = utcnow) -> S
     if feed_is_stale(settings, ledger):
         return None
     report = ScanReport()
-    finished = clock()
-    ledger.record_scan(report, started, finished)
-    log.info("scan: %s in %.2fs", report.summary(), (finished - started).total_seconds())
+    ledger.record_scan(report, started, clock())
     return report
 
 
 def feed_is_stale(settings: Settings, storage: Changes) -> bool:
-    """The feed file must be written again although this pass found nothing new: it is
-    missing; or a story changed after it was written (a pass died between its commit and
-    the rename: a crash, a kill); or the config file changed after it was written (a new
-    title, base URL or number of entries shows at the next pass, not at the next story)."""
+    """The feed files must be written again although this pass found nothing new: one is
+    missing; or a story changed after they were written (a pass died between its commit
+    and the rename: a crash, a kill); or the config file changed after they were written
+    (a new title, base URL or number of entries shows at the next pass, not at the next story)."""
+    from monitor.publish import files
+
     try:
-        written = settings.feed.path.stat().st_mtime_ns
+        written = min(path.stat().st_mtime_ns for path in files(settings).values())
     except FileNotFoundError:
         return True
     if settings.source != "<defaults>":

@@ -32,7 +32,7 @@ class Metrics:
                                       registry=r)
         self.last_success = Gauge("monitor_last_successful_scan_timestamp_seconds",
                                   "Unix time at which the last successful scan finished.", registry=r)
-        self.feed_requests = Counter("monitor_feed_requests", "Requests for /feed.atom, by HTTP status.",
+        self.feed_requests = Counter("monitor_feed_requests", "Requests for the main feed, by HTTP status.",
                                      ["status"], registry=r)
         for result in ("ok", "interrupted", "error"):
             self.scans.labels(result)  # present at 0 from the start, so rates work at once

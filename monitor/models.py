@@ -17,6 +17,9 @@ class Item:
     paragraphs: tuple[str, ...]
     title: str | None = None
     published: dt.date | None = None
+    # What readers see as its title (an article's title, a brief's opening words), set by
+    # the parser and stored with the text: the store never has to ask the parser.
+    headline: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,32 @@ class Story:
 
 
 @dataclass(frozen=True)
+class Version:
+    """One text a story has had, with the bulletin that first carried it."""
+
+    kind: Kind
+    title: str
+    paragraphs: tuple[str, ...]
+    published: dt.date | None
+    seen_at: dt.datetime  # when the monitor first saw this text; distinct for every version
+    bulletin: str  # the drop-folder file that carried it first
+
+
+@dataclass(frozen=True)
+class Event:
+    """A story as it stood once a version became its current text: one entry of the
+    timeline that feed archives and the corrections feed are cut from.
+
+    `previous` is the text that was current just before (None for a new story), so a
+    correction shows what changed for the reader who saw the story then."""
+
+    uid: str
+    version: Version
+    previous: Version | None
+    key: str  # a stable id of this version (its text hash)
+
+
+@dataclass(frozen=True)
 class FileOutcome:
     """What ingesting one file changed."""
 
@@ -77,6 +106,9 @@ class ScanReport:
     rejected: int = 0
     rejections: tuple[tuple[str, str], ...] = field(default=())
     interrupted: bool = False
+    # Of the skipped: files modified in the future, settling by observation (no event will
+    # come for them, so the service looks again once they can have settled).
+    observing: int = 0
 
     @property
     def changed(self) -> bool:

@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING
 
 from monitor import bulletin, dropfolder
 from monitor.config import Settings
+from monitor.dropfolder import shown
 from monitor.identity import fingerprint, known_fingerprint, normalized_paragraphs, text_hash
-from monitor.idle import Clock, feed_is_stale, utcnow
-from monitor.models import FileOutcome, Rejected, ScanReport
+from monitor.idle import Clock, utcnow
+from monitor.models import FileInfo, FileOutcome, Rejected, ScanReport
+from monitor.publish import Publisher
 
 if TYPE_CHECKING:
     from monitor.storage import Storage
@@ -38,9 +40,7 @@ def scan(settings: Settings, storage: Storage, *, clock: Clock = utcnow,
             report = replace(report, interrupted=True)
             break
         report = _one(settings, storage, entry, report, clock)
-    finished = clock()
-    storage.record_scan(report, started, finished)
-    log.info("scan: %s in %.2fs", report.summary(), (finished - started).total_seconds())
+    storage.record_scan(report, started, clock())
     return report
 
 
@@ -53,15 +53,15 @@ def _one(settings: Settings, storage: Storage, entry: dropfolder.Entry, report: 
     if info.size > settings.drop.max_bytes:
         reason = f"too large: {info.size} bytes, [drop] max_bytes is {settings.drop.max_bytes}"
         return _reject(storage, entry, None, reason, report, now)
-    if not dropfolder.is_settled(info, int(now.timestamp() * 1e9), settings.drop.settle_seconds):
-        log.debug("%s: modified less than %ss ago, left for a later pass", info.path, settings.drop.settle_seconds)
-        return replace(report, skipped=report.skipped + 1)
+    waiting = _settle(settings, storage, info, now)
+    if waiting is not None:
+        return replace(report, skipped=report.skipped + 1, observing=report.observing + (waiting == "observing"))
     try:
         data = dropfolder.read(entry, settings.drop.max_bytes)
     except PermissionError:
         return _reject(storage, entry, None, dropfolder.UNREADABLE, report, now)
     except (FileNotFoundError, dropfolder.FileChanged) as exc:
-        log.info("%s: %s, left for a later pass", info.path, getattr(exc, "strerror", None) or exc)
+        log.info("%s: %s, left for a later pass", shown(info.path), getattr(exc, "strerror", None) or exc)
         return replace(report, skipped=report.skipped + 1)
     except OSError as exc:
         return _reject(storage, entry, None, f"cannot read: {exc.strerror or exc}", report, now)
@@ -87,15 +87,35 @@ def _one(settings: Settings, storage: Storage, entry: dropfolder.Entry, report: 
                for item, form, h in zip(items, forms, hashes, strict=True)]
     outcome = storage.ingest(info, sha, entries, now)
     if outcome is None:
-        log.debug("%s: already ingested by another instance", info.path)
+        log.debug("%s: already ingested by another instance", shown(info.path))
         return report
-    log.debug("%s: %s items, %s new, %s revised", info.path, len(entries), outcome.new, outcome.revised)
+    log.debug("%s: %s items, %s new, %s revised", shown(info.path), len(entries), outcome.new, outcome.revised)
     return _add(report, outcome)
+
+
+def _settle(settings: Settings, storage: Storage, info: FileInfo, now: dt.datetime) -> str | None:
+    """None when the file has been still for `settle_seconds`, else why it waits: "writing"
+    (a recent mtime) or "observing". An mtime in the future (the producer's clock is ahead)
+    cannot tell how long the file has been still, so observations do: the same size and
+    mtime at every pass since it was first seen, for that long (kept in the store, so
+    `monitor scan` from cron settles it too, and `monitor status` can list it)."""
+    now_ns = int(now.timestamp() * 1e9)
+    settle = settings.drop.settle_seconds
+    if not dropfolder.in_future(info, now_ns):
+        if dropfolder.is_settled(info, now_ns, settle):
+            return None
+        log.debug("%s: modified less than %ss ago, left for a later pass", shown(info.path), settle)
+        return "writing"
+    since = storage.observe(info, now)
+    if since is not None and dropfolder.observed_still(int(since.timestamp() * 1e9), now_ns, settle):
+        return None
+    log.debug("%s: modified in the future (clock skew?); read once it is unchanged for %ss", shown(info.path), settle)
+    return "observing"
 
 
 def _reject(storage: Storage, entry: dropfolder.Entry, sha: str | None, reason: str, report: ScanReport,
             now: dt.datetime) -> ScanReport:
-    log.warning("%s: rejected: %s", entry.info.path, reason)
+    log.warning("%s: rejected: %s", shown(entry.info.path), reason)
     storage.record_file(entry.info, sha, reason=reason, now=now)
     return replace(report, rejected=report.rejected + 1,
                    rejections=(*report.rejections, (entry.info.path, reason)))
@@ -106,25 +126,16 @@ def _add(report: ScanReport, outcome: FileOutcome) -> ScanReport:
                    unchanged=report.unchanged + outcome.unchanged)
 
 
-def publish(settings: Settings, storage: Storage, *, force: bool = False) -> bool:
-    """Rewrite the feed file if the store changed (or the file is missing or stale)."""
-    path = settings.feed.path
-    if not force and not feed_is_stale(settings, storage):
-        return False
-    # Imported here: feedgen and lxml are a large part of start-up, and an idle pass never renders.
-    from monitor.feed import render, write_atomically
-
-    write_atomically(path, render(settings.feed, storage.latest_stories(settings.feed.max_entries)))
-    from monitor.notify import websub
-
-    websub.feed_changed(settings.feed.hub, [settings.feed.base_url + "feed.atom"])
-    return True
-
-
 def scan_and_publish(settings: Settings, storage: Storage, *, clock: Clock = utcnow,
                      stop: threading.Event | None = None) -> ScanReport:
+    """`monitor scan`: a pass, then the feed files written if it changed anything (or they are stale)."""
     t0 = time.perf_counter()
     report = scan(settings, storage, clock=clock, stop=stop)
-    publish(settings, storage, force=report.changed)
+    publisher = Publisher(settings, storage)
+    if settings.feed.hub:
+        from monitor.notify import websub
+
+        publisher.listeners.append(websub.listener(settings.feed))
+    publisher.write_files(force=report.changed)
     log.debug("scan and publish took %.3fs", time.perf_counter() - t0)
     return report

@@ -1,355 +1,498 @@
-"""HTTP: the feed, health, metrics and the pages. The only module that talks HTTP.
+"""HTTP: the connection layer. The only module that talks HTTP on a socket.
 
-The standard library's ThreadingHTTPServer is enough here: five read-only routes
-answered from bytes prepared in memory, a thread per connection so a slow reader never
-holds up another (or the scans, which run in the scheduler's threads), and socket
-timeouts plus a cap on connections to bound what a slow or hostile client can hold.
-It adds no dependency and no event loop to the process, and it serves thousands of
-requests per second on loopback (see bench/http_bench.py), far beyond what feed
-readers polling every few minutes need.
+Design: one asyncio event loop in a thread of its own, with a small thread pool beside it.
 
-No route maps to the filesystem: every answer is built from memory (the feed, the
-front page), from the metrics registry, or for an old story's page from the store.
+- A connection costs a few hundred bytes of state and a file descriptor, not a thread,
+  so hundreds of slow or idle clients cannot take the slots that readers need. The
+  thread-per-connection server this replaces (64 threads) was filled by 64 clients that
+  each sent a header line every 4 s: the feed answered 0 of 40 requests for 20 s.
+- Every connection has a deadline for what it is doing: the whole request head must
+  arrive within HEAD_TIMEOUT of the connection's start, or on a kept-alive connection of
+  the head's first byte (not of the last byte, which is what a socket timeout measures
+  and what a slowloris client resets forever), a body within
+  BODY_TIMEOUT, an idle keep-alive connection lives IDLE_TIMEOUT, and a response the
+  client stops reading is dropped after WRITE_TIMEOUT without progress. One sweep a
+  second enforces them all. At the cap (`max_connections`, from the descriptor limit)
+  the oldest connection still waiting for a request is closed to make room, so a flood
+  of slow clients cannot lock readers out.
+- Documents (the feed, the front page, any path in `Snapshot.documents`) are answered on
+  the loop from pre-built heads and bytes: parse, compare a validator, one send. This is
+  the fast path, within reach of nginx serving the same bytes (bench/http_bench.py).
+- Dynamic routes (`monitor.routes`: health, metrics, the publisher's documents made on
+  request: story histories, older pages, feed archives) may read the store, so
+  they run in the pool and never block the loop; at most MAX_PENDING wait there, more get
+  a 503 at once.
+
+Why not a framework: the stdlib's asyncio Protocol gives exactly this with no new
+dependency, and the routes are few; aiohttp or uvicorn would put their own request
+objects and routing on the fast path. uvloop was tried as the loop: CPU per request
+within the noise of the stdlib loop here, not worth a compiled dependency.
+
+No route maps to the filesystem: every answer comes from memory or from the store.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import asyncio
+import contextlib
 import email.utils
-import gzip
-import hashlib
-import json
 import logging
 import re
+import resource
 import socket
 import threading
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, cast
 from urllib.parse import urlsplit
 
-from monitor import __version__, page
-from monitor.errors import StorageError
-from monitor.metrics import CONTENT_TYPE as METRICS_TYPE
-from monitor.metrics import Metrics
-from monitor.models import Story
+from monitor import routes
+from monitor.documents import (
+    FEED_PATH,
+    TEXT_TYPE,
+    Document,
+    Variant,
+    accepts_gzip,
+    content_headers,
+    not_modified,
+    response_head,
+)
+from monitor.routes import Request, Response, Route, Site
 
 log = logging.getLogger(__name__)
 
-ATOM_TYPE = "application/atom+xml; charset=utf-8"
-HTML_TYPE = "text/html; charset=utf-8"
-JSON_TYPE = "application/json"
-TEXT_TYPE = "text/plain; charset=utf-8"
-# Pages carry only escaped text and inline CSS; the policy makes any markup that
-# slipped through inert as well (no script, no plugin, no remote fetch).
-HTML_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-}
-UNSUBSCRIBE_PATH = re.compile(r"/unsubscribe/([A-Za-z0-9_-]{1,400}\.[A-Za-z0-9_-]{1,100})")
-# The one POST route takes a one-line form (RFC 8058's "List-Unsubscribe=One-Click"): a
-# longer body is refused unread.
-MAX_POST_BODY = 4096
-STORY_PATH = re.compile(r"/stories/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
-# A reader that sends nothing for this long is dropped, and at most this many
-# connections are served at once; more are closed at once instead of queueing threads.
-SOCKET_TIMEOUT = 10.0
-MAX_CONNECTIONS = 64
+HEAD_TIMEOUT = 10.0  # the whole request head, from the accept or (kept alive) its first byte
+BODY_TIMEOUT = 10.0
+IDLE_TIMEOUT = 15.0  # a keep-alive connection between requests
+WRITE_TIMEOUT = 30.0  # a response the client does not read, without any progress
+SWEEP_INTERVAL = 1.0
+MAX_HEAD = 16 * 1024
+MAX_BODY = 16 * 1024  # forms only; nothing here takes an upload
+MAX_PENDING = 64  # dynamic requests waiting for a worker
+WORKERS = 4
+# The kernel's accept queue, and how many connections asyncio accepts in one go before
+# any of them is counted against the cap, so descriptors are kept for that many more.
+BACKLOG = 128
+METHODS = frozenset({"GET", "HEAD", "POST"})
+# What a connection is doing, and so which deadline applies.
+IDLE, HEAD, BODY, WORKING = "idle", "head", "body", "working"
+TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
-@dataclass(frozen=True)
-class FeedDocument:
-    """The feed bytes with everything a conditional or compressed GET needs, computed once."""
-
-    body: bytes
-    gzipped: bytes
-    etag: str
-    gzip_etag: str
-    modified: dt.datetime  # the newest `updated`, to the second (HTTP dates have no fraction)
-
-    @classmethod
-    def build(cls, body: bytes, newest: dt.datetime) -> FeedDocument:
-        digest = hashlib.sha256(body).hexdigest()
-        return cls(
-            body=body,
-            gzipped=gzip.compress(body, compresslevel=6, mtime=0),
-            # A different content-coding is a different representation, so a different strong tag.
-            etag=f'"{digest}"',
-            gzip_etag=f'"{digest}-gzip"',
-            modified=newest.astimezone(dt.UTC).replace(microsecond=0),
-        )
-
-    @property
-    def last_modified(self) -> str:
-        return email.utils.format_datetime(self.modified, usegmt=True)
+def max_connections(nofile: int) -> int:
+    """Half the descriptors the process may open, less an accept batch: the store and the drop folder keep theirs."""
+    return max(64, min(4096, nofile // 2 - BACKLOG))
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """What the service publishes after a scan; swapped as a whole, never edited."""
-
-    feed: FeedDocument
-    index_html: bytes
-    feed_title: str
-    stories: Mapping[str, Story] = field(default_factory=dict)  # by the uuid in the story's URL
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-class Site(Protocol):
-    """What the server needs from the service."""
-
-    metrics: Metrics
-
-    def snapshot(self) -> Snapshot: ...
-
-    def health(self) -> tuple[int, dict[str, Any]]: ...
-
-    def story(self, uid: str) -> Story | None: ...
-
-    def unsubscribe(self, token: str, confirm: bool) -> str | None: ...
-
-
-def accepts_gzip(header: str | None) -> bool:
-    """Whether an Accept-Encoding value allows gzip (RFC 9110 12.5.3, q=0 means no)."""
-    if not header:
-        return False
-    qualities: dict[str, float] = {}
-    for part in header.split(","):
-        coding, _, params = part.strip().partition(";")
-        q = 1.0
-        for param in params.split(";"):
-            name, _, value = param.strip().partition("=")
-            if name.lower() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        qualities[coding.strip().lower()] = q
-    for coding in ("gzip", "x-gzip"):
-        if coding in qualities:
-            return qualities[coding] > 0
-    return qualities.get("*", 0.0) > 0
+def parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
+    """Method, target, version and headers (lower-case names, repeats joined) of a request head."""
+    text = head.decode("latin-1")
+    lines = text.split("\r\n") if "\r" in text else text.split("\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[1] or (parts[0] not in METHODS and not TOKEN.fullmatch(parts[0])):
+        raise BadRequest(400, "bad request line")
+    method, target, version = parts
+    if version != "HTTP/1.1" and version != "HTTP/1.0":
+        raise BadRequest(505 if version.startswith("HTTP/") else 400, "unsupported HTTP version")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        # Whitespace around a name (obsolete line folding among it) is how requests get smuggled.
+        if not colon or not name or name[0] in " \t" or name[-1] in " \t":
+            raise BadRequest(400, "bad header line")
+        name = name.lower()
+        value = value.strip(" \t")
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return method, target, version, headers
 
 
-def not_modified(doc: FeedDocument, if_none_match: str | None, if_modified_since: str | None) -> bool:
-    """RFC 9110 13.1: If-None-Match decides when present (weak comparison), else If-Modified-Since."""
-    if if_none_match is not None:
-        tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
-        return "*" in tags or doc.etag in tags or doc.gzip_etag in tags
-    if if_modified_since:
-        try:
-            since = email.utils.parsedate_to_datetime(if_modified_since)
-        except (TypeError, ValueError, IndexError):
-            return False  # an unparseable date is ignored, as the RFC says
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=dt.UTC)
-        return doc.modified <= since
-    return False
+def split_target(target: str) -> tuple[str, str]:
+    """Path and query of an origin-form or absolute-form target; anything else stays as it is (a 404)."""
+    if target.startswith("/"):
+        path, _, query = target.partition("?")
+        return path, query
+    if target.startswith(("http://", "https://")):
+        parts = urlsplit(target)
+        return parts.path or "/", parts.query
+    return target, ""
 
 
-class Handler(BaseHTTPRequestHandler):
-    server_version = f"monitor/{__version__}"
-    sys_version = ""
-    protocol_version = "HTTP/1.1"  # keep-alive: every response has a Content-Length
-    timeout = SOCKET_TIMEOUT
-    # Headers and body leave in two writes; with Nagle's algorithm the body's last segment
-    # then waits for the client's delayed ACK (40 ms on Linux) on every keep-alive request.
-    disable_nagle_algorithm = True
-    server: Server
+CLOSE = b"Connection: close\r\n"
+KEEP_ALIVE = b"Connection: keep-alive\r\n"
 
-    def do_GET(self) -> None:
-        self._dispatch(head=False)
 
-    def do_HEAD(self) -> None:
-        self._dispatch(head=True)
+def connection_line(version: str, connection: str | None) -> bytes:
+    """The Connection line an answer needs: none for HTTP/1.1 keep-alive (the default), else close or keep-alive."""
+    if connection is None:
+        return b"" if version == "HTTP/1.1" else CLOSE
+    tokens = {t.strip().lower() for t in connection.split(",")}
+    if version == "HTTP/1.0":
+        return KEEP_ALIVE if "keep-alive" in tokens else CLOSE
+    return CLOSE if "close" in tokens else b""
 
-    def do_POST(self) -> None:
-        try:
-            match = UNSUBSCRIBE_PATH.fullmatch(urlsplit(self.path).path)
-            if match is None:
-                self.send_error(501)  # as for any method the other routes do not take
-                return
-            if not self._discard_body():
-                return
-            self._unsubscribe(self.server.site, match.group(1), head=False, confirm=True)
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            self.close_connection = True
-        except Exception:
-            log.exception("error answering POST %r", self.path)
-            self.close_connection = True
-            self._send(500, TEXT_TYPE, b"internal error\n", False)
 
-    def _discard_body(self) -> bool:
-        """Read and drop the (small) form body; False after answering 411 or 413."""
-        try:
-            length = int(self.headers.get("Content-Length", "0"))
-        except ValueError:
-            length = -1
-        if length < 0 or length > MAX_POST_BODY or self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
-            self._send(413 if length > MAX_POST_BODY else 411, TEXT_TYPE, b"body not accepted\n", False)
-            return False
-        self.rfile.read(length)
-        return True
+def body_length(headers: Mapping[str, str]) -> int:
+    if "transfer-encoding" in headers:
+        raise BadRequest(411, "a body needs a Content-Length")
+    value = headers.get("content-length")
+    if value is None:
+        return 0
+    if not value.isdigit():  # also a repeated header with two values
+        raise BadRequest(400, "bad Content-Length")
+    if int(value) > MAX_BODY:
+        raise BadRequest(413, "body too large")
+    return int(value)
 
-    def _dispatch(self, head: bool) -> None:
-        try:
-            self._route(urlsplit(self.path).path, head)
-        except (BrokenPipeError, ConnectionResetError, TimeoutError):
-            self.close_connection = True  # the client went away; nothing to answer
-        except Exception:
-            log.exception("error answering %r", self.path)
-            self.close_connection = True
-            self._send(500, TEXT_TYPE, b"internal error\n", head)
 
-    def _route(self, path: str, head: bool) -> None:
-        site = self.server.site
-        if path == "/feed.atom":
-            self._feed(site, head)
-        elif path == "/healthz":
-            status, data = site.health()
-            body = json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
-            self._send(status, JSON_TYPE, body, head, {"Cache-Control": "no-store"})
-        elif path == "/metrics":
-            self._send(200, METRICS_TYPE, site.metrics.render(), head, {"Cache-Control": "no-store"})
-        elif path == "/":
-            self._send(200, HTML_TYPE, site.snapshot().index_html, head, {**HTML_HEADERS, "Cache-Control": "no-cache"})
-        elif match := STORY_PATH.fullmatch(path):
-            self._story(site, match.group(1), head)
-        elif match := UNSUBSCRIBE_PATH.fullmatch(path):
-            self._unsubscribe(site, match.group(1), head, confirm=False)
-        else:
-            self._send(404, TEXT_TYPE, b"not found\n", head)
+def dynamic_head(response: Response) -> bytes:
+    headers = {**content_headers(response.ctype), **response.headers}
+    if response.status != 304:
+        headers["Content-Length"] = str(len(response.body))
+    return response_head(response.status, headers)
 
-    def _feed(self, site: Site, head: bool) -> None:
-        doc = site.snapshot().feed
-        zipped = accepts_gzip(self.headers.get("Accept-Encoding"))
-        headers = {
-            "ETag": doc.gzip_etag if zipped else doc.etag,
-            "Last-Modified": doc.last_modified,
-            "Cache-Control": "no-cache",
-            "Vary": "Accept-Encoding",
-        }
-        if not_modified(doc, self.headers.get("If-None-Match"), self.headers.get("If-Modified-Since")):
-            site.metrics.feed_requests.labels("304").inc()
-            self._send(304, None, b"", True, headers)
-            return
-        if zipped:
-            headers["Content-Encoding"] = "gzip"
-        site.metrics.feed_requests.labels("200").inc()
-        self._send(200, ATOM_TYPE, doc.gzipped if zipped else doc.body, head, headers)
 
-    def _story(self, site: Site, key: str, head: bool) -> None:
-        snap = site.snapshot()
-        story = snap.stories.get(key)
-        if story is None:
+def run_route(route: Route, site: Site, request: Request, match: re.Match[str]) -> Response:
+    """In a worker thread: the route's handler; any failure becomes a 500 and one log entry."""
+    try:
+        return route.handler(site, request, match)
+    except Exception:
+        log.exception("error answering %s %r", request.method, request.path)
+        return routes.text(500, "internal error")
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: reads request heads, answers them in order, keeps its deadline."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.buf = b""  # bytes received and not yet answered
+        self.phase = HEAD
+        self.deadline = server.loop.time() + HEAD_TIMEOUT
+        self.received = False  # any byte yet: a silent connection is closed without a 408
+        self.write_paused = False
+        self.unsent = 0  # the write buffer at the last sweep, to see progress
+        self.closed = False
+        self.pending: tuple[str, str, str, dict[str, str], int] | None = None  # a head waiting for its body
+
+    # -- asyncio callbacks ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.server.admit(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.pop(self, None)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf = self.buf + data if self.buf else data
+        self.received = True
+        if self.phase == IDLE:
+            self.phase = HEAD
+            self.deadline = self.server.loop.time() + HEAD_TIMEOUT
+        self.process()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.unsent = self.transport.get_write_buffer_size() if self.transport else 0
+        self.deadline = self.server.loop.time() + WRITE_TIMEOUT
+        if self.transport:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.transport and not self.closed:
+            self.transport.resume_reading()
+            self._after_response()
+
+    # -- requests --------------------------------------------------------------------
+
+    def process(self) -> None:
+        """Answer every complete request in the buffer, in order, until one must wait."""
+        while self.buf and not (self.closed or self.write_paused or self.phase == WORKING):
             try:
-                story = site.story(f"urn:uuid:{key}")  # older than the feed's window
-            except StorageError as exc:
-                log.warning("story page %s: %s", key, exc)
-                self._send(503, TEXT_TYPE, b"store unavailable\n", head)
+                request = self._next_request()
+            except BadRequest as exc:
+                self.fail(exc.status, str(exc))
                 return
-        if story is None:
-            self._send(404, TEXT_TYPE, b"not found\n", head)
+            if request is None:
+                return
+            self.dispatch(*request)
+
+    def _next_request(self) -> tuple[Request, bytes] | None:
+        """The next complete request and the Connection line its answer carries, or None for more bytes."""
+        if self.pending is None:
+            buf = self.buf
+            end, size = buf.find(b"\r\n\r\n"), 4
+            if end < 0:
+                end, size = buf.find(b"\n\n"), 2
+            if end < 0 or end > MAX_HEAD:
+                if len(buf) > MAX_HEAD:
+                    raise BadRequest(431, "request head too large")
+                return None
+            method, target, version, headers = parse_head(buf[:end])
+            self.buf = buf[end + size:]
+            length = body_length(headers)
+            self.pending = (method, target, version, headers, length)
+            if length > len(self.buf):
+                self.phase, self.deadline = BODY, self.server.loop.time() + BODY_TIMEOUT
+                if headers.get("expect", "").lower() == "100-continue" and self.transport is not None:
+                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        method, target, version, headers, length = self.pending
+        body = b""
+        if length:
+            if len(self.buf) < length:
+                return None
+            body, self.buf = self.buf[:length], self.buf[length:]
+        self.pending = None
+        path, query = split_target(target)
+        return Request(method, path, query, headers, body), connection_line(version, headers.get("connection"))
+
+    def dispatch(self, request: Request, connection: bytes) -> None:
+        """Documents from memory, here; other known routes in the pool; 404 for the rest."""
+        method = request.method
+        if method not in METHODS:
+            self.fail(501, "not implemented")
             return
-        body = page.story_page(snap.feed_title, story).encode()
-        self._send(200, HTML_TYPE, body, head, {**HTML_HEADERS, "Cache-Control": "no-cache"})
-
-    def _unsubscribe(self, site: Site, token: str, head: bool, confirm: bool) -> None:
-        """GET: the confirmation page with its button; POST: unsubscribe (RFC 8058 one-click)."""
-        try:
-            name = site.unsubscribe(token, confirm)
-        except StorageError as exc:
-            log.warning("unsubscribe: %s", exc)
-            self._send(503, TEXT_TYPE, b"store unavailable, try again later\n", head)
+        head_only = method == "HEAD"
+        doc = self.server.site.snapshot().documents.get(request.path)
+        if doc is not None:
+            if method == "POST":
+                self.respond(Response(405, TEXT_TYPE, b"method not allowed\n", {"Allow": "GET, HEAD"}),
+                             connection, False)
+            else:
+                self.document(doc, request, connection, head_only)
             return
-        body = page.unsubscribe_page(site.snapshot().feed_title, name, done=confirm).encode()
-        # The confirmation page's button posts back here: the one form this site has.
-        csp = HTML_HEADERS["Content-Security-Policy"].replace("form-action 'none'", "form-action 'self'")
-        headers = {**HTML_HEADERS, "Content-Security-Policy": csp, "Cache-Control": "no-store"}
-        self._send(200 if name else 403, HTML_TYPE, body, head, headers)
+        found = routes.find(request.path)
+        if found is None:
+            self.respond(routes.text(404, "not found"), connection, head_only)
+            return
+        route, match = found
+        if method not in route.methods:
+            allow = ", ".join(sorted(route.methods))
+            self.respond(Response(405, TEXT_TYPE, b"method not allowed\n", {"Allow": allow}), connection, False)
+            return
+        self.server.submit(self, route, request, match, connection, head_only)
 
-    def _send(self, status: int, ctype: str | None, body: bytes, head: bool,
-              headers: Mapping[str, str] | None = None) -> None:
-        self.send_response(status)
-        if ctype:
-            self.send_header("Content-Type", ctype)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        if status != 304:
-            self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if not head and status != 304:
-            self.wfile.write(body)
+    def document(self, doc: Document, request: Request, connection: bytes, head_only: bool) -> None:
+        """The fast path: pick the variant, compare the validators, one send of pre-built bytes."""
+        headers = request.headers
+        variant = doc.gzipped if accepts_gzip(headers.get("accept-encoding")) else doc.identity
+        inm, ims = headers.get("if-none-match"), headers.get("if-modified-since")
+        status = 304 if (inm is not None or ims) and not_modified(doc, inm, ims) else 200
+        if request.path == FEED_PATH:
+            self.server.count_feed(status)
+        if self.closed or self.transport is None:
+            return
+        if connection:
+            head = variant.ok_head if status == 200 else variant.not_modified_head
+            self.send(head, variant.body if status == 200 and not head_only else b"", connection)
+            return
+        self.transport.write(self.server.prebuilt(variant, status, head_only))
+        self._idle()
 
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        # Malformed requests and unknown methods: a short plain answer, and no keep-alive.
-        self.close_connection = True
-        try:
-            text = f"{code} {HTTPStatus(code).phrase}\n".encode()
-        except ValueError:
-            text = f"{code}\n".encode()
-        self.send_response(code, message)
-        self.send_header("Content-Type", TEXT_TYPE)
-        self.send_header("Content-Length", str(len(text)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD" and code >= 200 and code not in (204, 304):
-            self.wfile.write(text)
+    def respond(self, response: Response, connection: bytes, head_only: bool) -> None:
+        body = b"" if head_only or response.status == 304 else response.body
+        self.send(dynamic_head(response), body, connection)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
+    def send(self, head: bytes, body: bytes, connection: bytes) -> None:
+        if self.closed or self.transport is None:
+            return
+        # One buffer, one send: a head and a body in two segments cost a second syscall.
+        self.transport.write(b"".join((head, self.server.date_line(), connection, b"\r\n", body)))
+        if connection != CLOSE:
+            self._idle()
+        else:
+            self.closed = True
+            self.deadline = self.server.loop.time() + WRITE_TIMEOUT
+            self.transport.close()  # after the buffer is flushed
+
+    def _idle(self) -> None:
+        if self.write_paused:
+            return  # the write deadline set in pause_writing stands
+        self.phase = IDLE if not self.buf else HEAD
+        self.deadline = self.server.loop.time() + (IDLE_TIMEOUT if not self.buf else HEAD_TIMEOUT)
+
+    def _after_response(self) -> None:
+        if self.buf and not self.closed:
+            self.process()
+
+    def worked(self, future: Future[Response], connection: bytes, head_only: bool) -> None:
+        """On the loop: a pooled handler finished."""
+        self.phase = IDLE
+        if self.closed or self.transport is None or future.cancelled():
+            return
+        self.respond(future.result(), connection, head_only)
+        if not self.closed:
+            self.transport.resume_reading()
+            self._after_response()
+
+    def fail(self, status: int, message: str) -> None:
+        """A request we cannot frame or serve: a short answer, then close (the stream may be out of step)."""
+        log.debug("HTTP %s from %s: %s", status, self.peer(), message)
+        self.respond(routes.text(status, message), CLOSE, False)
+
+    def expire(self, now: float) -> None:
+        if self.write_paused and self.transport is not None:
+            unsent = self.transport.get_write_buffer_size()
+            if unsent < self.unsent:  # the client is reading, slowly
+                self.unsent, self.deadline = unsent, now + WRITE_TIMEOUT
+                return
+            self.close()
+        elif self.closed:  # closing, and the client does not take the rest
+            self.close()
+        elif self.phase in (HEAD, BODY) and self.received:
+            self.fail(408, "request timeout")
+        elif self.phase != WORKING:
+            self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self.server.connections.pop(self, None)  # counts no more, though asyncio closes it a moment later
+        if self.transport is not None:
+            self.transport.abort()
+
+    def peer(self) -> str:
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        return str(peer[0]) if peer else "?"
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True  # a reader stuck on a timeout never delays the shutdown
-    block_on_close = False
-    allow_reuse_address = True
-    # socketserver's default listen backlog is 5: a burst of new connections then loses
-    # SYNs and each retry costs the client a second.
-    request_queue_size = 128
+def _one_line(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio's own errors (out of descriptors, say) as one log line, not a traceback."""
+    exc = context.get("exception")
+    log.warning("HTTP: %s%s", context.get("message", "event loop error"), f": {exc}" if exc else "")
+
+
+class Server:
+    """The event loop thread, the worker pool, and the connections between them."""
 
     def __init__(self, host: str, port: int, site: Site) -> None:
         self.site = site
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.loop = asyncio.new_event_loop()
+        self.connections: dict[Connection, None] = {}  # insertion order: the oldest first
+        self.max_connections = max_connections(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="http-worker")
+        self._pending = 0
+        self._date_at = -1
+        self._date = b""
+        self._prebuilt: dict[tuple[Variant, int, bool], bytes] = {}  # this second's answers
+        self._last_eviction_log = 0.0
+        self._feed_counters = {status: site.metrics.feed_requests.labels(str(status)) for status in (200, 304)}
+        self._stopped = asyncio.Event()
         self._thread: threading.Thread | None = None
-        if ":" in host:
-            self.address_family = socket.AF_INET6
-        super().__init__((host, port), Handler)
+        self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._sock.bind((host, port))
+            self._sock.listen(BACKLOG)
+        except OSError:
+            self._sock.close()
+            self.loop.close()
+            raise
+        self._sock.setblocking(False)
 
     @property
     def port(self) -> int:
-        return int(self.server_address[1])
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            log.warning("HTTP: %s connections open, closing a new one from %s", MAX_CONNECTIONS, client_address[0])
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("HTTP connection from %s ended with an error", client_address[0], exc_info=True)
+        return int(self._sock.getsockname()[1])
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name="http", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="http", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        if self._thread is not None:
-            self.shutdown()
+        if self._thread is not None and self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self._stopped.set)
             self._thread.join(timeout=5)
-        self.server_close()
+        else:
+            self._sock.close()
+            self.loop.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.set_exception_handler(_one_line)
+        try:
+            self.loop.run_until_complete(self._serve())
+        finally:
+            self.loop.close()
+
+    async def _serve(self) -> None:
+        listener = await self.loop.create_server(lambda: Connection(self), sock=self._sock, backlog=BACKLOG)
+        sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+        await self._stopped.wait()
+        sweeper.cancel()
+        listener.close()
+        for conn in list(self.connections):
+            conn.close()
+        await asyncio.sleep(0)  # let the aborted transports run connection_lost
+
+    # -- on the loop -------------------------------------------------------------------
+
+    def admit(self, conn: Connection) -> None:
+        self.connections[conn] = None
+        if len(self.connections) <= self.max_connections:
+            return
+        oldest = next((c for c in self.connections if c.phase in (IDLE, HEAD) and not c.write_paused), conn)
+        now = time.monotonic()
+        if now - self._last_eviction_log > 60:
+            self._last_eviction_log = now
+            log.warning("HTTP: %s connections open, closing the oldest one waiting for a request",
+                        self.max_connections)
+        oldest.close()
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for conn in [c for c in self.connections if c.deadline <= now]:
+            conn.expire(now)
+        self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+
+    def submit(self, conn: Connection, route: Route, request: Request, match: re.Match[str],
+               connection: bytes, head_only: bool) -> None:
+        if self._pending >= MAX_PENDING:
+            conn.respond(routes.text(503, "busy, try again"), connection, head_only)
+            return
+        self._pending += 1
+        conn.phase = WORKING
+        assert conn.transport is not None
+        conn.transport.pause_reading()
+        future = self._pool.submit(run_route, route, self.site, request, match)
+
+        def done(f: Future[Response]) -> None:
+            self._pending -= 1
+            conn.worked(f, connection, head_only)
+
+        future.add_done_callback(lambda f: self._call_soon(done, f))
+
+    def _call_soon(self, callback: Any, *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has stopped: nobody waits for the answer
+            self.loop.call_soon_threadsafe(callback, *args)
+
+    def date_line(self) -> bytes:
+        now = int(time.time())
+        if now != self._date_at:
+            self._date_at = now
+            self._date = f"Date: {email.utils.formatdate(now, usegmt=True)}\r\n".encode()
+            self._prebuilt.clear()
+        return self._date
+
+    def prebuilt(self, variant: Variant, status: int, head_only: bool) -> bytes:
+        """A whole keep-alive answer, head and body, built once a second (the Date line changes)."""
+        date = self.date_line()
+        key = (variant, status, head_only)
+        data = self._prebuilt.get(key)
+        if data is None:
+            head = variant.ok_head if status == 200 else variant.not_modified_head
+            body = variant.body if status == 200 and not head_only else b""
+            data = self._prebuilt[key] = b"".join((head, date, b"\r\n", body))
+        return data
+
+    def count_feed(self, status: int) -> None:
+        self._feed_counters[status].inc()

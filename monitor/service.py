@@ -6,7 +6,7 @@ Threads, and what each may touch:
   store's own locks handle other processes);
 - the watchdog thread only turns filesystem events into a pickup job (a hint; the
   interval scan stays the source of truth, since network mounts give no events);
-- the HTTP threads read the current `Snapshot` (one attribute, swapped whole after a
+- the HTTP loop and its workers read the current `Snapshot` (one attribute, swapped whole after a
   scan), so a feed request never touches the store and a slow client never blocks a scan;
 - the main thread waits for SIGTERM/SIGINT, then stops everything in order.
 
@@ -40,16 +40,17 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from monitor import page
-from monitor.config import Settings
+from monitor.config import Settings, base_url_port
 from monitor.crontab import crontab_trigger
+from monitor.documents import Document, Snapshot
 from monitor.errors import ConfigError, MonitorError, StorageError
-from monitor.feed import EPOCH, render, story_key, write_atomically
+from monitor.keeper import Keeper
 from monitor.metrics import Metrics
-from monitor.models import ScanReport, Story
+from monitor.models import ScanReport
 from monitor.notify import websub
-from monitor.scan import scan_and_publish, utcnow
-from monitor.server import FeedDocument, Server, Snapshot
+from monitor.publish import FEED, Publisher
+from monitor.scan import scan, utcnow
+from monitor.server import Server
 from monitor.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -73,24 +74,32 @@ def run(settings: Settings) -> int:
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
     if settings.digest.enabled or settings.subscribers:
         _check_digest_settings(settings)
-    storage = Storage.open(settings.state.database_url)
+    _warn_base_url(settings)
+    keeper = Keeper(settings.state.database_url)
     try:
-        return Service(settings, storage).serve()
+        keeper.start()
+        return Service(settings, keeper).serve()
     finally:
-        storage.close()
+        keeper.storage.close()
 
 
 def _check_digest_settings(settings: Settings) -> None:
     """Refuse to start on a digest config the first digest run would refuse (exit 2, not a log line at 08:00)."""
     try:
-        crontab_trigger(settings.digest.schedule, ZoneInfo(settings.digest.timezone))
-    except ValueError as exc:
-        raise ConfigError(settings.source, "[digest] schedule", f"not a crontab line: {exc}") from None
-    try:
         from monitor.digest import check_settings
     except ImportError:
         return
     check_settings(settings)
+
+
+def _warn_base_url(settings: Settings) -> None:
+    """Links in the feed point at [feed] base_url; a port other than the one served is
+    right only behind a proxy or a port mapping, and a typo otherwise."""
+    port = base_url_port(settings.feed.base_url)
+    if settings.http.enabled and port is not None and port != settings.http.port:
+        log.warning("[feed] base_url %s names port %s, but the server listens on port %s: the feed's links "
+                    "point elsewhere unless a proxy or port mapping forwards %s here",
+                    settings.feed.base_url, port, settings.http.port, port)
 
 
 def health_status(now: dt.datetime, since: dt.datetime, store_error: str | None,
@@ -102,7 +111,7 @@ def health_status(now: dt.datetime, since: dt.datetime, store_error: str | None,
     """
     problems = []
     if store_error is not None:
-        problems.append(f"store unreachable: {store_error}")
+        problems.append(f"store: {store_error}")
     age = (now - since).total_seconds()
     if age > STALE_INTERVALS * scan_seconds:
         problems.append(f"no successful scan for {age:.0f}s ({STALE_INTERVALS} intervals of {scan_seconds:g}s)")
@@ -124,9 +133,9 @@ class ScanState:
 
 
 class Service:
-    def __init__(self, settings: Settings, storage: Storage) -> None:
+    def __init__(self, settings: Settings, store: Keeper | Storage) -> None:
         self.settings = settings
-        self.storage = storage
+        self.keeper = store if isinstance(store, Keeper) else Keeper.around(store)
         self.metrics = Metrics()
         self.stop_event = threading.Event()
         self._work = threading.Lock()
@@ -135,14 +144,26 @@ class Service:
         self._hint_lock = threading.Lock()
         self._pickup_at: dt.datetime | None = None  # a pickup job is scheduled for then
         self._wanted: dt.datetime | None = None  # the latest moment any event asked a scan for
-        self._feed_key: tuple[int, dt.datetime | None] | None = None
+        self._failing: str | None = None  # the error of the last pass, if it failed outside the store
         self._story_count = 0
+        # The keeper's store of the moment: it reopens a store deleted or replaced under it.
+        self.publisher = Publisher(settings, lambda: self.keeper.storage)
+        if settings.feed.hub:
+            self.publisher.listeners.append(websub.listener(settings.feed))
         self._snapshot: Snapshot | None = None
         # Subscribers with cadence "immediate": delivered to right after a pass that found news.
         self._immediate = tuple(s.name for s in settings.subscribers if s.cadence == "immediate")
         self.scheduler = BackgroundScheduler(timezone=dt.UTC, executors={"default": ThreadPoolExecutor(4)})
         wire_jobs(self.scheduler, self)
-        self.refresh(force=True)
+        try:
+            self.refresh(force=True)
+        except StorageError as exc:  # a damaged store: serve the last feed file until it is fixed
+            self.keeper.failed(exc)
+            self._snapshot = self.publisher.last_published()
+
+    @property
+    def storage(self) -> Storage:
+        return self.keeper.storage
 
     # -- what the HTTP server reads -------------------------------------------
 
@@ -150,16 +171,13 @@ class Service:
         assert self._snapshot is not None  # built in __init__
         return self._snapshot
 
-    def story(self, uid: str) -> Story | None:
-        return self.storage.story(uid)
+    def document(self, path: str) -> Document | None:
+        with self.keeper.using():  # the store is not swapped under a read
+            return self.publisher.on_request(path)
 
     def health(self) -> tuple[int, dict[str, Any]]:
         now = utcnow()
-        store_error = None
-        try:
-            self.storage.ping()
-        except StorageError as exc:
-            store_error = str(exc)
+        store_error = self.keeper.problem()
         with self._state_lock:
             st = ScanState(**vars(self._state))
         status, problems = health_status(now, st.last_success or st.started, store_error,
@@ -173,7 +191,7 @@ class Service:
             "status": "ok" if status == 200 else "unhealthy",
             "problems": problems,
             "store": {"ok": store_error is None, "error": store_error,
-                      "stories": self._story_count},
+                      "stories": self._story_count, "notice": self.keeper.notice},
             "last_scan": None if st.finished is None else {
                 "finished": _iso(st.finished), "ok": st.ok, "seconds": round(st.seconds, 3),
                 "result": st.summary, "error": st.error,
@@ -194,6 +212,10 @@ class Service:
             return delivery_report(self.settings, self.storage)
         except StorageError as exc:
             return [f"deliveries unknown: {exc}"], []
+
+    @property
+    def title(self) -> str:
+        return self.settings.feed.title
 
     def unsubscribe(self, token: str, confirm: bool) -> str | None:
         """The subscriber a valid token names (None for a forged one); with `confirm`, stop its mail."""
@@ -276,12 +298,28 @@ class Service:
         report: ScanReport | None = None
         error = None
         try:
-            report = scan_and_publish(self.settings, self.storage, stop=self.stop_event)
+            report = scan(self.settings, self.keeper.before_pass(), stop=self.stop_event)
+            self.keeper.succeeded()
             self.refresh(force=report.changed)
+        except StorageError as exc:  # said once by the keeper; the next pass starts afresh
+            error = str(exc)
+            self.keeper.failed(exc)
         except Exception as exc:  # the next run tries again; /healthz turns 503 if it goes on
             error = str(exc) or type(exc).__name__
-            log.error("scan failed: %s", error, exc_info=not isinstance(exc, (MonitorError, OSError)))
+            # Said once: an unreadable drop folder is not an ERROR line every 30 s.
+            level = logging.DEBUG if error == self._failing else logging.ERROR
+            log.log(level, "scan failed: %s", error, exc_info=not isinstance(exc, (MonitorError, OSError)))
+            self._failing = error
         seconds = time.perf_counter() - t0
+        if report is not None and report.observing:
+            self._look_again(self.settings.drop.settle_seconds + PICKUP_MARGIN)
+        if report is not None and self._failing is not None:
+            log.info("scans succeed again")
+            self._failing = None
+        if report is not None:
+            # A pass that did something is news; an idle one (every 30 s) is not.
+            busy = report.files_read or report.rejected or report.changed
+            log.log(logging.INFO if busy else logging.DEBUG, "scan: %s in %.2fs", report.summary(), seconds)
         now = utcnow()
         if report is not None:
             self.metrics.scan_done(report, seconds, now.timestamp())
@@ -296,29 +334,11 @@ class Service:
         return report is not None and report.changed
 
     def refresh(self, *, force: bool = False) -> None:
-        """Re-render the served feed and page if the store changed (here or in another instance)."""
-        count = self.storage.story_count()
-        newest = self.storage.latest_stories(1)
-        key = (count, newest[0].updated if newest else None)
-        self._story_count = count
+        """Publish again if the store changed (here or in another instance): the files and
+        the snapshot the HTTP server reads."""
+        self._snapshot = self.publisher.refresh(force=force)
+        self._story_count = count = self.publisher.story_count
         self.metrics.stories_stored.set(count)
-        if not force and key == self._feed_key:
-            return
-        stories = self.storage.latest_stories(self.settings.feed.max_entries)
-        data = render(self.settings.feed, stories)
-        self._write_feed_file(data)
-        self._snapshot = build_snapshot(self.settings, stories, data)
-        self._feed_key = key
-
-    def _write_feed_file(self, data: bytes) -> None:
-        path = self.settings.feed.path
-        try:
-            if path.read_bytes() == data:
-                return
-        except FileNotFoundError:
-            pass
-        write_atomically(path, data)
-        websub.feed_changed(self.settings.feed.hub, [self.settings.feed.base_url + "feed.atom"])
 
     # -- instant pickup --------------------------------------------------------
 
@@ -338,6 +358,12 @@ class Service:
         if self.stop_event.is_set() or not schedule_pickup(self.scheduler, self, due):
             with self._hint_lock:
                 self._pickup_at = None
+
+    def _look_again(self, seconds: float) -> None:
+        """Ask for a pickup after this pass, as an event would (see _rearm)."""
+        due = utcnow() + dt.timedelta(seconds=seconds)
+        with self._hint_lock:
+            self._wanted = due if self._wanted is None else max(self._wanted, due)
 
     def _rearm(self, started: dt.datetime) -> None:
         """After a scan: one more pickup if an event asked for a later look than this scan's."""
@@ -381,7 +407,7 @@ class Service:
             observer = self._watch()
             if server is not None:
                 server.start()
-                log.info("serving http://%s:%s/ (feed at /feed.atom)", http.host, server.port)
+                log.info("serving http://%s:%s/ (feed at /%s)", http.host, server.port, FEED)
             log.info("monitor running: drop folder %s, scan every %gs, settle %gs%s",
                      self.settings.drop.folder.resolve(), self.settings.schedule.scan_seconds,
                      self.settings.drop.settle_seconds,
@@ -479,17 +505,6 @@ def schedule_pickup(scheduler: BackgroundScheduler, service: Service, when: dt.d
     return True
 
 
-def build_snapshot(settings: Settings, stories: list[Story], data: bytes) -> Snapshot:
-    newest = max((s.updated for s in stories), default=EPOCH)
-    listed = stories[: settings.feed.max_entries]
-    return Snapshot(
-        feed=FeedDocument.build(data, newest),
-        index_html=page.index(settings.feed.title, listed, generated=utcnow()).encode(),
-        feed_title=settings.feed.title,
-        stories={story_key(s.uid): s for s in listed},
-    )
-
-
 class _Hints(FileSystemEventHandler):
     def __init__(self, hint: Any) -> None:
         self._hint = hint
@@ -504,7 +519,7 @@ def _install_signals(stop: threading.Event) -> dict[int, Any]:
         log.info("%s received", signal.Signals(signum).name)
         stop.set()
 
-    previous = {}
+    previous: dict[int, Any] = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, handler)
     return previous

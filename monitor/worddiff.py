@@ -11,7 +11,7 @@ import difflib
 import re
 from collections.abc import Callable, Sequence
 
-from monitor.feed import escape_html
+from monitor.escape import escape_html
 
 DIFF_CONTEXT = 5  # words kept either side of a change
 DIFF_WORDS = 80  # a longer diff is cut: the link leads to the whole text

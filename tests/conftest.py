@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -117,6 +118,17 @@ class Monitor:
 def monitor(tmp_path: Path, exe: str) -> Monitor:
     """A fresh SQLite-backed monitor in a temporary folder."""
     return Monitor(exe, write_config(tmp_path))
+
+
+def render_stories(settings: Any, stories: Any) -> bytes:
+    """The main feed's document for these stories as they stand now (no store needed)."""
+    from monitor.feed import document, story_entry
+    from monitor.models import Event, Version
+
+    events = [Event(uid=s.uid, version=Version(kind=s.kind, title=s.title, paragraphs=s.paragraphs,
+                                               published=s.published, seen_at=s.updated, bulletin="b.txt"),
+                    previous=None, key=s.uid) for s in stories]
+    return document(settings, [story_entry(settings.base_url, e) for e in events], path="feed.atom")
 
 
 def validate_atom(data: bytes) -> list[dict[str, str]]:

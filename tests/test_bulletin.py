@@ -203,9 +203,24 @@ def test_brief_title_cuts_on_a_word_boundary() -> None:
     title = brief_title(paragraph)
     assert title.endswith("\u2026")
     words = title[:-1].split()
-    assert words == paragraph.split()[: len(words)]  # whole words only, nothing cut in half
+    # the dateline is left out (the date is shown beside the title); whole words only after it
+    assert words == paragraph.split()[4: 4 + len(words)]
     assert len(title) <= TITLE_CHARS + 1
     assert brief_title("Short brief.") == "Short brief."
+
+
+@pytest.mark.parametrize(("paragraph", "title"), [
+    ("On December 11, 2024, the CSTO Secretary General received the Ambassador.",
+     "The CSTO Secretary General received the Ambassador."),
+    ("On 10 and 11 December, the staff met in Minsk.", "The staff met in Minsk."),
+    ("20 декабря 2024 года в Москве состоялось заседание Совета.", "В Москве состоялось заседание Совета."),
+    # too little after the dateline for a title: the whole opening stays
+    ("On 10 December 2024, talks ended.", "On 10 December 2024, talks ended."),
+    # a date further on is no dateline
+    ("The Council met on 10 December 2024 in Minsk.", "The Council met on 10 December 2024 in Minsk."),
+])
+def test_brief_title_leaves_out_the_dateline(paragraph: str, title: str) -> None:
+    assert brief_title(paragraph) == title
 
 
 def test_brief_title_cuts_at_non_breaking_spaces_too() -> None:

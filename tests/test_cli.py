@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from conftest import DATA, Monitor, drop_file, seed, validate_atom, write_config
 
+from monitor.bulletin import find_date
 from monitor.config import load_settings
 from monitor.scan import scan_and_publish
 from monitor.storage import Storage
@@ -51,12 +52,15 @@ def feed_file(monitor: Monitor) -> Path:
 
 
 def entries(data: bytes) -> list[dict[str, Any]]:
-    """Validated entries, each with its paragraphs as the reader will show them."""
+    """Validated entries, each with its paragraphs as the reader will show them, and the
+    correction note a revised story opens with ("" if none)."""
     found: list[dict[str, Any]] = []
     for entry in validate_atom(data):
-        paragraphs = [html.unescape(p) for p in re.findall(r"<p>(.*?)</p>", entry["content"], re.DOTALL)]
-        assert "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs) == entry["content"]
-        found.append({**entry, "paragraphs": paragraphs})
+        note = re.match(r'<p class="correction">.*?</p>', entry["content"], re.DOTALL)
+        text = entry["content"][note.end():] if note else entry["content"]
+        paragraphs = [html.unescape(p) for p in re.findall(r"<p>(.*?)</p>", text, re.DOTALL)]
+        assert "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs) == text
+        found.append({**entry, "paragraphs": paragraphs, "note": note.group(0) if note else ""})
     return found
 
 
@@ -190,10 +194,12 @@ def test_samples_rejects_and_retries(tmp_path: Path, exe: str) -> None:
         assert entry["published"][:10] == (item["published"] or ""), item["file"]
         if item["title"]:
             assert entry["title"] == item["title"]
-        else:  # a brief: its opening words, cut on a word boundary
+        else:  # a brief: its opening words after its dateline, cut on a word boundary
             opening = entry["title"].removesuffix("\u2026")
-            assert item["paragraphs"][0].startswith(opening)
-            assert entry["title"] == item["paragraphs"][0] or item["paragraphs"][0][len(opening)] in " ,;:-"
+            text = item["paragraphs"][0]
+            at = text.find(opening[1:]) - 1
+            assert at == 0 or (at > 0 and find_date(text[:at])), (opening, text)
+            assert text.endswith(opening[1:]) or text[at + len(opening)] in " ,;:-"
 
     # markup in a bulletin is text: escaped in the feed, never an element
     hostile = with_text(found, "On 1 December 2024, <script>")
@@ -230,9 +236,14 @@ def test_half_written_file_is_left_for_later_then_read_whole(tmp_path: Path, exe
     found = entries(feed_file(monitor).read_bytes())
     assert len(found) == 4  # [feed] max_entries
     assert "stories stored: 5" in status(monitor)
-    press = with_text(found, "On 10 December 2024, in the CSTO Secretariat")
-    assert len(press["paragraphs"]) == 6
-    assert press["paragraphs"][-1].startswith("The press secretary, Assistant Chief of the CSTO Joint Staff")
+    storage = Storage.open(load_settings(monitor.config).state.database_url)
+    try:
+        (press,) = [s for s in storage.stories_page(10) if s.paragraphs[0].startswith(
+            "On 10 December 2024, in the CSTO Secretariat")]  # the last item, whole
+    finally:
+        storage.close()
+    assert len(press.paragraphs) == 6
+    assert press.paragraphs[-1].startswith("The press secretary, Assistant Chief of the CSTO Joint Staff")
 
 
 def test_very_long_paragraph(monitor: Monitor) -> None:

@@ -76,6 +76,11 @@ def test_absolute_and_non_sqlite_urls_pass_through(tmp_path: Path) -> None:
     ("[smtp]\npassword = 'secret'\n", "[smtp] password", "environment"),
     ("drop = 'x'\n", "[drop]", "must be a table"),
     ("[drop\n", "(syntax)", ""),
+    ("[digest]\nschedule = '61 8 * * *'\n", "[digest] schedule", "bad minute '61'"),
+    ("[digest]\nschedule = '0 8 * * 1-9'\n", "[digest] schedule", "not a crontab line"),
+    ("[digest]\nenabled = false\nschedule = 'daily'\n", "[digest] schedule", "expected 5 fields"),
+    ("[state]\ndatabase_url = 'mysql://u:secret@db/x'\n", "[state] database_url", "unsupported database 'mysql'"),
+    ("[state]\ndatabase_url = 'monitor.db'\n", "[state] database_url", "unsupported database (not a URL)"),
 ])
 def test_bad_config_names_key_and_file(tmp_path: Path, body: str, key: str, words: str) -> None:
     (tmp_path / "drop").mkdir()
@@ -104,12 +109,34 @@ def test_nothing_is_written_into_the_drop_folder(tmp_path: Path, body: str, key:
     assert key in str(info.value)
 
 
+@pytest.mark.parametrize(("http", "base_url"), [
+    ("", "http://127.0.0.1:8080/"),
+    ("[http]\nport = 8093\n", "http://127.0.0.1:8093/"),
+    ("[http]\nhost = '0.0.0.0'\nport = 9000\n", "http://127.0.0.1:9000/"),
+    ("[http]\nhost = '::'\n", "http://[::1]:8080/"),
+    ("[http]\nhost = 'feeds.example.org'\nport = 80\n", "http://feeds.example.org:80/"),
+    ("[http]\nport = 8093\n[feed]\nbase_url = 'https://news.example.org/'\n", "https://news.example.org/"),
+])
+def test_base_url_left_unset_follows_http_host_and_port(tmp_path: Path, http: str, base_url: str) -> None:
+    (tmp_path / "drop").mkdir()
+    path = tmp_path / "m.toml"
+    path.write_text(http, encoding="utf-8")
+    assert load_settings(path).feed.base_url == base_url
+
+
+def test_the_default_config_leaves_base_url_to_follow_http(tmp_path: Path) -> None:
+    from conftest import ROOT
+
+    settings = load_settings(ROOT / "config" / "monitor.toml", require_drop=False)
+    assert settings.feed.base_url == f"http://{settings.http.host}:{settings.http.port}/"
+
+
 def test_missing_drop_folder(tmp_path: Path) -> None:
     path = tmp_path / "m.toml"
     path.write_text('[drop]\nfolder = "nowhere"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match=r"\[drop\] folder"):
         load_settings(path)
-    # commands that only read the store do not need the folder
+    # callers that only inspect a config (the compose tests) may leave the folder unchecked
     assert load_settings(path, require_drop=False).drop.folder == tmp_path / "nowhere"
 
 
@@ -156,10 +183,12 @@ BAD_CONFIGS = [
     ("[drop]\nfolder = 'drop'\nsettle = 3\n", "[drop] settle"),
     ("[drop]\nfolder = 'drop'\n[feed]\nmax_entries = 'many'\n", "[feed] max_entries"),
     ("[drop]\nfolder = 'missing'\n", "[drop] folder"),
+    ("[digest]\nschedule = '0 8 * *'\n", "[digest] schedule"),
+    ("[state]\ndatabase_url = 'mysql://u@db/x'\n", "[state] database_url"),
 ]
-# `feed` and `status` only read the store, so they do not need the drop folder to exist.
-CLI_CASES = [(command, body, key) for command in ("scan", "status", "feed") for body, key in BAD_CONFIGS
-             if command == "scan" or key != "[drop] folder"]
+# The same config is valid or invalid for every command: the checks live with the settings.
+CLI_CASES = [(command, body, key) for command in ("scan", "status", "feed", "digest", "db")
+             for body, key in BAD_CONFIGS]
 
 
 @pytest.mark.parametrize(("command", "body", "key"), CLI_CASES)
@@ -167,9 +196,10 @@ def test_cli_config_error_is_one_line_exit_2_nothing_written(
         tmp_path: Path, exe: str, command: str, body: str, key: str) -> None:
     (tmp_path / "drop").mkdir()
     path = tmp_path / "m.toml"
-    path.write_text(body + '[state]\ndatabase_url = "sqlite:///state/m.db"\n', encoding="utf-8")
+    state = "" if "[state]" in body else '[state]\ndatabase_url = "sqlite:///state/m.db"\n'
+    path.write_text(body + state, encoding="utf-8")
     before = listing(tmp_path)
-    proc = run(exe, ["--config", str(path), command], cwd=tmp_path)
+    proc = run(exe, ["--config", str(path), command, *(["current"] if command == "db" else [])], cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
@@ -212,6 +242,7 @@ def test_cli_default_config_file_in_working_directory(tmp_path: Path, exe: str) 
     config = write_config(tmp_path)
     (tmp_path / "config").mkdir()
     config.rename(tmp_path / "config" / "monitor.toml")
+    assert run(exe, ["scan"], cwd=tmp_path).returncode == 0
     proc = run(exe, ["status"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "config: config/monitor.toml" in proc.stdout

@@ -1,4 +1,4 @@
-"""render(): valid Atom from stories, stable bytes, escaping, order and limits."""
+"""feed.document() and the entries: valid Atom from stories, stable bytes, escaping, order, notes."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import feedparser
 import pytest
-from conftest import validate_atom
+from conftest import render_stories, validate_atom
 from lxml import etree
 
 from monitor.config import FeedSettings
-from monitor.feed import content_html, render, story_url, write_atomically, xml_safe
+from monitor.feed import content_html, story_url, write_atomically, xml_safe
 from monitor.models import Story
 
 A = "{http://www.w3.org/2005/Atom}"
@@ -26,6 +26,10 @@ def story(n: int, *, paragraphs: tuple[str, ...] = ("A paragraph.",), title: str
     return Story(uid=f"urn:uuid:00000000-0000-5000-8000-{n:012d}", kind="brief", title=title or f"Story {n}",
                  paragraphs=paragraphs, published=published, first_seen=T0,
                  updated=updated or T0 + dt.timedelta(seconds=n))
+
+
+def render(settings: FeedSettings, stories: list[Story]) -> bytes:
+    return render_stories(settings, stories)
 
 
 def root_of(data: bytes) -> etree._Element:
@@ -77,12 +81,6 @@ def test_newest_updated_first_whatever_the_input_order() -> None:
     entries = validate_atom(render(SETTINGS, stories))
     assert [e["title"] for e in entries] == ["Story 5", "Story 4", "Story 3", "Story 2", "Story 1"]
     assert render(SETTINGS, list(reversed(stories))) == render(SETTINGS, stories)
-
-
-def test_at_most_max_entries() -> None:
-    entries = validate_atom(render(SETTINGS, [story(n) for n in range(25)]))
-    assert len(entries) == SETTINGS.max_entries
-    assert entries[0]["title"] == "Story 24"
 
 
 def test_same_stories_same_bytes() -> None:

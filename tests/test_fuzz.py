@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, validate_atom, write_config
+from conftest import ROOT, render_stories, validate_atom, write_config
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from monitor import bulletin
 from monitor.config import FeedSettings, Settings, load_settings
-from monitor.feed import render
 from monitor.models import Bulletin, Rejected, Story
+from monitor.publish import Publisher
 from monitor.scan import scan
 from monitor.storage import Storage
 
@@ -88,7 +88,9 @@ def test_any_bytes_never_crash_a_scan(store: Store, data: bytes) -> None:
     if report.rejected:
         reasons = dict(store.storage.rejected_files())
         assert reasons[path.name]
-    validate_atom(render(store.settings.feed, store.storage.latest_stories(1000)))
+    publisher = Publisher(store.settings, store.storage)
+    validate_atom(publisher.main_feed())
+    validate_atom(publisher.corrections_feed())
 
 
 NOW = dt.datetime(2024, 12, 11, 9, 30, tzinfo=dt.UTC)
@@ -101,8 +103,35 @@ NOW = dt.datetime(2024, 12, 11, 9, 30, tzinfo=dt.UTC)
 def test_any_text_gives_a_valid_feed(title: str, paragraphs: list[str], feed_title: str, author: str) -> None:
     story = Story(uid="urn:uuid:00000000-0000-5000-8000-000000000001", kind="article", title=title,
                   paragraphs=tuple(paragraphs), published=dt.date(2024, 12, 11), first_seen=NOW, updated=NOW)
-    entries = validate_atom(render(FeedSettings(title=feed_title, author=author), [story]))
+    entries = validate_atom(render_stories(FeedSettings(title=feed_title, author=author), [story]))
     assert len(entries) == 1 and entries[0]["id"] == story.uid
+
+
+PAGE_TAGS = {"html", "head", "meta", "title", "link", "style", "body", "p", "a", "article", "h1", "h2", "h3",
+             "span", "time", "section", "code", "strong", "del", "ins", "details", "summary"}
+
+
+@given(texts=st.lists(st.text(min_size=1, max_size=200), min_size=1, max_size=4), title=st.text(max_size=100),
+       feed_title=st.text(max_size=50), bulletin_name=st.text(min_size=1, max_size=40))
+@example(texts=["<script>alert(1)</script>", "]]> & <b>x</b>"], title="<i>t</i>", feed_title="\ufffe",
+         bulletin_name="<a.txt>")
+@FAST
+def test_any_text_gives_a_history_page_with_no_live_markup(texts: list[str], title: str, feed_title: str,
+                                                           bulletin_name: str) -> None:
+    from lxml import html
+
+    from monitor import page
+    from monitor.models import Version
+
+    versions = [Version(kind="brief", title=title, paragraphs=(text,), published=None,
+                        seen_at=NOW + dt.timedelta(minutes=n), bulletin=bulletin_name)
+                for n, text in reversed(list(enumerate(texts)))]  # newest first
+    story = Story(uid="urn:uuid:00000000-0000-5000-8000-000000000001", kind="brief", title=title,
+                  paragraphs=versions[0].paragraphs, published=None, first_seen=NOW, updated=versions[0].seen_at)
+    document = page.history(feed_title, story, versions, page.Links(feed="feed.atom", corrections="corrections.atom"))
+    tree = html.fromstring(document)
+    assert {el.tag for el in tree.iter() if isinstance(el.tag, str)} <= PAGE_TAGS
+    assert len(tree.xpath("//section[@class='version']")) == (len(versions) if len(versions) > 1 else 0)
 
 
 @given(text=st.text(min_size=1, max_size=800))
@@ -117,7 +146,7 @@ def test_any_text_as_a_bulletin_gives_a_valid_feed(text: str) -> None:
                      title=item.title or bulletin.brief_title(item.paragraphs[0]), paragraphs=item.paragraphs,
                      published=item.published, first_seen=NOW, updated=NOW + dt.timedelta(seconds=n))
                for n, item in enumerate(parsed.items)]
-    assert len(validate_atom(render(FeedSettings(), stories))) == len(stories)
+    assert len(validate_atom(render_stories(FeedSettings(), stories))) == len(stories)
 
 
 # -- re-arranged repeats ----------------------------------------------------------

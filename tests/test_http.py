@@ -8,6 +8,7 @@ import email.utils
 import gzip
 import hashlib
 import http.client
+import random
 import re
 import socket
 import time
@@ -17,9 +18,11 @@ from pathlib import Path
 
 import pytest
 from conftest import drop_file, seed, validate_atom
-from servicekit import Service, wait_for
+from lxml import etree
+from servicekit import Service, brief_bulletin, wait_for
 
-from monitor.server import FeedDocument, accepts_gzip, not_modified
+from monitor.documents import ATOM_TYPE, Document, accepts_gzip, not_modified
+from monitor.server import MAX_BODY, BadRequest, body_length, connection_line, parse_head, split_target
 
 HOSTILE = (
     b"<script>alert('brief')</script> On 12 December 2024, a brief & a <b>tag</b>.\n"
@@ -109,7 +112,7 @@ def test_healthz(svc: Service) -> None:
     assert r.status == 200 and r.headers["content-type"] == "application/json"
     data = r.json()
     assert data["status"] == "ok" and data["problems"] == []
-    assert data["store"] == {"ok": True, "error": None, "stories": 8}
+    assert data["store"] == {"ok": True, "error": None, "stories": 8, "notice": None}
     assert data["last_scan"]["ok"] is True and data["last_scan"]["error"] is None
     now = dt.datetime.now(dt.UTC)
     assert now - dt.datetime.fromisoformat(data["last_successful_scan"]) < dt.timedelta(seconds=60)
@@ -156,8 +159,85 @@ def test_raw_requests_never_reach_files(svc: Service, tmp_path: Path) -> None:
     assert raw(b"GET /../../etc/passwd HTTP/1.1").startswith(b"HTTP/1.1 404")
     assert raw(b"GET ../feed.atom HTTP/1.1").startswith(b"HTTP/1.1 404")
     assert raw(b"GET http://evil/../../etc/passwd HTTP/1.1").startswith(b"HTTP/1.1 404")
-    assert raw(b"POST /feed.atom HTTP/1.1").startswith(b"HTTP/1.1 501")
     assert b"root:" not in raw(b"GET /%2e%2e/%2e%2e/%2e%2e/etc/passwd HTTP/1.1")
+
+
+def raw_exchange(port: int, data: bytes) -> bytes:
+    """Send `data` as it is and read until the server closes (every case here ends in a close)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(data)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def statuses(reply: bytes) -> list[int]:
+    return [int(m) for m in re.findall(rb"^HTTP/1\.1 (\d{3}) ", reply, re.MULTILINE)]
+
+
+@pytest.mark.parametrize(("request_bytes", "status"), [
+    (b"POST /feed.atom HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 405),
+    (b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", 405),
+    (b"PUT /feed.atom HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", 501),
+    (b"BREW / HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+    (b"GET /feed.atom\r\n\r\n", 400),
+    (b"GET /feed.atom HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+    (b"GET /feed.atom HTTP/1.1\r\nHost: x\r\n folded: line\r\n\r\n", 400),
+    (b"GET /feed.atom HTTP/2.0\r\n\r\n", 505),
+    (b"GET /feed.atom HTTP/1.1\r\nX: " + b"a" * 20_000 + b"\r\n\r\n", 431),
+    (b"POST /healthz HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 411),
+    (b"POST /healthz HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413),
+    (b"POST /healthz HTTP/1.1\r\nContent-Length: 1, 2\r\n\r\n", 400),
+])
+def test_requests_the_server_refuses(svc: Service, request_bytes: bytes, status: int) -> None:
+    reply = raw_exchange(svc.port, request_bytes + b"GET /feed.atom HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert statuses(reply)[0] == status, reply[:200]
+    if status == 405:
+        assert b"\r\nAllow: GET, HEAD\r\n" in reply
+        assert statuses(reply) == [405, 200]  # the body was read past: the next request is in step
+    else:
+        assert statuses(reply) == [status] and b"\r\nConnection: close\r\n" in reply
+
+
+def test_pipelined_requests_are_answered_in_order(svc: Service) -> None:
+    feed = svc.get("/feed.atom").body
+    reply = raw_exchange(svc.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"GET /feed.atom HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"HEAD /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"GET /feed.atom HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert statuses(reply) == [200, 200, 404, 200, 200]
+    assert reply.count(feed) == 2 and reply.index(b'"status": "ok"') < reply.index(feed)
+    assert reply.endswith(feed) and b"monitor_feed_requests_total" in reply
+
+
+def test_http_1_0_and_bare_newlines(svc: Service) -> None:
+    reply = raw_exchange(svc.port, b"GET /feed.atom HTTP/1.0\r\n\r\n")  # closes after one answer
+    assert statuses(reply) == [200] and b"\r\nConnection: close\r\n" in reply
+    reply = raw_exchange(svc.port, b"HEAD /feed.atom HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+                         b"GET /healthz HTTP/1.0\r\n\r\n")
+    assert statuses(reply) == [200, 200] and b"\r\nConnection: keep-alive\r\n" in reply
+    reply = raw_exchange(svc.port, b"GET /feed.atom HTTP/1.1\nHost: x\nConnection: close\n\n")
+    assert statuses(reply) == [200] and reply.endswith(svc.get("/feed.atom").body)
+
+
+def test_every_answer_has_a_date_and_html_has_the_security_headers(svc: Service) -> None:
+    for path in ("/feed.atom", "/", "/healthz", "/nope"):
+        r = svc.get(path)
+        assert email.utils.parsedate_to_datetime(r.headers["date"]) - dt.datetime.now(dt.UTC) < dt.timedelta(seconds=5)
+        html = r.headers.get("content-type", "").startswith("text/html")
+        assert ("content-security-policy" in r.headers) == html, path
+    story = re.search(r'href="(stories/[0-9a-f-]{36})"', svc.get("/").body.decode()).group(1)
+    r = svc.get("/" + story)
+    assert r.headers["x-content-type-options"] == "nosniff" and r.headers["referrer-policy"] == "no-referrer"
+
+
+def test_front_page_is_a_document_with_validators(svc: Service) -> None:
+    first = svc.get("/", Accept_Encoding="gzip")
+    assert first.headers["content-encoding"] == "gzip" and b"<title>" in gzip.decompress(first.body)
+    again = svc.request("/", headers={"Accept-Encoding": "gzip", "If-None-Match": first.headers["etag"]})
+    assert (again.status, again.body, again.headers["etag"]) == (304, b"", first.headers["etag"])
 
 
 def test_front_page_and_story_pages_escape_bulletin_text(svc: Service) -> None:
@@ -182,6 +262,25 @@ def test_front_page_and_story_pages_escape_bulletin_text(svc: Service) -> None:
     assert "document.title=&#x27;owned&#x27;" in story
 
 
+def test_every_document_has_validators_and_unknown_pages_are_404(svc: Service) -> None:
+    corrections = svc.get("/corrections.atom")
+    assert corrections.status == 200 and corrections.headers["content-type"].startswith("application/atom+xml")
+    assert validate_atom(corrections.body) == []  # nothing corrected in this store
+    assert corrections.body == (svc.folder / "corrections.atom").read_bytes()
+    again = svc.request("/corrections.atom", headers={"If-None-Match": corrections.headers["etag"]})
+    assert again.status == 304
+    story = validate_atom(svc.get("/feed.atom").body)[0]["link"].removeprefix(svc.base.rstrip("/"))
+    page = svc.get(story, Accept_Encoding="gzip")
+    assert page.status == 200 and page.headers["content-encoding"] == "gzip"
+    assert page.headers["etag"].endswith('-gzip"') and "default-src 'none'" in page.headers["content-security-policy"]
+    assert b"<h1>" in gzip.decompress(page.body)
+    assert svc.request(story, headers={"If-None-Match": page.headers["etag"]}).status == 304
+    # 8 stories: one page, and no archive is full yet (50 entries each: [feed] max_entries)
+    for path in ("/pages/2", "/pages/1", "/pages/0", "/archive/1-50.atom", "/archive/1.atom", "/archive/x.atom",
+                 f"/stories/{uuid.uuid4()}", "/stories/not-a-uuid"):
+        assert svc.get(path).status == 404, path
+
+
 # -- the pure parts, table-driven ---------------------------------------------------------
 
 
@@ -195,9 +294,9 @@ def test_accepts_gzip(header: str | None, expected: bool) -> None:
 
 
 def test_not_modified_rules() -> None:
-    doc = FeedDocument.build(b"<feed/>", dt.datetime(2024, 12, 11, 10, 0, 0, 750_000, tzinfo=dt.UTC))
+    doc = Document.build(b"<feed/>", ATOM_TYPE, dt.datetime(2024, 12, 11, 10, 0, 0, 750_000, tzinfo=dt.UTC))
     assert doc.last_modified == "Wed, 11 Dec 2024 10:00:00 GMT"
-    assert not_modified(doc, doc.etag, None) and not_modified(doc, doc.gzip_etag, None)
+    assert not_modified(doc, doc.identity.etag, None) and not_modified(doc, doc.gzipped.etag, None)
     assert not not_modified(doc, '"other"', doc.last_modified)
     assert not_modified(doc, None, "Wed, 11 Dec 2024 10:00:00 GMT")
     assert not_modified(doc, None, "Wed, 11 Dec 2024 11:00:00 +0100")  # same instant, another zone
@@ -218,3 +317,76 @@ def test_keep_alive_requests_do_not_wait_for_delayed_acks(svc: Service) -> None:
         conn.close()
     # With Nagle's algorithm on, each response's tail waits ~40 ms for the client's ACK.
     assert took < 1.0, f"40 keep-alive requests took {took:.2f}s"
+
+
+@pytest.mark.parametrize(("head", "expected"), [
+    (b"GET /feed.atom HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\naccept-encoding:  br ",
+     ("GET", "/feed.atom", "HTTP/1.1", {"host": "x", "accept-encoding": "gzip, br"})),
+    (b"HEAD / HTTP/1.0", ("HEAD", "/", "HTTP/1.0", {})),
+    (b"GET / HTTP/1.1\nHost: x", ("GET", "/", "HTTP/1.1", {"host": "x"})),
+    (b"GET /  HTTP/1.1", 400), (b"G@T / HTTP/1.1", 400), (b"GET / HTTP/1.1\r\nHost : x", 400),
+    (b"GET / HTTP/1.1\r\n\tfolded", 400), (b"GET / HTTP/3", 505), (b"GET / FTP/1.0", 400),
+])
+def test_parse_head(head: bytes, expected: tuple[object, ...] | int) -> None:
+    if isinstance(expected, int):
+        with pytest.raises(BadRequest) as caught:
+            parse_head(head)
+        assert caught.value.status == expected
+    else:
+        assert parse_head(head) == expected
+
+
+@pytest.mark.parametrize(("version", "header", "line"), [
+    ("HTTP/1.1", None, b""), ("HTTP/1.1", "keep-alive", b""), ("HTTP/1.1", "Upgrade, Close", b"Connection: close\r\n"),
+    ("HTTP/1.0", None, b"Connection: close\r\n"), ("HTTP/1.0", "Keep-Alive", b"Connection: keep-alive\r\n"),
+])
+def test_connection_line(version: str, header: str | None, line: bytes) -> None:
+    assert connection_line(version, header) == line
+
+
+def test_targets_and_body_lengths() -> None:
+    assert split_target("/search?q=a%20b") == ("/search", "q=a%20b")
+    assert split_target("http://evil/../etc/passwd?x") == ("/../etc/passwd", "x")
+    assert split_target("../feed.atom") == ("../feed.atom", "")
+    assert body_length({}) == 0 and body_length({"content-length": "12"}) == 12
+    for headers, status in (({"content-length": "-1"}, 400), ({"content-length": "1, 1"}, 400),
+                            ({"content-length": str(MAX_BODY + 1)}, 413), ({"transfer-encoding": "chunked"}, 411)):
+        with pytest.raises(BadRequest) as caught:
+            body_length(headers)
+        assert caught.value.status == status
+
+
+def rel_links(data: bytes) -> dict[str, str]:
+    return {a.get("rel"): a.get("href") for a in etree.fromstring(data).findall("{http://www.w3.org/2005/Atom}link")}
+
+
+def test_every_one_of_166_stories_is_reachable_through_the_feed_and_the_pages(tmp_path: Path, exe: str) -> None:
+    """Only the newest `max_entries` (50 here) are in /feed.atom and on /; the rest through the
+    RFC 5005 archives the feed links to, and the listing's older pages."""
+    rng = random.Random(166)
+    service = Service(exe, tmp_path)
+    try:
+        service.wait_ready()
+        briefs = b"".join(brief_bulletin(i, rng) for i in range(166))
+        drop_file(service.drop, "many.txt", briefs)
+        wait_for(lambda: service.metrics()["monitor_stories_stored"] == 166, 20, "166 stories")
+        feed = service.get("/feed.atom")
+        ids = {e["id"] for e in validate_atom(feed.body)}
+        assert len(ids) == 50  # [feed] max_entries in the tests' config
+        document, archives = feed.body, []
+        while (link := rel_links(document).get("prev-archive")) is not None:
+            archive = service.get(link.removeprefix(service.base.rstrip("/")))
+            assert archive.status == 200 and archive.headers["cache-control"].startswith("public")
+            assert b"<fh:archive" in archive.body
+            archives.append(link.removeprefix(service.base))
+            ids |= {e["id"] for e in validate_atom(archive.body)}
+            document = archive.body
+        assert archives == ["archive/101-150.atom", "archive/51-100.atom", "archive/1-50.atom"]
+        assert len(ids) == 166
+        for wrong in ("/archive/151-200.atom", "/archive/2-51.atom", "/archive/1-100.atom"):
+            assert service.get(wrong).status == 404, wrong  # not full yet, or not a range this config cuts
+        pages = [service.get(p).body.decode() for p in ("/", "/pages/2", "/pages/3", "/pages/4")]
+        listed = {link for text in pages for link in re.findall(r'href="(?:\.\./)?(stories/[0-9a-f-]{36})"', text)}
+        assert len(listed) == 166 and service.get("/pages/5").status == 404
+    finally:
+        service.close()

@@ -10,9 +10,13 @@ from httpsink import HttpSink
 from lxml import etree
 from servicekit import Service, wait_for
 
+from monitor.config import load_settings
 from monitor.notify import websub
+from monitor.publish import Publisher
+from monitor.storage import Storage
 
 BRIEF = "On 12 December, the Secretary General met the delegation of the Monitoring Group in Moscow."
+OTHER = "On 14 December, the Council of Foreign Ministers adopted the plan of consultations for the next year."
 ATOM = "{http://www.w3.org/2005/Atom}"
 
 
@@ -20,16 +24,28 @@ def hub_links(feed: bytes) -> list[str]:
     return [link.get("href") for link in etree.fromstring(feed).findall(ATOM + "link") if link.get("rel") == "hub"]
 
 
-def test_the_feed_names_the_hub_and_still_validates(tmp_path: Path, exe: str) -> None:
+def test_every_feed_names_the_hub_and_still_validates(tmp_path: Path, exe: str) -> None:
+    """The main feed, the corrections feed and an archive: whatever the publisher renders."""
     with HttpSink() as hub:
-        monitor = Monitor(exe, write_config(tmp_path, feed={"hub": hub.url}))
+        config = write_config(tmp_path, feed={"hub": hub.url, "max_entries": 1})
+        monitor = Monitor(exe, config)
         monitor.drop_file("a.txt", (BRIEF + "\n").encode())
+        monitor.drop_file("b.txt", (OTHER + "\n").encode())
         monitor("scan")
         feed = monitor.feed()
-    assert hub_links(feed) == [hub.url]
-    validate_atom(feed)
+        storage = Storage.open(load_settings(config).state.database_url)
+        try:
+            archive = Publisher(load_settings(config), storage).archive(1)
+        finally:
+            storage.close()
+    assert archive is not None
+    for document in (feed, (tmp_path / "corrections.atom").read_bytes(), archive.identity.body):
+        assert hub_links(document) == [hub.url]
+        validate_atom(document)
     (tmp_path / "plain").mkdir()
-    assert hub_links(Monitor(exe, write_config(tmp_path / "plain")).feed()) == []  # no hub: no link
+    plain = Monitor(exe, write_config(tmp_path / "plain"))
+    plain("scan")
+    assert hub_links(plain.feed()) == []  # no hub: no link
 
 
 def test_a_changed_feed_pings_the_hub_and_a_failed_ping_is_retried(tmp_path: Path, exe: str) -> None:
@@ -41,7 +57,9 @@ def test_a_changed_feed_pings_the_hub_and_a_failed_ping_is_retried(tmp_path: Pat
         assert len(hub.sink.requests) == 3
         [ping] = hub.sink.accepted
         assert ping.headers["content-type"] == "application/x-www-form-urlencoded"
-        assert ping.form() == [("hub.mode", "publish"), ("hub.url", "http://127.0.0.1:8080/feed.atom")]
+        # The first scan writes both feed files: one ping names both.
+        assert ping.form() == [("hub.mode", "publish"), ("hub.url", "http://127.0.0.1:8080/corrections.atom"),
+                               ("hub.url", "http://127.0.0.1:8080/feed.atom")]
         monitor("scan")  # nothing changed: no ping
         assert len(hub.sink.requests) == 3
 

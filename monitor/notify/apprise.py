@@ -21,6 +21,7 @@ from monitor.config import Settings
 from monitor.feed import story_url, xml_safe
 from monitor.models import Story
 from monitor.notify.abc import SENT, Channel, Item, Outcome
+from monitor.publish import FEED
 from monitor.storage.outbox import Claim, PendingMessage
 from monitor.worddiff import diff_text, word_diff
 
@@ -44,9 +45,9 @@ def alert_text(item: Item, base_url: str) -> tuple[str, str]:
     """Title and body of the alert for one story. Pure."""
     story, link = item.story, story_url(base_url, item.story.uid)
     if item.before is None:
-        return f"New: {_t(story.title)}", f"{_t(story.title)}\n{link}"
+        return f"New: {_t(story.title)}", f"{_t(_lead(story))}\n{link}"
     changes = diff_text(word_diff(_full(item.before), _full(story)))
-    return f"Corrected: {_t(story.title)}", f"{_t(story.title)}\nWhat changed: {_t(changes)}\n{link}"
+    return f"Corrected: {_t(story.title)}", f"{_t(_lead(story))}\nWhat changed: {_t(changes)}\n{link}"
 
 
 def batch_text(items: Sequence[Item], base_url: str) -> tuple[str, str]:
@@ -56,8 +57,13 @@ def batch_text(items: Sequence[Item], base_url: str) -> tuple[str, str]:
     lines = [f"{'New' if i.before is None else 'Corrected'}: {_t(i.story.title)} {story_url(base_url, i.story.uid)}"
              for i in items[:BATCH_LISTED]]
     if len(items) > BATCH_LISTED:
-        lines.append(f"…and {len(items) - BATCH_LISTED} more: {base_url}feed.atom")
+        lines.append(f"…and {len(items) - BATCH_LISTED} more: {base_url}{FEED}")
     return f"{', '.join(parts)} stories", "\n".join(lines)
+
+
+def _lead(story: Story) -> str:
+    """A brief whole (its headline is a shortened copy, without the date); an article's title."""
+    return story.paragraphs[0] if story.kind == "brief" and story.paragraphs else story.title
 
 
 def _full(story: Story) -> str:

@@ -28,6 +28,7 @@ from monitor.models import Story
 from monitor.notify import unsubscribe
 from monitor.notify.abc import SENT, Channel, Item, Outcome, Selection, selection
 from monitor.notify.subscribers import MAILDIR
+from monitor.publish import FEED
 from monitor.storage.outbox import Claim, PendingMessage
 from monitor.worddiff import diff_html, diff_text, word_diff
 
@@ -122,7 +123,7 @@ def render_text(selection: Selection, *, digest: DigestSettings, feed: FeedSetti
                       f"What changed: {_t(changes)}", f"Full entry: {story_url(feed.base_url, story.uid)}", ""]
     more = selection.more_new + selection.more_revised
     if more:
-        lines += [f"…and {more} more ({_more(selection)}): {feed.base_url}feed.atom", ""]
+        lines += [f"…and {more} more ({_more(selection)}): {feed.base_url}{FEED}", ""]
     lines += ["-- ", f"{feed.title}: {feed.base_url}"]
     return "\n".join(lines) + "\n"
 
@@ -144,7 +145,7 @@ def render_html(selection: Selection, *, digest: DigestSettings, feed: FeedSetti
     more = selection.more_new + selection.more_revised
     if more:
         parts.append(f'<p>…and {more} more ({_more(selection)}): '
-                     f'<a href="{_h(feed.base_url + "feed.atom")}">see the feed</a></p>')
+                     f'<a href="{_h(feed.base_url + FEED)}">see the feed</a></p>')
     parts.append(f'<hr><p><a href="{_h(feed.base_url)}">{_h(feed.title)}</a></p></body></html>')
     return "\n".join(parts) + "\n"
 

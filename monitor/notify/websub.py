@@ -13,7 +13,11 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode
+
+if TYPE_CHECKING:
+    from monitor.config import FeedSettings
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,18 @@ def feed_changed(hub: str, feed_urls: Sequence[str]) -> None:
     thread = threading.Thread(target=publish, args=(hub, list(feed_urls)), name="websub", daemon=True)
     thread.start()
     _threads[:] = [t for t in _threads if t.is_alive()] + [thread]
+
+
+def listener(feed: FeedSettings) -> Callable[[frozenset[str]], None]:
+    """A `Publisher` listener: the feeds whose bytes changed in a publication, as URLs
+    under `base_url`, in one ping (main, corrections, a newly full archive alike)."""
+
+    def changed(paths: frozenset[str]) -> None:
+        urls = [feed.base_url + p.lstrip("/") for p in sorted(paths) if p.endswith(".atom")]
+        if urls:
+            feed_changed(feed.hub, urls)
+
+    return changed
 
 
 def drain(timeout: float = 60.0) -> None:

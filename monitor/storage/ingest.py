@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from monitor.decide import BulletinKey, Candidate, Decision, decide
+from monitor.dropfolder import shown
 from monitor.errors import StorageError
 from monitor.identity import Fingerprint, fingerprint
 from monitor.models import FileInfo, FileOutcome, Item
@@ -36,7 +37,9 @@ MAX_CANDIDATES = 50
 # that reaches KEY_ROWS + 1 is "crowded": the items holding one are ranked by
 # SQL.top_candidates instead, which sees every row.
 KEY_ROWS = 4 * MAX_CANDIDATES
-ONE_TICK = dt.timedelta(microseconds=1)
+# Versions are two microseconds apart at least: the one between is a correction entry's
+# (monitor.feed.CORRECTION_OFFSET), so no two entries of any feed share an `updated`.
+VERSION_TICKS = dt.timedelta(microseconds=2)
 # A file's transaction that lost a race anyway (a unique row written by a writer not
 # holding the lock, a serialization failure, a deadlock) is decided again from scratch:
 # the texts the winner stored are then known, so the loser's items become repeats.
@@ -45,10 +48,11 @@ RETRY_SQLSTATES = {"23505", "40001", "40P01"}  # unique_violation, serialization
 
 
 class IngestMixin:
-    """The ingest methods of `Storage` (which provides _write, _short, _sql and _driver_error)."""
+    """The ingest methods of `Storage` (which provides _write, _short, _error, _sql and _driver_error)."""
 
     _write: Callable[..., Any]
     _short: Callable[[BaseException], str]
+    _error: Callable[[BaseException], StorageError]
     _sql: SQL
     _driver_error: type[Exception]
 
@@ -73,9 +77,10 @@ class IngestMixin:
                 return self._ingest_once(info, sha256, entries, now)
             except (DBAPIError, self._driver_error) as exc:
                 if not _retryable(exc):
-                    raise StorageError(f"{info.path}: database error: {self._short(exc)}") from None
-                log.info("%s: lost a race (%s), deciding again (attempt %s)", info.path, self._short(exc), attempt)
-        raise StorageError(f"{info.path}: still conflicting after {INGEST_ATTEMPTS} attempts")
+                    raise self._error(exc) from None
+                log.info("%s: lost a race (%s), deciding again (attempt %s)",
+                         shown(info.path), self._short(exc), attempt)
+        raise StorageError(f"{shown(info.path)}: still conflicting after {INGEST_ATTEMPTS} attempts")
 
     def _ingest_once(self, info: FileInfo, sha256: str, entries: Sequence[tuple[Item, Fingerprint]],
                      now: dt.datetime) -> FileOutcome | None:
@@ -136,7 +141,7 @@ class IngestMixin:
         # The file's versions and index keys are written with one executemany each; the
         # new stories one by one in file order, so their ids follow the file.
         sql = self._sql
-        stamp = sql.stamp(now)
+        stamps = _Ticks(cur, sql, now)
         real: dict[int, int] = {}
         revised: set[int] = set()
         unchanged = 0
@@ -147,17 +152,18 @@ class IngestMixin:
             if decision.action == "repeat":
                 unchanged += 1
                 continue
+            stamp, seq = stamps.next(decision.action)
             if decision.action == "new":
                 uid = f"urn:uuid:{uuid.uuid5(STORY_NAMESPACE, fp.text_hash)}"
                 real[decision.story] = cur.execute(sql.new_story, (uid, stamp, stamp, fp.text_hash)).fetchone()[0]
             sid = real.get(decision.story, decision.story)
-            versions.append((sid, fp.text_hash, item.kind, item.title,
+            versions.append((sid, fp.text_hash, item.kind, item.title, item.headline or item.title or "",
                              json.dumps(list(item.paragraphs), ensure_ascii=False), sql.day(item.published),
-                             key[0], key[1], stamp))
+                             key[0], key[1], stamp, seq, decision.action == "revise"))
             pkeys += [(k, sid) for k in fp.paragraph_keys]
             bkeys += [(k, sid) for k in fp.band_keys]
             if decision.action == "revise":
-                self._make_current(cur, sid, fp.text_hash, now)
+                cur.execute(sql.make_current, (fp.text_hash, stamp, sid))
                 if decision.story not in real:
                     revised.add(sid)
             elif decision.action == "older":
@@ -168,12 +174,29 @@ class IngestMixin:
                 cur.executemany(statement, rows)
         return FileOutcome(new=len(real), revised=len(revised), unchanged=unchanged)
 
-    def _make_current(self, cur: Any, sid: int, text_hash: str, now: dt.datetime) -> None:
-        sql = self._sql
-        previous = sql.read_stamp(cur.execute(sql.updated, (sid,)).fetchone()[0])
-        # `updated` moves forward on every revision, even if the clock stepped back.
-        updated = max(now, previous + ONE_TICK)
-        cur.execute(sql.make_current, (text_hash, sql.stamp(updated), sid))
+
+class _Ticks:
+    """Times and timeline positions for the versions one file writes.
+
+    Each time is two microseconds after the one before at least, so that every version,
+    and so every feed entry's `updated`, is distinct, and later than every version written
+    before (under the write lock, across instances), even if the clock stepped back. They
+    run in file order, as decisions do: a story that a file carries twice, the second time
+    revised, gets its revision after its creation. Timeline positions (`seq`) follow the
+    times, for the versions that become current (not an "older" one)."""
+
+    def __init__(self, cur: Any, sql: SQL, now: dt.datetime) -> None:
+        self._sql = sql
+        last, seq = cur.execute(sql.last_stamp).fetchone()
+        self._next = now if last is None else max(now, sql.read_stamp(last) + VERSION_TICKS)
+        self._seq = (seq or 0) + 1
+
+    def next(self, action: str) -> tuple[Any, int | None]:
+        stamp, self._next = self._next, self._next + VERSION_TICKS
+        if action == "older":
+            return self._sql.stamp(stamp), None
+        seq, self._seq = self._seq, self._seq + 1
+        return self._sql.stamp(stamp), seq
 
 
 def upsert_file(sql: SQL, cur: Any, info: FileInfo, sha256: str | None, items: int, reason: str | None,

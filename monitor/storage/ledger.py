@@ -17,17 +17,19 @@ Every SQLite connection of the monitor, `Storage`'s included, is set up by
 from __future__ import annotations
 
 import datetime as dt
+import os
 import sqlite3
 import time
 import urllib.parse
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from monitor.errors import StorageError
+from monitor.errors import StoreDamaged
 from monitor.models import ScanReport
 from monitor.storage import sql as statements
+from monitor.storage.faults import sqlite_path, store_error
 from monitor.storage.revisions import VERSION_TABLE, head
 from monitor.storage.sql import SQL
 
@@ -36,20 +38,40 @@ from monitor.storage.sql import SQL
 # pages) writes a page that many commits changed back to the database once, not once
 # per checkpoint.
 WAL_CHECKPOINT_PAGES = 10_000
+# ...unless the disk is short of space: a WAL allowed to grow to 40 MB fills a small disk
+# with copies of the same pages, and after a disk-full error freeing space does not help
+# (the WAL only grows on). With less than LOW_SPACE_BYTES free, the WAL is checkpointed
+# and truncated when a connection opens and kept to about 400 KB.
+LOW_SPACE_BYTES = 2 * WAL_CHECKPOINT_PAGES * 4096
+LOW_SPACE_CHECKPOINT_PAGES = 100
 BUSY_TIMEOUT_MS = 30_000
 
 _SQL = SQL.for_dialect("sqlite")
 
 
-def configure_sqlite(conn: Any) -> None:
-    """The settings of every connection to a SQLite store (a DBAPI connection)."""
+def configure_sqlite(conn: Any, path: Path | None = None) -> None:
+    """The settings of every connection to a SQLite store (a DBAPI connection) at `path`."""
     cur = conn.cursor()
     cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     _use_wal(cur)
     cur.execute("PRAGMA synchronous = NORMAL")
-    cur.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
     cur.execute("PRAGMA foreign_keys = ON")
+    if path is not None and _short_of_space(path):
+        cur.execute(f"PRAGMA wal_autocheckpoint = {LOW_SPACE_CHECKPOINT_PAGES}")
+        cur.execute(f"PRAGMA journal_size_limit = {LOW_SPACE_CHECKPOINT_PAGES * 4096}")
+        with suppress(sqlite3.Error):  # still no room, or busy: the next connection tries again
+            cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    else:
+        cur.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
     cur.close()
+
+
+def _short_of_space(path: Path) -> bool:
+    try:
+        st = os.statvfs(path.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < LOW_SPACE_BYTES
 
 
 def _use_wal(cur: Any) -> None:
@@ -70,15 +92,16 @@ def _use_wal(cur: Any) -> None:
 class Ledger:
     """Files recorded and rejected, the last change, and scans, on an existing SQLite store at head."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, url: str) -> None:
         self._conn = conn
+        self._url = url
 
     @classmethod
     def open(cls, url: str) -> Ledger | None:
         """The ledger of the store at `url`; None when `Storage` must answer instead: not a
         SQLite file, no store there yet, or a schema that is not at head."""
-        path = _sqlite_path(url)
-        if path is None or not path.is_file():
+        path = sqlite_path(url)
+        if path is None or "?" in url or not path.is_file():
             return None
         try:
             # mode=rw: a store that vanished meanwhile is not created empty here.
@@ -87,52 +110,46 @@ class Ledger:
         except sqlite3.Error:
             return None
         try:
-            configure_sqlite(conn)
+            configure_sqlite(conn, path)
             rows = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall()
-        except sqlite3.Error:
+        except sqlite3.Error as exc:
             conn.close()
-            return None
+            error = store_error(exc, url)
+            if isinstance(error, StoreDamaged):
+                raise error from None
+            return None  # not at head, say: Storage upgrades it, or says what is wrong
         if [r[0] for r in rows] != [head()]:
             conn.close()
             return None
-        return cls(conn)
+        return cls(conn, url)
 
     def close(self) -> None:
         self._conn.close()
 
     def file_states(self) -> dict[str, tuple[int, int]]:
         """(size, mtime_ns) of every file recorded, read or rejected, by path."""
-        with _errors():
+        with self._errors():
             return statements.file_states(_SQL, self._conn)
 
     def rejected_files(self) -> list[tuple[str, str]]:
         """(path, reason) of every file recorded as rejected, by path."""
-        with _errors():
+        with self._errors():
             return statements.rejected_files(_SQL, self._conn)
 
     def last_change(self) -> dt.datetime | None:
         """When a story last became new or revised; None when the store has none."""
-        with _errors():
+        with self._errors():
             return statements.last_change(_SQL, self._conn)
 
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """A database error as the StorageError that `Storage` raises for it (one translator)."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise store_error(exc, self._url) from None
+
     def record_scan(self, report: ScanReport, started: dt.datetime, finished: dt.datetime) -> None:
-        with _errors(), self._conn:  # BEGIN ... COMMIT, or ROLLBACK on an error
+        with self._errors(), self._conn:  # BEGIN ... COMMIT, or ROLLBACK on an error
             self._conn.execute("BEGIN IMMEDIATE")
             statements.record_scan(_SQL, self._conn, report, started, finished)
-
-
-@contextmanager
-def _errors() -> Iterator[None]:
-    """A database error as the StorageError that `Storage` would raise (the CLI exits 3)."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise StorageError(f"database error: {exc}") from None
-
-
-def _sqlite_path(url: str) -> Path | None:
-    """The file of a plain `sqlite:///PATH` URL (as the config resolves it), else None."""
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or "?" in url or url == prefix + ":memory:":
-        return None
-    return Path(url.removeprefix(prefix))

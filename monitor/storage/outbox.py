@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, and_, func, or_, select, text
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
-from monitor.errors import StorageError
+from monitor.errors import StorageError, StoreConflict
 from monitor.models import Story
 from monitor.storage.schema import EVERYONE, deliveries, outbox, stories, story_from_row, unsubscribed, versions
 
@@ -97,13 +97,13 @@ class DeliveryState:
 
 
 class OutboxMixin:
-    """Outbox methods of `Storage` (which provides engine, dialect, _read, _write, _short)."""
+    """Outbox methods of `Storage` (which provides engine, dialect, _read, _write, _error)."""
 
     engine: Engine
     dialect: str
     _read: Callable[[], Any]
     _write: Callable[..., Any]
-    _short: Callable[[BaseException], str]
+    _error: Callable[[BaseException], StorageError]
 
     # -- one runner at a time ----------------------------------------------------
 
@@ -140,8 +140,8 @@ class OutboxMixin:
             conn = self.engine.connect()
             held = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": DIGEST_LOCK}).scalar())
             conn.commit()
-        except OperationalError as exc:
-            raise StorageError(f"database error: {self._short(exc)}") from None
+        except DBAPIError as exc:
+            raise self._error(exc) from None
         try:
             yield held
         finally:
@@ -240,7 +240,7 @@ class OutboxMixin:
         """The stories as they read in these versions, by text hash."""
         if not hashes:
             return {}
-        query = (select(versions.c.text_hash, stories.c.uid, versions.c.kind, versions.c.title,
+        query = (select(versions.c.text_hash, stories.c.uid, versions.c.kind, versions.c.headline,
                         versions.c.paragraphs, versions.c.published, stories.c.first_seen, stories.c.updated)
                  .join(stories, stories.c.id == versions.c.story_id)
                  .where(versions.c.text_hash.in_(list(hashes))))
@@ -271,7 +271,7 @@ class OutboxMixin:
                     conn.execute(outbox.insert().values(
                         channel=channel, subscriber=subscriber, message_key=START, status=START, created=now,
                         version_upto=due.upto, new_count=0, revised_count=0, attempts=0))
-        except IntegrityError:
+        except StoreConflict:
             return None  # a version already delivered to this subscriber: claimed elsewhere
         return out
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -19,11 +20,11 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     select,
     text,
 )
 
-from monitor.bulletin import brief_title
 from monitor.models import Story
 from monitor.storage.sql import naive_utc
 
@@ -51,7 +52,9 @@ files = Table(
     Column("size", BigInteger, nullable=False),
     Column("mtime_ns", BigInteger, nullable=False),
     Column("sha256", Text),
-    Column("status", Text, nullable=False),  # "read" or "rejected"
+    # "read", "rejected", or "settling": a version seen but not read yet (its mtime is in the
+    # future, so the pass waits until it has been seen unchanged for settle_seconds).
+    Column("status", Text, nullable=False),
     Column("reason", Text),
     Column("item_count", Integer, nullable=False, default=0),
     Column("seen_at", UTCDateTime, nullable=False),
@@ -81,13 +84,25 @@ versions = Table(
     Column("text_hash", Text, nullable=False, unique=True),
     Column("kind", Text, nullable=False),
     Column("title", Text),
+    Column("headline", Text),  # the title readers see, from the parser at ingest (migration 0005)
     Column("paragraphs", Text, nullable=False),  # JSON list of strings
     Column("published", Date),
     # The bulletin that carried this text first: (mtime_ns, path) orders versions.
     Column("key_mtime_ns", BigInteger, nullable=False),
     Column("key_path", Text, nullable=False),
+    # Distinct for every version, and increasing in the order versions were written.
     Column("seen_at", UTCDateTime, nullable=False),
+    # The timeline: 1, 2, 3, ... for the texts that became their story's current one when
+    # written (new or a revision), in the order written; NULL for a late copy of an older
+    # text. Dense, so feed archive n is a range of it (migration 0005).
+    Column("seq", BigInteger),
+    # A revision: in the timeline, and not its story's first text (the corrections feed).
+    Column("correction", Boolean, nullable=False, server_default=false()),
     Index("ix_versions_story", "story_id"),
+    Index("ix_versions_seen_at", "seen_at", "id"),
+    Index("ix_versions_seq", "seq", unique=True),
+    Index("ix_versions_corrections", "seen_at", "id", sqlite_where=text("correction"),
+          postgresql_where=text("correction")),
 )
 
 paragraph_keys = Table(
@@ -175,7 +190,7 @@ unsubscribed = Table(
 
 def story_query() -> Any:
     """The columns of a published story: a story joined to its current version."""
-    return (select(stories.c.uid, versions.c.kind, versions.c.title, versions.c.paragraphs,
+    return (select(stories.c.uid, versions.c.kind, versions.c.headline, versions.c.paragraphs,
                    versions.c.published, stories.c.first_seen, stories.c.updated)
             .join(versions, versions.c.text_hash == stories.c.current_hash))
 
@@ -183,5 +198,5 @@ def story_query() -> Any:
 def story_from_row(row: Any) -> Story:
     uid, kind, title, paragraphs, published, first_seen, updated = row
     paras = tuple(json.loads(paragraphs))
-    return Story(uid=uid, kind=kind, title=title or brief_title(paras[0]), paragraphs=paras,
+    return Story(uid=uid, kind=kind, title=title or "", paragraphs=paras,
                  published=published, first_seen=first_seen, updated=updated)

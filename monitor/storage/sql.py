@@ -46,12 +46,14 @@ class SQL(NamedTuple):
     new_version: str
     add_paragraph_key: str
     add_band_key: str
-    updated: str
+    last_stamp: str
     make_current: str
     upsert_file: str
     last_change: str
     record_scan: str
     rejected_files: str
+    observe: str
+    observed_since: str
     array: Callable[[Sequence[Any]], Any]  # a list as one parameter (the SQL casts it)
     stamp: Callable[[dt.datetime], Any]
     day: Callable[[dt.date | None], Any]
@@ -93,7 +95,8 @@ def _build(in_list: Callable[[str, str], str], placeholder: str, **conversions: 
         f"FROM {table} WHERE {in_list('key', 'bigint')}"
         for src, table in ((0, "paragraph_keys"), (1, "band_keys")))
     statements = {
-        "file_states": "SELECT path, size, mtime_ns FROM files",
+        # A settling row is an observation, not a record: the file is still to be read.
+        "file_states": "SELECT path, size, mtime_ns FROM files WHERE status <> 'settling'",
         "file_done": "SELECT size, mtime_ns, sha256 FROM files WHERE path = ?",
         "content": "SELECT item_count FROM files WHERE sha256 = ? AND status = 'read' LIMIT 1",
         "known": f"SELECT text_hash, story_id FROM versions WHERE {in_list('text_hash', 'text')}",
@@ -105,22 +108,34 @@ def _build(in_list: Callable[[str, str], str], placeholder: str, **conversions: 
                             f"WHERE {in_list('s.id', 'bigint')}"),
         "new_story": ("INSERT INTO stories (uid, first_seen, updated, current_hash) "
                       "VALUES (?, ?, ?, ?) RETURNING id"),
-        "new_version": ("INSERT INTO versions (story_id, text_hash, kind, title, paragraphs, published, "
-                        "key_mtime_ns, key_path, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+        "new_version": ("INSERT INTO versions (story_id, text_hash, kind, title, headline, paragraphs, published, "
+                        "key_mtime_ns, key_path, seen_at, seq, correction) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+        # Two subqueries, so that each is one step down its index.
+        "last_stamp": "SELECT (SELECT max(seen_at) FROM versions), (SELECT max(seq) FROM versions)",
         "add_paragraph_key": "INSERT INTO paragraph_keys (key, story_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
         "add_band_key": "INSERT INTO band_keys (key, story_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        "updated": "SELECT updated FROM stories WHERE id = ?",
         "make_current": "UPDATE stories SET current_hash = ?, updated = ? WHERE id = ?",
         "upsert_file": (f"INSERT INTO files ({', '.join(_FILE_COLUMNS)}) "
                         f"VALUES ({', '.join('?' * len(_FILE_COLUMNS))}) ON CONFLICT (path) DO UPDATE SET "
                         + ", ".join(f"{c} = excluded.{c}" for c in _FILE_COLUMNS[1:])),
         "last_change": "SELECT max(updated) FROM stories",
         "rejected_files": "SELECT path, reason FROM files WHERE status = 'rejected' ORDER BY path",
+        # The first time a file version was seen; kept while size and mtime stay the same,
+        # and never written over a record of that same version (read by another instance).
+        "observe": ("INSERT INTO files (path, size, mtime_ns, status, item_count, seen_at) "
+                    "VALUES (?, ?, ?, 'settling', 0, ?) ON CONFLICT (path) DO UPDATE SET "
+                    "size = excluded.size, mtime_ns = excluded.mtime_ns, sha256 = NULL, status = 'settling', "
+                    "reason = NULL, item_count = 0, seen_at = excluded.seen_at "
+                    "WHERE files.size <> excluded.size OR files.mtime_ns <> excluded.mtime_ns"),
+        "observed_since": ("SELECT seen_at FROM files WHERE path = ? AND size = ? AND mtime_ns = ? "
+                           "AND status = 'settling'"),
         "record_scan": (f"INSERT INTO scans ({', '.join(_SCAN_COLUMNS)}) "
                         f"VALUES ({', '.join('?' * len(_SCAN_COLUMNS))})"),
     }
     # No statement here has a literal "?" or "%", so the placeholder swap is safe.
-    return SQL(**{name: sql.replace("?", placeholder) for name, sql in statements.items()}, **conversions)
+    fields: dict[str, Any] = {name: sql.replace("?", placeholder) for name, sql in statements.items()}
+    return SQL(**fields, **conversions)
 
 
 # The reads and the write an idle pass needs, on a DBAPI cursor or sqlite3 connection:

@@ -1,15 +1,16 @@
 """`Storage`: the state store, through SQLAlchemy.
 
 One class with methods shaped around the pipeline: what files were seen, ingesting
-one file's items in one transaction (ingest.py), reading the newest stories for the
-feed, the digest outbox (outbox.py), and the bookkeeping of scans.
+one file's items in one transaction (ingest.py), reading stories and their versions
+for the feeds and pages (timeline.py), the digest outbox (outbox.py), and the
+bookkeeping of scans.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,22 +26,23 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from monitor.errors import StorageError
-from monitor.models import FileInfo, ScanReport, Story
+from monitor.models import FileInfo, ScanReport
 from monitor.storage import sql as statements
+from monitor.storage.faults import first_line, mask, missing, sqlite_path, store_error
 from monitor.storage.ingest import STORY_NAMESPACE, IngestMixin, _retryable, upsert_file
 from monitor.storage.ledger import configure_sqlite
 from monitor.storage.outbox import OutboxMixin
 from monitor.storage.schema import (
+    files,
     metadata,
     scans,
     stories,
-    story_from_row,
-    story_query,
 )
 from monitor.storage.sql import SQL, cursor
+from monitor.storage.timeline import TimelineMixin
 
 # One lock id for the decide-and-write step across all instances on PostgreSQL.
 INGEST_LOCK = 0x6D6F6E69  # "moni"
@@ -51,26 +53,34 @@ log = logging.getLogger(__name__)
 __all__ = ["STORY_NAMESPACE", "Storage", "metadata"]
 
 
-class Storage(IngestMixin, OutboxMixin):
-    def __init__(self, engine: Engine) -> None:
+class Storage(IngestMixin, OutboxMixin, TimelineMixin):
+    def __init__(self, engine: Engine, url: str) -> None:
         self.engine = engine
+        self.url = url
         self.dialect = engine.dialect.name
         # The per-file statements run on the driver's cursor (see monitor.storage.sql),
         # so its exceptions are caught alongside SQLAlchemy's.
         self._sql = SQL.for_dialect(self.dialect)
         dbapi = engine.dialect.loaded_dbapi
         self._driver_error: type[Exception] = dbapi.Error
-        self._driver_operational: type[Exception] = dbapi.OperationalError
+        self.path = sqlite_path(url)
+        self._identity = _identity(self.path)
 
     @classmethod
-    def open(cls, url: str, *, upgrade: bool = True) -> Storage:
-        """Connect, and bring the schema to the newest migration unless told not to."""
-        if url.startswith("sqlite:///") and not url.endswith(":memory:"):
-            folder = Path(url.removeprefix("sqlite:///")).parent
+    def open(cls, url: str, *, upgrade: bool = True, create: bool = True) -> Storage:
+        """Connect, and bring the schema to the newest migration unless told not to.
+
+        With create=False (the commands that only read) a SQLite file that does not exist
+        is StoreMissing: a mistyped path must not look like a store whose stories vanished.
+        """
+        path = sqlite_path(url)
+        if path is not None and not create and not path.is_file():
+            raise missing(path)
+        if path is not None:
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise StorageError(f"cannot create the database folder {folder}: {exc.strerror or exc}") from None
+                raise StorageError(f"cannot create the database folder {path.parent}: {exc.strerror or exc}") from None
         try:
             parsed = make_url(url)
             # A server connection can drop between uses; a SQLite file cannot, so a scan
@@ -83,11 +93,14 @@ class Storage(IngestMixin, OutboxMixin):
                 if "connect_timeout" not in parsed.query:
                     options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
             engine = create_engine(parsed, **options)
-        except (SQLAlchemyError, ImportError, ValueError) as exc:
-            raise StorageError(f"cannot use database URL: {_mask(str(exc), _password(url))}") from None
+        except ImportError as exc:
+            raise StorageError(f"the database driver is not installed ({exc}): "
+                               "for PostgreSQL, pip install 'monitor[postgres]'") from None
+        except (SQLAlchemyError, ValueError) as exc:
+            raise StorageError(f"cannot use database URL: {mask(first_line(exc), url)}") from None
         if engine.dialect.name == "sqlite":
-            _tune_sqlite(engine)
-        storage = cls(engine)
+            _tune_sqlite(engine, path)
+        storage = cls(engine, url)
         if upgrade:
             storage.upgrade()
         return storage
@@ -95,21 +108,47 @@ class Storage(IngestMixin, OutboxMixin):
     def close(self) -> None:
         self.engine.dispose()
 
+    def reset(self) -> None:
+        """Drop every pooled connection, so that the next use starts afresh: after a disk-full
+        error (a new connection checkpoints a wedged WAL) or damage (no page cached from it)."""
+        self.engine.dispose()
+
     def upgrade(self) -> None:
         from monitor.storage.migrate import upgrade
 
         try:
             upgrade(self.engine)
-        except OperationalError as exc:
-            raise StorageError(f"database unreachable: {self._short(exc)}") from None
+        except (DBAPIError, self._driver_error) as exc:
+            raise store_error(exc, self.url) from None
+        self._identity = _identity(self.path)  # the file exists now, if it did not before
+
+    def revision(self) -> str | None:
+        """The schema revision the store is at (None for an empty one)."""
+        from monitor.storage.migrate import current
+
+        try:
+            return current(self.engine)
+        except (DBAPIError, self._driver_error) as exc:
+            raise store_error(exc, self.url) from None
+
+    def replaced(self) -> str | None:
+        """Why the SQLite file this store opened is no longer the one at its path (deleted,
+        or another file moved there), else None. Writes to a deleted file succeed and are
+        lost, so the service asks before every pass."""
+        if self.path is None:
+            return None
+        now = _identity(self.path)
+        if now == self._identity:
+            return None
+        return "deleted" if now is None else "replaced by another file"
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         try:
             with self.engine.connect() as conn, conn.begin():
                 yield conn
-        except (OperationalError, self._driver_operational) as exc:
-            raise StorageError(f"database error: {self._short(exc)}") from None
+        except (DBAPIError, self._driver_error) as exc:
+            raise store_error(exc, self.url) from None
 
     @contextmanager
     def _write(self, *, retry: bool = False) -> Iterator[Connection]:
@@ -121,13 +160,16 @@ class Storage(IngestMixin, OutboxMixin):
                     if self.dialect == "postgresql":
                         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": INGEST_LOCK})
                     yield conn
-        except (OperationalError, self._driver_operational) as exc:
+        except (DBAPIError, self._driver_error) as exc:
             if retry and _retryable(exc):
                 raise  # the caller decides again
-            raise StorageError(f"database error: {self._short(exc)}") from None
+            raise store_error(exc, self.url) from None
 
     def _short(self, exc: BaseException) -> str:
-        return _mask(_short(exc), self.engine.url.password)
+        return mask(first_line(getattr(exc, "orig", None) or exc), self.url)
+
+    def _error(self, exc: BaseException) -> StorageError:
+        return store_error(exc, self.url)
 
     # -- files ---------------------------------------------------------------
 
@@ -152,23 +194,28 @@ class Storage(IngestMixin, OutboxMixin):
         with self._write() as conn, cursor(conn) as cur:
             upsert_file(self._sql, cur, info, sha256, items, reason, now)
 
+    def observe(self, info: FileInfo, now: dt.datetime) -> dt.datetime | None:
+        """Note that this file version (path, size, mtime) was seen now; return when it was
+        first seen unchanged (now, for a new version), or None if it is recorded as read."""
+        sql = self._sql
+        with self._write() as conn, cursor(conn) as cur:
+            cur.execute(sql.observe, (info.path, info.size, info.mtime_ns, sql.stamp(now)))
+            row = cur.execute(sql.observed_since, (info.path, info.size, info.mtime_ns)).fetchone()
+        return None if row is None else sql.read_stamp(row[0])
+
+    def observations(self) -> dict[str, tuple[int, int, dt.datetime]]:
+        """(size, mtime_ns, first seen) of every file version being observed while it settles."""
+        with self._read() as conn:
+            rows = conn.execute(select(files.c.path, files.c.size, files.c.mtime_ns, files.c.seen_at)
+                                .where(files.c.status == "settling")).all()
+        return {path: (size, mtime, seen) for path, size, mtime, seen in rows}
+
     def rejected_files(self) -> list[tuple[str, str]]:
         """(path, reason) of every file recorded as rejected, by path."""
         with self._read() as conn, cursor(conn) as cur:
             return statements.rejected_files(self._sql, cur)
 
     # -- reading -------------------------------------------------------------
-
-    def latest_stories(self, limit: int) -> list[Story]:
-        """The `limit` most recently updated stories, newest first."""
-        query = story_query().order_by(stories.c.updated.desc(), stories.c.id.desc()).limit(limit)
-        with self._read() as conn:
-            return [story_from_row(row) for row in conn.execute(query)]
-
-    def story(self, uid: str) -> Story | None:
-        with self._read() as conn:
-            row = conn.execute(story_query().where(stories.c.uid == uid)).first()
-            return story_from_row(row) if row else None
 
     def story_count(self) -> int:
         with self._read() as conn:
@@ -196,12 +243,12 @@ class Storage(IngestMixin, OutboxMixin):
             conn.execute(select(1))
 
 
-def _tune_sqlite(engine: Engine) -> None:
+def _tune_sqlite(engine: Engine, path: Path | None) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy's begin event issue BEGIN, so writers can take the lock up front.
         dbapi_conn.isolation_level = None
-        configure_sqlite(dbapi_conn)
+        configure_sqlite(dbapi_conn, path)
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
@@ -209,22 +256,13 @@ def _tune_sqlite(engine: Engine) -> None:
         # instead of failing when a read lock cannot be upgraded.
         immediate = conn.get_execution_options().get("monitor_write")
         # On the driver's connection: once per transaction, so a scan runs it twice per file.
-        conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        driver: Any = conn.connection.driver_connection  # never None on an open connection
+        driver.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def _short(exc: BaseException) -> str:
-    lines = str(getattr(exc, "orig", exc)).splitlines()
-    return lines[0][:300] if lines else type(exc).__name__
-
-
-def _password(url: str) -> str | None:
+def _identity(path: Path | None) -> tuple[int, int] | None:
     try:
-        return make_url(url).password
-    except (SQLAlchemyError, ValueError):
+        st = os.stat(path) if path is not None else None
+    except OSError:
         return None
-
-
-def _mask(message: str, password: str | None) -> str:
-    """Never show a password, whether the message quotes the URL or the password alone."""
-    message = re.sub(r"(://[^:/@\s]*:)[^@\s]*@", r"\1***@", message)
-    return message.replace(password, "***") if password else message
+    return None if st is None else (st.st_dev, st.st_ino)

@@ -1,0 +1,283 @@
+"""The one publisher: which documents exist, rendering each once per change, files and HTTP.
+
+Documents, by URL path under `[feed] base_url`:
+
+* `feed.atom`: one entry per story (its stable id), the newest `max_entries`; a revised
+  story's content opens with its correction note. With `[feed] corrections_in_main` the
+  corrections of those stories are entries here too. Links to the newest archive.
+* `corrections.atom`: one entry per revision, each with an id of its own, so that every
+  reader shows a correction as a new unread item.
+* `archive/<first>-<last>.atom`: RFC 5005 archives of the timeline (every text that
+  became a story's current one, numbered in the order written), `max_entries` per
+  document: `archive/1-100.atom`, `archive/101-200.atom`, ... The timeline only grows at
+  its end and only full archives are published, so the document a URL names never
+  changes: cacheable. Since an archive is no longer than the subscription document, the
+  texts after the newest archive are all in the latter: together they reach every story.
+* `/`, `pages/<n>`: the listing, in the feed's order; `stories/<uuid>`: a story's history.
+
+A further feed (a search, a topic) is one more entry of `Publisher.feeds` (and of `files`
+if it is also written to disk); a document made on request is one more case of `on_request`
+(and of `ON_REQUEST`, the paths the HTTP server hands it).
+
+The scan (`monitor scan`), the service's refresh and `monitor feed` all come here. The
+feed files (`[feed] path` and `corrections.atom` beside it) are written atomically; the
+service also gets a `Snapshot` of the feeds and the front page, which its HTTP server
+answers from memory, and the documents made on request through `on_request` (kept until
+the next change); `listeners` are told which paths changed after each publication (the
+hook for pushing to a WebSub hub).
+
+Importing this module is cheap (the idle scan asks it which files to check); the
+renderers (feedgen, lxml) are imported when something is rendered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from monitor.config import Settings
+
+if TYPE_CHECKING:
+    from monitor.documents import Document, Snapshot
+    from monitor.models import Event
+    from monitor.page import Links
+    from monitor.storage import Storage
+
+log = logging.getLogger(__name__)
+
+FEED = "feed.atom"
+CORRECTIONS = "corrections.atom"
+ARCHIVE = "archive/{}-{}.atom"  # the first and last timeline positions it holds
+ARCHIVE_CACHE = "public, max-age=86400"  # stable once published; a day bounds a base_url change
+ATOM_TYPE = "application/atom+xml; charset=utf-8"
+HTML_TYPE = "text/html; charset=utf-8"
+# Documents made on request (histories, older pages, archives) kept until the next change.
+CACHED_ON_REQUEST = 512
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+_ARCHIVE_PATH = re.compile(r"/archive/([1-9][0-9]{0,11})-([1-9][0-9]{0,11})\.atom")
+_PAGE_PATH = re.compile(r"/pages/([2-9]|[1-9][0-9]{1,8})")
+_STORY_PATH = re.compile(r"/stories/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+# Every path `on_request` may answer, for the HTTP server's routes.
+ON_REQUEST = re.compile("|".join(p.pattern for p in (_ARCHIVE_PATH, _PAGE_PATH, _STORY_PATH)))
+
+
+def files(settings: Settings) -> dict[str, Path]:
+    """The feeds that are also files, by URL path: the main feed at `[feed] path`, the others beside it."""
+    main = settings.feed.path
+    return {"/" + FEED: main, "/" + CORRECTIONS: main.with_name(CORRECTIONS)}
+
+
+Listener = Callable[[frozenset[str]], None]
+
+
+class Publisher:
+    def __init__(self, settings: Settings, storage: Storage | Callable[[], Storage]) -> None:
+        """`storage`, or a function that gives the store of the moment (the service's keeper
+        reopens a store that was deleted or replaced)."""
+        self.settings = settings
+        self._storage = storage
+        # Called with the URL paths whose bytes changed, after the files are written.
+        self.listeners: list[Listener] = []
+        self._key: tuple[int, dt.datetime | None] | None = None
+        self._published: dict[str, bytes] = {}
+        self.story_count = 0  # as of the last refresh
+        self._archived = 0  # full archives at the last publication
+        self._newest = EPOCH
+        self._snapshot: Snapshot | None = None
+        self._made: dict[str, Document | None] = {}  # on request, since the last change
+
+    @property
+    def storage(self) -> Storage:
+        return self._storage() if callable(self._storage) else self._storage
+
+    # -- the documents ------------------------------------------------------------
+
+    def main_feed(self) -> bytes:
+        from monitor import feed
+
+        fs = self.settings.feed
+        events = self.storage.current_events(fs.max_entries)
+        entries = [feed.story_entry(fs.base_url, e) for e in events]
+        if fs.corrections_in_main and events:
+            oldest = min(e.version.seen_at for e in events)
+            entries += [feed.correction_entry(fs.base_url, e, in_main=True)
+                        for e in self.storage.corrections(fs.max_entries) if e.version.seen_at >= oldest]
+        full = self.storage.event_count() // fs.max_entries
+        links = [("prev-archive", self.archive_path(full)), ("next", self.archive_path(full))] if full else []
+        return feed.document(fs, entries, path=FEED, links=links)
+
+    def archive_path(self, n: int) -> str:
+        size = self.settings.feed.max_entries
+        return ARCHIVE.format((n - 1) * size + 1, n * size)
+
+    def corrections_feed(self) -> bytes:
+        from monitor import feed
+
+        fs = self.settings.feed
+        entries = [feed.correction_entry(fs.base_url, e) for e in self.storage.corrections(fs.max_entries)]
+        return feed.document(fs, entries, path=CORRECTIONS, title="corrections")
+
+    def archive(self, n: int) -> Document | None:
+        """Archive `n` (from 1, oldest), once it is full; None before."""
+        from monitor import feed
+        from monitor.documents import Document
+
+        size = self.settings.feed.max_entries
+        events = self.storage.events((n - 1) * size, size) if n >= 1 else []
+        if len(events) < size:
+            return None
+        latest: dict[str, Event] = {e.uid: e for e in events}  # a story's last state in this slice
+        fs = self.settings.feed
+        links = [("current", FEED)]
+        if n > 1:
+            links += [("prev-archive", self.archive_path(n - 1)), ("next", self.archive_path(n - 1))]
+        body = feed.document(fs, [feed.story_entry(fs.base_url, e) for e in latest.values()],
+                             path=self.archive_path(n), title=f"archive {n}", links=links, archive=True)
+        return Document.build(body, ATOM_TYPE, events[-1].version.seen_at, cache_control=ARCHIVE_CACHE)
+
+    def listing(self, n: int) -> bytes | None:
+        """Page `n` of the listing (1 is the front page); None past the last."""
+        from monitor import page
+
+        size = self.settings.feed.max_entries
+        stories = self.storage.stories_page(size + 1, (n - 1) * size)
+        if n > 1 and not stories:
+            return None
+        newest = stories[0].updated if stories else None
+        return page.listing(self.settings.feed.title, stories[:size], links(), page=n, older=len(stories) > size,
+                            generated=newest).encode()
+
+    def history(self, key: str) -> bytes | None:
+        from monitor import page
+
+        found = self.storage.history(f"urn:uuid:{key}")
+        if found is None:
+            return None
+        story, versions = found
+        return page.history(self.settings.feed.title, story, versions, links()).encode()
+
+    # -- publishing ---------------------------------------------------------------------
+
+    def feeds(self) -> dict[str, bytes]:
+        """The feeds rendered at every change, by URL path (one more feed is one more line)."""
+        return {"/" + FEED: self.main_feed(), "/" + CORRECTIONS: self.corrections_feed()}
+
+    def write_files(self, *, force: bool = False) -> frozenset[str]:
+        """`monitor scan`: write the feed files if the store changed since they were
+        written (or they are missing or older than the config); the paths that changed."""
+        from monitor.idle import feed_is_stale
+
+        if not force and not feed_is_stale(self.settings, self.storage):
+            return frozenset()
+        return self._write(self.feeds())
+
+    def refresh(self, *, force: bool = False) -> Snapshot:
+        """The service: render everything again if the store changed (here or in another
+        instance), write the files, and return the snapshot to serve."""
+        key = (self.storage.story_count(), self.storage.last_change())
+        self.story_count = key[0]
+        if self._snapshot is not None and not force and key == self._key:
+            return self._snapshot
+        from monitor.documents import Document, Snapshot
+
+        feeds, front = self.feeds(), self.listing(1)
+        assert front is not None
+        self._newest = key[1] or EPOCH
+        fixed = {path: Document.build(data, ATOM_TYPE, self._newest) for path, data in feeds.items()}
+        fixed["/"] = Document.build(front, HTML_TYPE, self._newest)
+        full = self.storage.event_count() // self.settings.feed.max_entries
+        new_archives = frozenset("/" + self.archive_path(n) for n in range(self._archived + 1, full + 1))
+        self._archived = full
+        self._snapshot = Snapshot(documents=fixed)
+        self._made = {}
+        self._key = key
+        self._write(feeds, also=new_archives)
+        return self._snapshot
+
+    def last_published(self) -> Snapshot:
+        """While the store cannot be read (damaged at start): the feed files the last good
+        publication wrote, so readers keep what they had (an empty feed where there is none)."""
+        from monitor import feed, page
+        from monitor.documents import Document, Snapshot
+
+        documents = {}
+        for path, file in files(self.settings).items():
+            try:
+                data = file.read_bytes()
+            except OSError:
+                data = feed.document(self.settings.feed, [], path=path.lstrip("/"))
+            documents[path] = Document.build(data, ATOM_TYPE, EPOCH)
+        front = page.listing(self.settings.feed.title, [], links()).encode()
+        documents["/"] = Document.build(front, HTML_TYPE, EPOCH)
+        return Snapshot(documents=documents)
+
+    def _write(self, documents: Mapping[str, bytes], *, also: frozenset[str] = frozenset()) -> frozenset[str]:
+        from monitor.feed import write_atomically
+
+        on_disk = files(self.settings)
+        # A file is what the last publication wrote, also one of an earlier process (`monitor
+        # scan`, a restart): compared with it, an unchanged feed is no change to tell listeners.
+        written: dict[str, bytes | None] = {}
+        for name, data in documents.items():
+            path = on_disk.get(name)
+            if path is None:
+                continue  # served only
+            try:
+                written[name] = path.read_bytes()
+            except FileNotFoundError:
+                written[name] = None
+            if written[name] == data:
+                path.touch()  # current as of now: the idle scan compares the times
+                continue
+            write_atomically(path, data)
+        changed = frozenset(p for p, data in documents.items()
+                            if self._published.get(p, written.get(p)) != data) | also
+        self._published.update(documents)
+        for listener in self.listeners:
+            try:
+                listener(changed)
+            except Exception:  # a listener (a hub ping) never stops publishing
+                log.exception("publish listener failed for %s", sorted(changed))
+        return changed
+
+    def on_request(self, path: str) -> Document | None:
+        """A document made when asked for (`ON_REQUEST`), kept until the next change; None if
+        there is none at that path. Called from the HTTP server's worker threads."""
+        if path in self._made:
+            return self._made[path]
+        doc = self._make(path)
+        made = self._made  # the one of this publication, even if a refresh swaps it meanwhile
+        if len(made) >= CACHED_ON_REQUEST:
+            made.clear()
+        made[path] = doc
+        return doc
+
+    def _make(self, path: str) -> Document | None:
+        from monitor.documents import Document
+
+        if match := _ARCHIVE_PATH.fullmatch(path):
+            first, last = int(match.group(1)), int(match.group(2))
+            size = self.settings.feed.max_entries
+            # Only the ranges this config cuts: any other would be a second URL for the same entries.
+            if last % size or first != last - size + 1:
+                return None
+            return self.archive(last // size)
+        if match := _PAGE_PATH.fullmatch(path):
+            body = self.listing(int(match.group(1)))
+        elif match := _STORY_PATH.fullmatch(path):
+            body = self.history(match.group(1))
+        else:
+            return None
+        return None if body is None else Document.build(body, HTML_TYPE, self._newest)
+
+
+def links() -> Links:
+    """The site's feed paths, for pages (the listing, a history, the unsubscribe page)."""
+    from monitor.page import Links
+
+    return Links(feed=FEED, corrections=CORRECTIONS)
