@@ -222,8 +222,10 @@ class Service:
         from monitor.notify.unsubscribe import verify
 
         name = verify(self.settings.digest.unsubscribe_secret, token)
-        if name is not None and confirm and self.storage.unsubscribe(name, utcnow()):
-            log.info("unsubscribed: %s (one-click link)", name)
+        if name is not None and confirm:
+            with self.keeper.using() as storage:  # the store is not swapped under the write
+                if storage.unsubscribe(name, utcnow()):
+                    log.info("unsubscribed: %s (one-click link)", name)
         return name
 
     # -- jobs -----------------------------------------------------------------
