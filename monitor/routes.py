@@ -3,9 +3,10 @@
 Documents (the feeds, the front page, whatever else the snapshot carries) never get
 here: `monitor.server` answers them from memory on its event loop. What is left may
 read the store or the metrics registry, so it runs in a small thread pool where a slow
-store holds up only these routes, never the feed: health, metrics, and the documents
+store holds up only these routes, never the feed: health, metrics, the documents
 the publisher makes on request (a story's history, older pages, feed archives), which
-get the same validators, gzip and 304 as the snapshot's. To add a route, add a `Route` to
+get the same validators, gzip and 304 as the snapshot's, and a digest's unsubscribe
+link (the one route that takes a POST). To add a route, add a `Route` to
 `ROUTES`: a full-match pattern, the handler, the methods it takes.
 """
 

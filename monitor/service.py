@@ -209,7 +209,8 @@ class Service:
         from monitor.digest import delivery_report
 
         try:
-            return delivery_report(self.settings, self.storage)
+            with self.keeper.using() as storage:  # an HTTP read, like the documents'
+                return delivery_report(self.settings, storage)
         except StorageError as exc:
             return [f"deliveries unknown: {exc}"], []
 
