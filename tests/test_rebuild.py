@@ -194,6 +194,42 @@ def test_each_subscribers_deliveries_and_an_unsubscribe_survive_the_rebuild(tmp_
     assert "Council of Foreign Ministers" in server.messages[2].message.get_body(("plain",)).get_content()
 
 
+def test_a_store_from_before_the_channels_keeps_its_digest_history(tmp_path: Path, exe: str) -> None:
+    """A store at 0005 (0002's digest tables, not upgraded to 0007): its sent digest is read
+    as the upgrade reads it, so the rebuilt store does not mail that story again."""
+    from sqlalchemy import text as sql
+
+    from monitor.config import load_settings
+    from monitor.scan import scan
+    from monitor.storage import Storage
+    from monitor.storage.migrate import upgrade
+
+    alice = "alice@example.org"
+    with MailServer() as server:
+        config = write_config(tmp_path, digest={"recipients": [alice], "sender": "d@example.org"},
+                              smtp={"host": "127.0.0.1", "port": server.port, "security": "none", "timeout": 5})
+        monitor = Monitor(exe, config)
+        monitor.drop_file("a.txt", (LONG_BRIEF + "\n").encode())
+        storage = Storage.open(load_settings(config).state.database_url, upgrade=False)
+        try:
+            upgrade(storage.engine, "0005")
+            scan(load_settings(config), storage)
+            with storage.engine.begin() as conn:
+                sid, current = conn.execute(sql("SELECT id, current_hash FROM stories")).one()
+                conn.execute(sql("INSERT INTO digests (id, message_id, status, created, sent, version_upto, "
+                                 "new_count, revised_count, message, attempts) VALUES (1, '<m1@example.org>', "
+                                 "'sent', '2026-11-01 08:00:00', '2026-11-01 08:00:00', 1, 1, 0, 'x', 1)"))
+                conn.execute(sql("INSERT INTO digest_stories VALUES (1, :s, :h, 'new')"), {"s": sid, "h": current})
+                conn.execute(sql("INSERT INTO digest_recipients VALUES (1, :a, 'accepted', NULL, "
+                                 "'2026-11-01 08:00:00')"), {"a": alice})
+        finally:
+            storage.close()
+        _, kept = rebuild(monitor)
+        assert (kept[6], kept[7], kept[8]) == ("2", "2", "0")  # the digest for everyone, and alice's copy
+        assert monitor("digest").stdout.strip() == "digest: nothing to send"
+        assert server.messages == []
+
+
 def test_history_only_in_the_wal_of_a_killed_process_is_kept(tmp_path: Path, exe: str) -> None:
     """A process killed after its commit leaves that commit in the WAL beside the file."""
     monitor = seeds_monitor(tmp_path, exe)
