@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import bigstore, gen  # noqa: E402
+from bench import bigstore, gen, search_bench  # noqa: E402
 
 PYTHON = sys.executable
 MONITOR = str(Path(PYTHON).with_name("monitor"))
@@ -205,6 +205,39 @@ def bench_rss(work: Path, scale: Scale) -> Row:
                f"took {seconds:.0f} s, {new_stories(out):,} stories")
 
 
+def bench_search(work: Path, scale: Scale) -> list[Row]:
+    """Indexing cost at ingest, search times on the big store, topic vs main feed (bench/search_bench.py)."""
+    files = scale.ingest_files
+    ing = search_bench.ingest_overhead(work / "search", files, rounds=2)
+    out = search_bench.run(work / "search", scale.growth_stories, files, 3, 40, skip_ingest=True)
+    typical = out["typical"]
+    queries = out["queries"]
+    stress = queries["stress: the most common word"]
+    names = ", ".join(f"{label} {q['median_ms']:.1f}" for label, q in queries.items() if not label.startswith("stress"))
+    n = f"{scale.growth_stories:,}"
+    return [
+        Row(f"Ingest {files:,} bulletins with the search index vs without (CPU time)",
+            f"{ing['with_cpu_s']:.2f} s", f"{ing['without_cpu_s']:.2f} s", ing["with_cpu_s"] / ing["without_cpu_s"],
+            1.2, f"wall {ing['with_s']:.2f} s vs {ing['without_s']:.2f} s; best of 2, fresh process and store each"),
+        Row(f"Search on {n} stories, typical queries, median", f"{typical['median_ms']:.1f} ms", "20 ms budget",
+            typical["median_ms"] / 20, 1, f"first page of 20 (Storage.search); median ms: {names}"),
+        Row(f"Search on {n} stories, typical queries, p95", f"{typical['p95_ms']:.1f} ms", "100 ms budget",
+            typical["p95_ms"] / 100, 1, "the same runs"),
+        Row(f"Search on {n} stories, stress: the most common word {stress['query']!r}",
+            f"{stress['median_ms']:.1f} ms (p95 {stress['p95_ms']:.1f})", "20 ms budget", stress["median_ms"] / 20,
+            None, f"{stress['matches']} matches; the newest {search_bench_candidates()} versions are ranked"),
+        Row(f"Topic feed vs main feed render, {n} stories", f"{out['topic_feed_ms']:.1f} ms",
+            f"{out['main_feed_ms']:.1f} ms", out["topic_feed_ms"] / out["main_feed_ms"], 1.5,
+            "topics.topic_feed (newest_matching(max_entries=100) + render) vs Publisher.main_feed, best of 40"),
+    ]
+
+
+def search_bench_candidates() -> str:
+    from monitor.storage.search import CANDIDATES
+
+    return f"{CANDIDATES:,}"
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:
@@ -221,12 +254,12 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="scaled down, about a minute")
-    parser.add_argument("--only", choices=["ingest", "growth", "rss"], action="append",
+    parser.add_argument("--only", choices=["ingest", "growth", "rss", "search"], action="append",
                         help="run only these (idle runs with ingest)")
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it (default: a temporary one)")
     args = parser.parse_args()
     scale = QUICK if args.quick else FULL
-    only = set(args.only or ["ingest", "growth", "rss"])
+    only = set(args.only or ["ingest", "growth", "rss", "search"])
     work = args.keep or Path(tempfile.mkdtemp(prefix="monitor-bench-"))
     if args.keep:
         shutil.rmtree(work, ignore_errors=True)
@@ -242,6 +275,8 @@ def main() -> None:
             rows += bench_growth(work, scale)
         if "rss" in only:
             rows.append(bench_rss(work, scale))
+        if "search" in only:
+            rows += bench_search(work, scale)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -27,13 +27,14 @@ MAX_CONTROL_SHARE = 0.02
 STRAY_CONTROLS = 8
 
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-# Vertical tab and form feed are line breaks here (word processors export them so), not noise.
+# Vertical tab and form feed are soft line breaks (word processors export them so), not noise.
 _NOISE = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\ufffd]")
 # Bidi embedding, override and isolate controls can make shown text read differently
 # from what was written ("Trojan Source"); a bulletin has no use for them.
 _BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
-_LINE_BREAK = re.compile(r"\r\n|\r|\n|\u2028|\u2029|\x0b|\x0c|\x1c|\x1d|\x1e|\x85")
-_DATE_LINE = re.compile(r"^(\d{1,2})\.(\d{1,2})\.(\d{4})(?!\d)\s*(.*)$", re.DOTALL)
+_LINE_BREAK = re.compile(r"\r\n|\r|\n|\u2028|\u2029|\x1c|\x1d|\x1e|\x85")
+# A soft line break inside a paragraph reads as a space: the paragraph goes on.
+_SOFT_BREAK = re.compile(r"[ \t]*[\x0b\x0c]+[ \t]*")
 
 MONTHS = {
     "january": 1, "february": 2, "march": 3, "april": 4, "may": 5, "june": 6, "july": 7,
@@ -42,12 +43,26 @@ MONTHS = {
     "августа": 8, "сентября": 9, "октября": 10, "ноября": 11, "декабря": 12,
 }
 _MONTH = "(" + "|".join(sorted(MONTHS, key=len, reverse=True)) + ")"
-_DAY = r"(\d{1,2})(?:\s*(?:and|и|-|–|—)\s*\d{1,2})?"
+_DAY = r"(\d{1,2})(?:\s*(?:and|и|-|–|—)\s*(\d{1,2}))?"
 _YEAR = r"(?:,?\s+(\d{4}))?"
+# Groups of the two date patterns: (first day, last day of a range, month, year).
+_GROUPS = ((1, 2, 3, 4), (2, 3, 1, 4))
 # "10 December 2024", "10 and 11 December", "20 декабря 2024 года"
 _DAY_MONTH = re.compile(rf"\b{_DAY}\s+{_MONTH}{_YEAR}(?!\d)", re.IGNORECASE)
 # "December 11, 2024", "December 10-11"
 _MONTH_DAY = re.compile(rf"\b{_MONTH}\s+{_DAY}{_YEAR}(?!\d)", re.IGNORECASE)
+# The same two patterns for find_dates(), which reads every paragraph: month names as
+# written in running text (lower case or capitalised) instead of IGNORECASE, which makes
+# the month alternation several times slower.
+_MONTH_CASED = "(" + "|".join(f"{m}|{m.capitalize()}" for m in sorted(MONTHS, key=len, reverse=True)) + ")"
+_DAY_MONTH_CASED = re.compile(rf"\b{_DAY}\s+{_MONTH_CASED}{_YEAR}(?!\d)")
+_MONTH_DAY_CASED = re.compile(rf"\b{_MONTH_CASED}\s+{_DAY}{_YEAR}(?!\d)")
+# A date line, possibly glued to its text; the year may run straight into a Russian lead
+# that opens with its own date ("18.01.202418 января 2024 года ..."), so four digits
+# followed by a day and a month name still end the date line.
+_DATE_LINE = re.compile(rf"^(\d{{1,2}})\.(\d{{1,2}})\.(\d{{4}})(?:(?!\d)|(?=\d{{1,2}}\s+{_MONTH}))\s*(.*)$",
+                        re.DOTALL | re.IGNORECASE)
+_OPENING_DATE = re.compile(rf"\d{{1,2}}(?:\s*(?:and|и|-|–|—)\s*\d{{1,2}})?\s+{_MONTH}\b", re.IGNORECASE)
 # A brief's own date is the one it opens with ("On 11 December 2024, ..."), not a date
 # mentioned further on; this is how far into the paragraph we look for it.
 LEAD_CHARS = 60
@@ -109,6 +124,8 @@ def clean_line(line: str) -> str:
 
 def split_paragraphs(text: str) -> list[str]:
     """Paragraphs are non-blank lines, whatever the line ends and blank-line habits."""
+    if "\x0b" in text or "\x0c" in text:
+        text = _SOFT_BREAK.sub(" ", text)
     lines = (clean_line(line) for line in _LINE_BREAK.split(text))
     return [line for line in lines if line]
 
@@ -145,23 +162,38 @@ def _date_line(paragraph: str) -> tuple[dt.date | None, str] | None:
     m = _DATE_LINE.match(paragraph)
     if not m:
         return None
-    rest = m.group(4).strip()
-    if rest and rest[0].isdigit():
-        return None
+    rest = m.group(5).strip()
+    if rest and rest[0].isdigit() and not _OPENING_DATE.match(rest):
+        return None  # "01.02.2024 12:00" or a number: text, not a date line
     try:
         return dt.date(int(m.group(3)), int(m.group(2)), int(m.group(1))), rest
     except ValueError:
         return None
 
 
+def find_dates(text: str) -> list[tuple[int, int, int | None]]:
+    """Every (day, month, year or None) date in `text`, English or Russian, in text order;
+    a range ("10 and 11 December") gives both its days. Month names in capitals
+    ("11 DECEMBER") are not read here (see _MONTH_CASED)."""
+    found = []
+    for rx, (day, last, month, year) in zip((_DAY_MONTH_CASED, _MONTH_DAY_CASED), _GROUPS, strict=True):
+        for m in rx.finditer(text):
+            y = int(m.group(year)) if m.group(year) else None
+            mon = MONTHS[m.group(month).lower()]
+            found.append((m.start(), (int(m.group(day)), mon, y)))
+            if m.group(last):
+                found.append((m.start(), (int(m.group(last)), mon, y)))
+    return [date for _, date in sorted(found)]
+
+
 def find_date(text: str) -> tuple[int, int, int | None] | None:
     """The first (day, month, year or None) date in `text`, English or Russian."""
     best: tuple[int, tuple[int, int, int | None]] | None = None
-    for rx, day_group, month_group in ((_DAY_MONTH, 1, 2), (_MONTH_DAY, 2, 1)):
+    for rx, (day, _, month, year) in zip((_DAY_MONTH, _MONTH_DAY), _GROUPS, strict=True):
         m = rx.search(text)
         if m and (best is None or m.start() < best[0]):
-            year = int(m.group(3)) if m.group(3) else None
-            best = (m.start(), (int(m.group(day_group)), MONTHS[m.group(month_group).lower()], year))
+            y = int(m.group(year)) if m.group(year) else None
+            best = (m.start(), (int(m.group(day)), MONTHS[m.group(month).lower()], y))
     return best[1] if best else None
 
 

@@ -41,7 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--baseline", action="store_true",
                       help="record what is in the folder as already mailed (no digest for the archive)")
     sub.add_parser("feed", help="print the current Atom feed (UTF-8)")
-    sub.add_parser("status", help="stories stored, last scan, rejected files")
+    sub.add_parser("status", help="stories stored, last scan, rejected files, topics")
+    search = sub.add_parser("search", help="search every story and version (words, \"phrases\", OR, -word)")
+    search.add_argument("query", nargs="+", help="the query; several arguments are joined with spaces")
+    search.add_argument("--page", type=int, default=1, help="which page of results (20 per page)")
     digest = sub.add_parser("digest", help="build and send the pending email digest now")
     digest.add_argument("--dry-run", action="store_true",
                         help="show what would be sent (recipients, the plain text), change nothing")
@@ -233,6 +236,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         settling = _settling(settings, storage)
         problems = _delivery_problems(settings, storage)
         unsubscribed = storage.unsubscribed()
+        counts = _topic_counts(settings, storage)
     finally:
         storage.close()
     print(f"config: {settings.source}")
@@ -258,6 +262,48 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         print(f"  {line}")
     if unsubscribed:
         print(f"unsubscribed: {', '.join(sorted(unsubscribed))}")
+    if counts:
+        print(f"topics: {len(counts)}")
+    for name, text, matching in counts:
+        print(f"  {name}: {matching} {'story' if matching == 1 else 'stories'} ({text})")
+    return EXIT_OK
+
+
+def _topic_counts(settings: Settings, storage: Storage) -> list[tuple[str, str, int]]:
+    if not settings.topics:
+        return []
+    from monitor.topics import topic_counts
+
+    return topic_counts(settings, storage)
+
+
+def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
+    from monitor import query
+    from monitor.feed import story_url, xml_safe
+    from monitor.topics import PER_PAGE
+
+    text = " ".join(args.query)
+    parsed = query.parse(text)
+    if parsed.empty:
+        print("monitor: search: the query has no word to look for", file=sys.stderr)
+        return EXIT_OK
+    page_no = max(1, args.page)
+    storage = _storage(settings)
+    try:
+        results = storage.search(parsed, offset=(page_no - 1) * PER_PAGE, limit=PER_PAGE)
+    finally:
+        storage.close()
+    more = "+" if results.capped else ""
+    print(f"{results.total}{more} {'story matches' if results.total == 1 else 'stories match'} "
+          f"{xml_safe(text)!r}" + (f" (page {page_no})" if page_no > 1 else ""))
+    for n, hit in enumerate(results.hits, start=(page_no - 1) * PER_PAGE + 1):
+        story = hit.story
+        when = (story.published or story.updated.date()).isoformat()
+        snip = "".join(f"[{t}]" if mark else t for t, mark in query.snippet(parsed, hit.matched))
+        print(f"\n{n}. {xml_safe(story.title)} ({when})")
+        print(f"   {story_url(settings.feed.base_url, story.uid)}")
+        earlier = "" if hit.current else " (an earlier version)"
+        print(f"   {xml_safe(snip).replace(chr(13), ' ').replace(chr(10), ' ')}{earlier}")
     return EXIT_OK
 
 
@@ -338,7 +384,7 @@ def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"scan": cmd_scan, "feed": cmd_feed, "status": cmd_status, "db": cmd_db,
-            "run": cmd_run, "digest": cmd_digest, "rebuild": cmd_rebuild}
+            "run": cmd_run, "digest": cmd_digest, "rebuild": cmd_rebuild, "search": cmd_search}
 
 
 def entry_point() -> None:

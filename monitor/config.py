@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -120,6 +121,14 @@ class SubscriberSettings:
 
 
 @dataclass(frozen=True)
+class TopicSettings:
+    """A named saved search, `[[topics]]` in the file (monitor/topics.py)."""
+
+    name: str = ""
+    query: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     source: str  # the config file, or "<defaults>"
     drop: DropSettings = DropSettings()
@@ -130,14 +139,18 @@ class Settings:
     digest: DigestSettings = DigestSettings()
     smtp: SmtpSettings = SmtpSettings()
     subscribers: tuple[SubscriberSettings, ...] = ()
+    topics: tuple[TopicSettings, ...] = ()
 
 
-LISTS = {"subscribers"}
+# Lists of tables (`[[name]]` in TOML): the class of one element. `[[subscribers]]` is a list
+# too, built apart (_build_subscribers) because an entry is named by its name, not its number.
+LISTS: dict[str, type] = {"topics": TopicSettings}
 SECTIONS: dict[str, type] = {
     f.name: f.type if isinstance(f.type, type) else globals()[f.type]
     for f in dataclasses.fields(Settings)
-    if f.name not in ("source", *LISTS)
+    if f.name not in ("source", "subscribers") and f.name not in LISTS
 }
+TOPIC_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 NOT_IN_FILE = {("smtp", "password"), ("digest", "unsubscribe_secret"), ("subscribers", "apprise_url")}
 # The backends whose SQL the store speaks (monitor.storage.sql); a URL naming another one
 # is a config error, not a driver import error from deep inside SQLAlchemy.
@@ -163,7 +176,11 @@ def load_settings(path: Path | None, *, require_drop: bool = True) -> Settings:
         data = _read_toml(path)
     sections: dict[str, Any] = {}
     for name, value in data.items():
+        if name == "subscribers":
+            continue
         if name in LISTS:
+            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+                raise ConfigError(source, f"[[{name}]]", "must be a list of tables ([[" + name + "]] sections)")
             continue
         if name not in SECTIONS:
             raise ConfigError(source, f"[{name}]", "unknown section")
@@ -171,6 +188,9 @@ def load_settings(path: Path | None, *, require_drop: bool = True) -> Settings:
             raise ConfigError(source, f"[{name}]", "must be a table")
     for name, cls in SECTIONS.items():
         sections[name] = _build_section(source, base, name, cls, data.get(name, {}))
+    for name, cls in LISTS.items():
+        sections[name] = tuple(_build_section(source, base, name, cls, raw, label=f"[[{name}]] #{i}")
+                               for i, raw in enumerate(data.get(name, []), start=1))
     if not sections["feed"].base_url:
         sections["feed"] = dataclasses.replace(sections["feed"], base_url=_default_base_url(sections["http"]))
     subscribers = _build_subscribers(source, base, data.get("subscribers", []))
@@ -212,12 +232,13 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), "(syntax)", str(exc)) from None
 
 
-def _build_section(source: str, base: Path, name: str, cls: type, raw: dict[str, Any]) -> Any:
+def _build_section(source: str, base: Path, name: str, cls: type, raw: dict[str, Any],
+                   label: str | None = None) -> Any:
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     for key, value in raw.items():
-        where = f"[{name}] {key}"
+        where = f"{label or f'[{name}]'} {key}"
         secret = (name.split(" ", 1)[0], key) in NOT_IN_FILE
         if key not in known or secret:
             hint = " (set it in the environment)" if secret else ""
@@ -355,11 +376,13 @@ def _check(settings: Settings, require_drop: bool) -> None:
         raise ConfigError(src, "[digest] max_stories", "must be at least 1")
     if settings.feed.hub and not settings.feed.hub.startswith(("http://", "https://")):
         raise ConfigError(src, "[feed] hub", "must be an http:// or https:// URL")
+    _check_topics(settings)
     _check_subscribers(settings)
 
 
 def _check_subscribers(settings: Settings) -> None:
     seen: set[str] = set()
+    topics = {t.name for t in settings.topics}
     for sub in settings.subscribers:
         where = f"[[subscribers]] {sub.name}"
         if sub.name in seen:
@@ -373,8 +396,32 @@ def _check_subscribers(settings: Settings) -> None:
             ZoneInfo(sub.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise ConfigError(settings.source, f"{where}: timezone", f"unknown time zone {sub.timezone!r}") from None
+        unknown = [name for name in sub.topics if name not in topics]
+        if unknown:
+            raise ConfigError(settings.source, f"{where}: topics",
+                              f"unknown topic {unknown[0]!r} (not the name of any [[topics]] entry)")
         if sub.cadence == "immediate" and sub.schedule:
             raise ConfigError(settings.source, f"{where}: schedule", "not used with cadence \"immediate\"")
+
+
+def _check_topics(settings: Settings) -> None:
+    """A topic needs a name that is safe in a URL and a file name, and a query with words."""
+    seen: set[str] = set()
+    for i, topic in enumerate(settings.topics, start=1):
+        where = f"[[topics]] #{i}"
+        if not topic.name:
+            raise ConfigError(settings.source, f"{where} name", "missing")
+        if not TOPIC_NAME.fullmatch(topic.name):
+            raise ConfigError(settings.source, f"{where} name", f"{topic.name!r}: use a-z, 0-9, '-' and '_' "
+                              "(at most 64, starting with a letter or digit)")
+        if topic.name in seen:
+            raise ConfigError(settings.source, f"{where} name", f"{topic.name!r} is already a topic")
+        seen.add(topic.name)
+        from monitor.query import parse  # only with topics: the idle scan's imports stay as they were
+
+        if parse(topic.query, stemmer=str).empty:
+            problem = "missing" if not topic.query.strip() else f"{topic.query!r} has no word to search for"
+            raise ConfigError(settings.source, f"{where} query", problem)
 
 
 def _check_database(settings: Settings) -> None:

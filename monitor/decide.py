@@ -12,11 +12,12 @@ new text of it. A late copy of an old bulletin therefore never flips a story bac
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from monitor.identity import Fingerprint, similarity
+from monitor.identity import LEAD_CONTAINMENT, MIN_SHARED_WORDS, Fingerprint, containment, similarity
 from monitor.models import Item, Kind
 
 BulletinKey = tuple[int, str]  # (mtime_ns, path) of the bulletin that carried a version
@@ -32,6 +33,7 @@ class Candidate:
     paragraphs: int
     key: BulletinKey
     kind: Kind | None = None  # None: not known, judged by the paragraph count alone
+    published: dt.date | None = None  # the story's date
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,16 @@ class Decision:
     older:  a new text of `story` from an older bulletin than its current text; kept
             as a version, but the story does not change.
     repeat: a text the store already has.
+
+    `published` is the date to record with the new version: the item's own, or, when the
+    bulletin gave it no full date (a year-less brief in a bulletin without a full date),
+    the story's known date, so a correction never loses it.
     """
 
     action: Action
     story: int
     score: float = 1.0
+    published: dt.date | None = None
 
 
 def decide(
@@ -57,41 +64,99 @@ def decide(
     candidates: Sequence[Candidate],
     key: BulletinKey,
 ) -> tuple[Decision, ...]:
-    """Decide every item of one bulletin, in file order."""
+    """Decide every item of one bulletin, in file order.
+
+    Two items of one bulletin are two stories, however alike (BULLETINS.md): the producer
+    carried both. So each stored story goes to the one item of the file that matches it
+    best (the best score first, then file order), and items never match each other, with
+    two exceptions: an exact repeat of a text (one story), and a brief next to its own
+    full article (the brief is the article's lead, slots included): one story, whose
+    current text is the article, as when the two come in different bulletins.
+    """
     known = dict(known)
+    first_of = _first_of_text(items, known)
+    claim = _assign(items, first_of, candidates, key)
     pool = {c.story: c for c in candidates}
     decisions: list[Decision] = []
     for n, (item, fp) in enumerate(items):
-        count = len(item.paragraphs)
         if fp.text_hash in known:
             decisions.append(Decision("repeat", known[fp.text_hash]))
             continue
-        match = _best(fp, count, pool.values())
-        if match is None:
+        story, score = claim.get(n, (None, 0.0))
+        if story is None:
+            story = _pair_in_file(n, items, decisions)
+        if story is None:
             story = -(n + 1)
-            decisions.append(Decision("new", story))
-        else:
-            candidate, score = match
-            story = candidate.story
-            if key < candidate.key or _brief_inside(item, candidate):
-                decisions.append(Decision("older", story, score))
-                known[fp.text_hash] = story
-                continue
-            decisions.append(Decision("revise", story, score))
+            decisions.append(Decision("new", story, published=item.published))
+            known[fp.text_hash] = story
+            pool[story] = Candidate(story, fp, len(item.paragraphs), key, item.kind, item.published)
+            continue
+        current = pool[story]
+        published = item.published or current.published
+        if current.key == key or not score:  # the story changed in this file, or a pair in this file
+            score = similarity(fp, current.fingerprint, len(item.paragraphs), current.paragraphs,
+                               new_is_older=key < current.key) or 1.0
         known[fp.text_hash] = story
-        pool[story] = Candidate(story, fp, count, key, item.kind)
+        if key < current.key or _brief_inside(item, current):
+            decisions.append(Decision("older", story, score, published))
+            continue
+        decisions.append(Decision("revise", story, score, published))
+        pool[story] = Candidate(story, fp, len(item.paragraphs), key, item.kind, published)
     return tuple(decisions)
 
 
-def _best(fp: Fingerprint, count: int, pool: Iterable[Candidate]) -> tuple[Candidate, float] | None:
-    best: tuple[Candidate, float] | None = None
-    for candidate in pool:
-        score = similarity(fp, candidate.fingerprint, count, candidate.paragraphs)
-        if score <= 0:
+def _first_of_text(items: Sequence[tuple[Item, Fingerprint]], known: Mapping[str, int]) -> list[bool]:
+    """Whether each item is the first carrier of a text the store does not have."""
+    seen = set(known)
+    first = []
+    for _, fp in items:
+        first.append(fp.text_hash not in seen)
+        seen.add(fp.text_hash)
+    return first
+
+
+def _assign(items: Sequence[tuple[Item, Fingerprint]], first_of: Sequence[bool],
+            candidates: Sequence[Candidate], key: BulletinKey) -> dict[int, tuple[int, float]]:
+    """Item index -> (stored story, score): the best-scoring pairs first, each story to one
+    item (or to a brief and its own article), ties to the earlier item and the lower id."""
+    pairs = []
+    for n, (item, fp) in enumerate(items):
+        if not first_of[n]:
             continue
-        if best is None or (score, -candidate.story) > (best[1], -best[0].story):
-            best = (candidate, score)
-    return best
+        words = fp.words
+        for c in candidates:
+            if len(words & c.fingerprint.words) < MIN_SHARED_WORDS:
+                continue  # similarity()'s first test, inline: most of a day's stories stop here
+            score = similarity(fp, c.fingerprint, len(item.paragraphs), c.paragraphs, new_is_older=key < c.key)
+            if score > 0:
+                pairs.append((-score, n, -c.story, c.story))
+    claim: dict[int, tuple[int, float]] = {}
+    holders: dict[int, list[int]] = {}
+    for score, n, _, story in sorted(pairs):
+        if n in claim:
+            continue
+        if all(_brief_and_article(items[n], items[m]) for m in holders.get(story, [])):
+            claim[n] = (story, -score)
+            holders.setdefault(story, []).append(n)
+    return claim
+
+
+def _pair_in_file(n: int, items: Sequence[tuple[Item, Fingerprint]], decisions: Sequence[Decision]) -> int | None:
+    """The story of an earlier item of this file that is this item's brief or article."""
+    for m, decision in enumerate(decisions):
+        if decision.action != "repeat" and _brief_and_article(items[n], items[m]):
+            return decision.story
+    return None
+
+
+def _brief_and_article(a: tuple[Item, Fingerprint], b: tuple[Item, Fingerprint]) -> bool:
+    """One is a one-paragraph brief and the other's lead contains it, slots agreeing."""
+    (ia, fa), (ib, fb) = a, b
+    if (len(ia.paragraphs) == 1) == (len(ib.paragraphs) == 1):
+        return False
+    brief, article = (fa, fb) if len(ia.paragraphs) == 1 else (fb, fa)
+    return (containment(brief.lead_shingles, article.lead_shingles) >= LEAD_CONTAINMENT
+            and similarity(fa, fb, len(ia.paragraphs), len(ib.paragraphs)) > 0)
 
 
 def _brief_inside(item: Item, candidate: Candidate) -> bool:

@@ -106,7 +106,7 @@ def send_pending(settings: Settings, storage: Storage, *, only: Collection[str] 
         storage.register_subscribers([(r.channel, r.name) for r in everyone], clock())
         stopped = storage.unsubscribed()
         by_key = {(r.channel, r.name): r for r in everyone if r.name not in stopped}
-        run = _Run(settings, storage, clock, matcher or default_matcher())
+        run = _Run(settings, storage, clock, matcher or default_matcher(settings.topics))
         for message in storage.pending_messages():
             who = by_key.get((message.channel, message.subscriber))
             if who is not None and message.channel not in run.stopped and _is_due(message, clock()):
@@ -189,7 +189,7 @@ def preview(settings: Settings, storage: Storage, *, clock: Clock = utcnow,
     by_key = {(r.channel, r.name): r for r in everyone if r.name not in stopped}
     out = [(by_key[(m.channel, m.subscriber)], m) for m in storage.pending_messages()
            if (m.channel, m.subscriber) in by_key]
-    run = _Run(settings, storage, clock, matcher or default_matcher())
+    run = _Run(settings, storage, clock, matcher or default_matcher(settings.topics))
     for who in by_key.values():
         due = storage.due(who.channel, who.name)
         items = _items(run, who, due) if due.versions else []

@@ -28,7 +28,7 @@ SERVER = f"monitor/{__version__}"
 # Pages carry only escaped text and inline CSS; the policy makes any markup that
 # slipped through inert as well (no script, no plugin, no remote fetch).
 HTML_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'self'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }

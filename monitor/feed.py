@@ -23,7 +23,7 @@ from lxml import etree
 
 from monitor.config import FeedSettings
 from monitor.escape import escape_html, xml_safe
-from monitor.models import Event, Version
+from monitor.models import Event, Story, Version
 from monitor.worddiff import DIFF_WORDS, diff_html, word_diff
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -113,25 +113,32 @@ def correction_entry(base_url: str, event: Event, *, in_main: bool = False) -> E
                  published=updated)
 
 
+def plain_entry(base_url: str, story: Story) -> Entry:
+    """A story's entry as it stands now, without a correction note (a topic's or a search's feed)."""
+    return Entry(id=story.uid, title=story.title, link=story_url(base_url, story.uid),
+                 content=content_html(story.paragraphs), updated=story.updated, published=_day(story.published))
+
+
 def _day(day: dt.date | None) -> dt.datetime | None:
     return None if day is None else dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
 
 
 def document(settings: FeedSettings, entries: Sequence[Entry], *, path: str, title: str | None = None,
-             links: Sequence[tuple[str, str]] = (), archive: bool = False) -> bytes:
+             links: Sequence[tuple[str, str]] = (), archive: bool = False, page: str = "") -> bytes:
     """An Atom feed document at `path` (under base_url) of these entries, newest first.
 
     `links` are more (rel, path) links, such as RFC 5005's prev-archive; `archive` marks
-    the document as an RFC 5005 archive (its content never changes)."""
+    the document as an RFC 5005 archive (its content never changes); `page` is the HTML
+    page it belongs to (a topic's), the front page by default."""
     ordered = sorted(entries, key=lambda e: (e.updated, e.id), reverse=True)
     base = settings.base_url
     fg = FeedGenerator()
     fg.id(feed_id(base, path))
     name = xml_safe(settings.title).strip() or FeedSettings.title
-    fg.title(f"{name}: {title}" if title else name)
+    fg.title(f"{name}: {xml_safe(title)}" if title else name)  # a search's title is its query
     fg.author({"name": xml_safe(settings.author).strip() or FeedSettings.author})
     fg.link(href=base + path, rel="self", type="application/atom+xml")
-    fg.link(href=base, rel="alternate", type="text/html")
+    fg.link(href=base + page, rel="alternate", type="text/html")
     if settings.hub:
         fg.link(href=settings.hub, rel="hub")  # WebSub discovery (section 4)
     fg.updated(max((e.updated for e in ordered), default=EPOCH))

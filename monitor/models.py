@@ -119,3 +119,21 @@ class ScanReport:
             f"files read {self.files_read}, stories new {self.new}, revised {self.revised}, "
             f"unchanged {self.unchanged}, files skipped {self.skipped}, rejected {self.rejected}"
         )
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """A story found by a search, with the text of its best matching version."""
+
+    story: Story
+    matched: tuple[str, ...]  # that version's title (for an article) and paragraphs
+    current: bool  # whether that version is the story's current text
+
+
+@dataclass(frozen=True)
+class SearchResults:
+    """One page of results, ranked, and how many stories matched in all."""
+
+    hits: tuple[SearchHit, ...] = ()
+    total: int = 0
+    capped: bool = False  # more versions matched than are ranked: `total` counts the ranked ones

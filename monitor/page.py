@@ -12,10 +12,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from monitor.escape import escape_html
 from monitor.feed import diff_of, story_path
-from monitor.models import Story, Version
+from monitor.models import SearchResults, Story, Version
 
 esc = escape_html
 # Every version of a story is on its history page, so its diffs are not cut short.
@@ -35,6 +36,13 @@ li{margin:.6rem 0;padding:.4rem 0;border-bottom:1px solid #eee}
 .diff{background:#f7f7f7;padding:.4rem .6rem;border-radius:.3rem}
 del{color:#a00}
 ins{color:#060;text-decoration:none;border-bottom:1px solid #060}
+.sub small a{background:none;color:#06c;padding:0;text-decoration:underline}
+form.search{display:flex;gap:.4rem;margin:0 0 1rem}
+form.search input{flex:1;font:inherit;padding:.3rem .5rem}
+form.search button{font:inherit}
+.snip{margin:.2rem 0;color:#333}
+mark{background:#ffe28a;padding:0 .1rem}
+.note{color:#a04000;font-size:.9rem}
 """
 
 
@@ -44,6 +52,8 @@ class Links:
 
     feed: str
     corrections: str
+    opml: str = "feeds.opml"
+    topics: tuple[str, ...] = ()  # the topic names, in config order (their pages are topics/<name>)
 
 
 def _stamp(when: dt.datetime) -> str:
@@ -63,7 +73,9 @@ def when(story: Story) -> str:
     return f'<span class="when">{what} {_stamp(story.updated)}{own}</span>'
 
 
-def _document(title: str, body: str, root: str, feed_title: str, links: Links) -> str:
+def _document(title: str, body: str, root: str, feed_title: str, links: Links, *, q: str = "",
+              feeds: str = "") -> str:
+    """A page; `feeds` is more <link rel=alternate> markup (a topic's or a search's feed)."""
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
@@ -72,9 +84,16 @@ def _document(title: str, body: str, root: str, feed_title: str, links: Links) -
         f'<link rel="alternate" type="application/atom+xml" title="{esc(feed_title)}" '
         f'href="{root}{links.feed}">'
         f'<link rel="alternate" type="application/atom+xml" title="{esc(feed_title)}: corrections" '
-        f'href="{root}{links.corrections}">'
-        f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
+        f'href="{root}{links.corrections}">{feeds}'
+        f"<style>{STYLE}</style></head>\n<body>\n{search_box(root, q)}\n{body}\n</body></html>\n"
     )
+
+
+def search_box(root: str, q: str = "") -> str:
+    """On every page: a GET form to /search (the query comes back in the box, escaped)."""
+    return (f'<form class="search" action="{root}search" method="get" role="search">'
+            f'<input type="search" name="q" value="{esc(q)}" placeholder="Search stories" '
+            'aria-label="Search stories"><button type="submit">Search</button></form>')
 
 
 def listing(feed_title: str, stories: Sequence[Story], links: Links, *, page: int = 1, older: bool = False,
@@ -92,8 +111,9 @@ def listing(feed_title: str, stories: Sequence[Story], links: Links, *, page: in
     body = (
         f"<h1>{esc(feed_title)}</h1>\n"
         f'<p class="sub"><a href="{root}{links.feed}">Subscribe (Atom feed)</a>'
-        f'<a href="{root}{links.corrections}">Corrections (Atom feed)</a></p>\n'
-        f"<h2>{heading}</h2>\n{listing}\n{nav}\n{stamp}"
+        f'<a href="{root}{links.corrections}">Corrections (Atom feed)</a>'
+        f'<small><a href="{root}{links.opml}">all feeds (OPML)</a></small></p>\n'
+        f"{_topic_list(links) if page == 1 else ''}<h2>{heading}</h2>\n{listing}\n{nav}\n{stamp}"
     )
     title = esc(feed_title) if page == 1 else f"{esc(feed_title)}: page {page}"
     return _document(title, body, root, feed_title, links)
@@ -144,3 +164,61 @@ def unsubscribe_page(feed_title: str, subscriber: str | None, links: Links, *, d
                 '<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
                 '<button type="submit">Unsubscribe</button></form>')
     return _document(f"Unsubscribe - {esc(feed_title)}", body, "../", feed_title, links)
+def _topic_list(links: Links) -> str:
+    if not links.topics:
+        return ""
+    items = "".join(f'<li><a href="topics/{esc(name)}">{esc(name)}</a></li>' for name in links.topics)
+    return f'<h2>Topics</h2>\n<ul class="topics">{items}</ul>\n'
+
+
+def search_page(feed_title: str, q: str, results: SearchResults, links: Links, *, page: int, per_page: int,
+                snippets: Sequence[str]) -> str:
+    """The results of one search, one page of them; `snippets` are ready HTML (see snippet_html)."""
+    title = esc(feed_title)
+    atom = f"search.atom?q={quote(q)}"
+    if not results.hits:
+        what = "Type words to search for." if not q.strip() else "No story matches."
+        listing = f'<p class="empty">{what}</p>'
+    else:
+        items = []
+        for hit, snip in zip(results.hits, snippets, strict=True):
+            s = hit.story
+            note = "" if hit.current else '<span class="note">found in an earlier version</span>'
+            items.append(f'<li><a href="{esc(story_path(s.uid))}">{esc(s.title)}</a>{when(s)}'
+                         f'<p class="snip">{snip}</p>{note}</li>')
+        listing = "<ol>\n" + "\n".join(items) + "\n</ol>"
+    count = f"{results.total:,}{'+' if results.capped else ''}"
+    summary = (f"<p>{count} {'story matches' if results.total == 1 else 'stories match'}. "
+               f'<a href="{esc(atom)}">Subscribe to this search (Atom feed)</a></p>') if q.strip() else ""
+    nav_links = []
+    if page > 1:
+        nav_links.append(f'<a rel="prev" href="{esc(_search_url(q, page - 1))}">Previous results</a>')
+    if page * per_page < results.total:
+        nav_links.append(f'<a rel="next" href="{esc(_search_url(q, page + 1))}">More results</a>')
+    nav = f'<nav class="pages">{"".join(nav_links)}</nav>' if nav_links else ""
+    body = (f'<p><a href="./">{title}</a></p>\n<h1>Search</h1>\n{summary}\n{listing}\n{nav}')
+    feed_link = (f'<link rel="alternate" type="application/atom+xml" title="{esc(feed_title)}: search" '
+                 f'href="{esc(atom)}">') if q.strip() else ""
+    return _document(f"Search: {esc(q[:100])} - {title}", body, "", feed_title, links, q=q, feeds=feed_link)
+
+
+def topic_page(feed_title: str, name: str, q: str, stories: Sequence[Story], links: Links) -> str:
+    """A topic: its query, a subscribe link to its feed, its newest stories."""
+    items = "\n".join(
+        f'<li><a href="../{esc(story_path(s.uid))}">{esc(s.title)}</a>{when(s)}</li>' for s in stories)
+    listing = f"<ol>\n{items}\n</ol>" if stories else '<p class="empty">No story matches yet.</p>'
+    body = (f'<p><a href="../">{esc(feed_title)}</a></p>\n<h1>Topic: {esc(name)}</h1>\n'
+            f"<p>Stories matching <code>{esc(q)}</code>.</p>\n"
+            f'<p class="sub"><a href="{esc(name)}.atom">Subscribe (Atom feed)</a></p>\n{listing}')
+    feed_link = (f'<link rel="alternate" type="application/atom+xml" title="{esc(feed_title)}: {esc(name)}" '
+                 f'href="{esc(name)}.atom">')
+    return _document(f"{esc(name)} - {esc(feed_title)}", body, "../", feed_title, links, feeds=feed_link)
+
+
+def snippet_html(runs: Sequence[tuple[str, bool]]) -> str:
+    """A snippet (monitor.query.snippet): escaped first, then the matches marked."""
+    return "".join(f"<mark>{esc(text)}</mark>" if hit else esc(text) for text, hit in runs)
+
+
+def _search_url(q: str, page: int) -> str:
+    return f"search?q={quote(q)}" + (f"&page={page}" if page > 1 else "")

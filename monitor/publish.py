@@ -14,6 +14,10 @@ Documents, by URL path under `[feed] base_url`:
   changes: cacheable. Since an archive is no longer than the subscription document, the
   texts after the newest archive are all in the latter: together they reach every story.
 * `/`, `pages/<n>`: the listing, in the feed's order; `stories/<uuid>`: a story's history.
+* `topics/<name>.atom` and `topics/<name>`: each topic's feed (also a file) and page, the
+  newest `max_entries` stories matching its query; `feeds.opml`: every feed, for one import.
+* `search?q=...` and `search.atom?q=...`: a search's results and its feed, made on request
+  (monitor.topics renders both).
 
 A further feed (a search, a topic) is one more entry of `Publisher.feeds` (and of `files`
 if it is also written to disk); a document made on request is one more case of `on_request`
@@ -55,6 +59,8 @@ ARCHIVE = "archive/{}-{}.atom"  # the first and last timeline positions it holds
 ARCHIVE_CACHE = "public, max-age=86400"  # stable once published; a day bounds a base_url change
 ATOM_TYPE = "application/atom+xml; charset=utf-8"
 HTML_TYPE = "text/html; charset=utf-8"
+OPML_TYPE = "text/x-opml; charset=utf-8"
+OPML = "feeds.opml"
 # Documents made on request (histories, older pages, archives) kept until the next change.
 CACHED_ON_REQUEST = 512
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -62,14 +68,23 @@ EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ARCHIVE_PATH = re.compile(r"/archive/([1-9][0-9]{0,11})-([1-9][0-9]{0,11})\.atom")
 _PAGE_PATH = re.compile(r"/pages/([2-9]|[1-9][0-9]{1,8})")
 _STORY_PATH = re.compile(r"/stories/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})")
+_SEARCH_PATH = re.compile(r"/search(\.atom)?")
 # Every path `on_request` may answer, for the HTTP server's routes.
-ON_REQUEST = re.compile("|".join(p.pattern for p in (_ARCHIVE_PATH, _PAGE_PATH, _STORY_PATH)))
+ON_REQUEST = re.compile("|".join(p.pattern for p in (_ARCHIVE_PATH, _PAGE_PATH, _STORY_PATH, _SEARCH_PATH)))
 
 
 def files(settings: Settings) -> dict[str, Path]:
     """The feeds that are also files, by URL path: the main feed at `[feed] path`, the others beside it."""
     main = settings.feed.path
-    return {"/" + FEED: main, "/" + CORRECTIONS: main.with_name(CORRECTIONS)}
+    on_disk = {"/" + FEED: main, "/" + CORRECTIONS: main.with_name(CORRECTIONS)}
+    for topic in settings.topics:
+        path = topic_feed_path(topic.name)
+        on_disk["/" + path] = main.parent / path
+    return on_disk
+
+
+def topic_feed_path(name: str) -> str:
+    return f"topics/{name}.atom"
 
 
 Listener = Callable[[frozenset[str]], None]
@@ -149,8 +164,8 @@ class Publisher:
         if n > 1 and not stories:
             return None
         newest = stories[0].updated if stories else None
-        return page.listing(self.settings.feed.title, stories[:size], links(), page=n, older=len(stories) > size,
-                            generated=newest).encode()
+        return page.listing(self.settings.feed.title, stories[:size], links(self.settings), page=n,
+                            older=len(stories) > size, generated=newest).encode()
 
     def history(self, key: str) -> bytes | None:
         from monitor import page
@@ -159,13 +174,32 @@ class Publisher:
         if found is None:
             return None
         story, versions = found
-        return page.history(self.settings.feed.title, story, versions, links()).encode()
+        return page.history(self.settings.feed.title, story, versions, links(self.settings)).encode()
 
     # -- publishing ---------------------------------------------------------------------
 
     def feeds(self) -> dict[str, bytes]:
         """The feeds rendered at every change, by URL path (one more feed is one more line)."""
-        return {"/" + FEED: self.main_feed(), "/" + CORRECTIONS: self.corrections_feed()}
+        from monitor import topics
+
+        feeds = {"/" + FEED: self.main_feed(), "/" + CORRECTIONS: self.corrections_feed()}
+        for topic in self.settings.topics:
+            feeds["/" + topic_feed_path(topic.name)] = topics.topic_feed(self.settings, self.storage,
+                                                                         topic_feed_path(topic.name), topic)
+        return feeds
+
+    def pages(self) -> dict[str, tuple[str, bytes]]:
+        """The other documents rendered at every change, with their content types: the front
+        page, each topic's page and the OPML list of every feed."""
+        from monitor import topics
+
+        front = self.listing(1)
+        assert front is not None
+        nav = links(self.settings)
+        pages = {"/": (HTML_TYPE, front), "/" + OPML: (OPML_TYPE, topics.opml_list(self.settings, nav))}
+        for topic in self.settings.topics:
+            pages[f"/topics/{topic.name}"] = (HTML_TYPE, topics.topic_page(self.settings, self.storage, topic, nav))
+        return pages
 
     def write_files(self, *, force: bool = False) -> frozenset[str]:
         """`monitor scan`: write the feed files if the store changed since they were
@@ -185,11 +219,10 @@ class Publisher:
             return self._snapshot
         from monitor.documents import Document, Snapshot
 
-        feeds, front = self.feeds(), self.listing(1)
-        assert front is not None
+        feeds, pages = self.feeds(), self.pages()
         self._newest = key[1] or EPOCH
         fixed = {path: Document.build(data, ATOM_TYPE, self._newest) for path, data in feeds.items()}
-        fixed["/"] = Document.build(front, HTML_TYPE, self._newest)
+        fixed.update((path, Document.build(data, ctype, self._newest)) for path, (ctype, data) in pages.items())
         full = self.storage.event_count() // self.settings.feed.max_entries
         new_archives = frozenset("/" + self.archive_path(n) for n in range(self._archived + 1, full + 1))
         self._archived = full
@@ -202,7 +235,7 @@ class Publisher:
     def last_published(self) -> Snapshot:
         """While the store cannot be read (damaged at start): the feed files the last good
         publication wrote, so readers keep what they had (an empty feed where there is none)."""
-        from monitor import feed, page
+        from monitor import feed, page, topics
         from monitor.documents import Document, Snapshot
 
         documents = {}
@@ -212,8 +245,9 @@ class Publisher:
             except OSError:
                 data = feed.document(self.settings.feed, [], path=path.lstrip("/"))
             documents[path] = Document.build(data, ATOM_TYPE, EPOCH)
-        front = page.listing(self.settings.feed.title, [], links()).encode()
-        documents["/"] = Document.build(front, HTML_TYPE, EPOCH)
+        nav = links(self.settings)
+        documents["/"] = Document.build(page.listing(self.settings.feed.title, [], nav).encode(), HTML_TYPE, EPOCH)
+        documents["/" + OPML] = Document.build(topics.opml_list(self.settings, nav), OPML_TYPE, EPOCH)
         return Snapshot(documents=documents)
 
     def _write(self, documents: Mapping[str, bytes], *, also: frozenset[str] = frozenset()) -> frozenset[str]:
@@ -245,21 +279,30 @@ class Publisher:
                 log.exception("publish listener failed for %s", sorted(changed))
         return changed
 
-    def on_request(self, path: str) -> Document | None:
+    def on_request(self, path: str, query: str = "") -> Document | None:
         """A document made when asked for (`ON_REQUEST`), kept until the next change; None if
-        there is none at that path. Called from the HTTP server's worker threads."""
-        if path in self._made:
-            return self._made[path]
-        doc = self._make(path)
+        there is none at that path. `query` is the request's query string, which only a
+        search reads. Called from the HTTP server's worker threads."""
+        key = path
+        if _SEARCH_PATH.fullmatch(path):
+            from monitor.topics import search_params
+
+            q, page_no = search_params(query)
+            key = f"{path}?{page_no}&{q}"  # one entry however the same search is spelled
+        if key in self._made:
+            return self._made[key]
+        doc = self._make(path, key)
         made = self._made  # the one of this publication, even if a refresh swaps it meanwhile
         if len(made) >= CACHED_ON_REQUEST:
             made.clear()
-        made[path] = doc
+        made[key] = doc
         return doc
 
-    def _make(self, path: str) -> Document | None:
+    def _make(self, path: str, key: str) -> Document | None:
         from monitor.documents import Document
 
+        if match := _SEARCH_PATH.fullmatch(path):
+            return self._search(atom=match.group(1) is not None, key=key)
         if match := _ARCHIVE_PATH.fullmatch(path):
             first, last = int(match.group(1)), int(match.group(2))
             size = self.settings.feed.max_entries
@@ -275,9 +318,20 @@ class Publisher:
             return None
         return None if body is None else Document.build(body, HTML_TYPE, self._newest)
 
+    def _search(self, *, atom: bool, key: str) -> Document:
+        from monitor import topics
+        from monitor.documents import Document
 
-def links() -> Links:
-    """The site's feed paths, for pages (the listing, a history, the unsubscribe page)."""
+        number, _, q = key.partition("?")[2].partition("&")
+        if atom:
+            return Document.build(topics.search_feed(self.settings, self.storage, q), ATOM_TYPE, self._newest)
+        body = topics.search_page(self.settings, self.storage, q, int(number), links(self.settings))
+        return Document.build(body, HTML_TYPE, self._newest)
+
+
+def links(settings: Settings | None = None) -> Links:
+    """The site's feed paths, for pages; without settings (the unsubscribe page) no topic list."""
     from monitor.page import Links
 
-    return Links(feed=FEED, corrections=CORRECTIONS)
+    names = tuple(t.name for t in settings.topics) if settings else ()
+    return Links(feed=FEED, corrections=CORRECTIONS, opml=OPML, topics=names)

@@ -4,8 +4,8 @@ Documents (the feeds, the front page, whatever else the snapshot carries) never 
 here: `monitor.server` answers them from memory on its event loop. What is left may
 read the store or the metrics registry, so it runs in a small thread pool where a slow
 store holds up only these routes, never the feed: health, metrics, the documents
-the publisher makes on request (a story's history, older pages, feed archives), which
-get the same validators, gzip and 304 as the snapshot's, and a digest's unsubscribe
+the publisher makes on request (a story's history, older pages, feed archives, a search),
+which get the same validators, gzip and 304 as the snapshot's, and a digest's unsubscribe
 link (the one route that takes a POST). To add a route, add a `Route` to
 `ROUTES`: a full-match pattern, the handler, the methods it takes.
 """
@@ -50,8 +50,9 @@ class Site(Protocol):
 
     def health(self) -> tuple[int, dict[str, Any]]: ...
 
-    def document(self, path: str) -> Document | None:
-        """A document the publisher makes on request; None if there is none at that path.
+    def document(self, path: str, query: str = "") -> Document | None:
+        """A document the publisher makes on request; None if there is none at that path
+        (`query`, the request's query string, is read by a search).
         Raises StorageError when the store cannot be read."""
 
     def unsubscribe(self, token: str, confirm: bool) -> str | None:
@@ -104,7 +105,7 @@ def metrics(site: Site, request: Request, match: re.Match[str]) -> Response:
 
 def published(site: Site, request: Request, match: re.Match[str]) -> Response:
     try:
-        doc = site.document(request.path)
+        doc = site.document(request.path, request.query)
     except StorageError as exc:
         log.warning("%s: %s", request.path, exc)
         return text(503, "store unavailable")

@@ -171,9 +171,9 @@ class Service:
         assert self._snapshot is not None  # built in __init__
         return self._snapshot
 
-    def document(self, path: str) -> Document | None:
+    def document(self, path: str, query: str = "") -> Document | None:
         with self.keeper.using():  # the store is not swapped under a read
-            return self.publisher.on_request(path)
+            return self.publisher.on_request(path, query)
 
     def health(self) -> tuple[int, dict[str, Any]]:
         now = utcnow()

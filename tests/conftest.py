@@ -47,7 +47,8 @@ def seed(prefix: str) -> bytes:
     return next(SEEDS.glob(f"{prefix}_*.txt")).read_bytes()
 
 
-def write_config(folder: Path, database_url: str | None = None, **sections: dict[str, object]) -> Path:
+def write_config(folder: Path, database_url: str | None = None,
+                 **sections: dict[str, object] | list[dict[str, object]]) -> Path:
     """A config in `folder` with a drop folder, a SQLite store and a feed path there."""
     drop = folder / "drop"
     drop.mkdir(exist_ok=True)
@@ -58,11 +59,15 @@ def write_config(folder: Path, database_url: str | None = None, **sections: dict
         "http": {"enabled": False},
     }
     for name, values in sections.items():
-        base.setdefault(name, {}).update(values)
+        if isinstance(values, list):  # a list of tables: [[name]] sections
+            base[name] = values
+        else:
+            base.setdefault(name, {}).update(values)
     lines = []
     for name, values in base.items():
-        lines.append(f"[{name}]")
-        lines += [f"{key} = {_toml(value)}" for key, value in values.items()]
+        for table in values if isinstance(values, list) else [values]:
+            lines.append(f"[[{name}]]" if isinstance(values, list) else f"[{name}]")
+            lines += [f"{key} = {_toml(value)}" for key, value in table.items()]
     path = folder / "monitor.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

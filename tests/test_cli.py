@@ -331,6 +331,38 @@ def test_revisions_keep_the_id_and_move_updated_forward(monitor: Monitor) -> Non
     assert "stories stored: 3" in status(monitor)
 
 
+def test_a_correction_without_a_full_date_keeps_the_storys_date(monitor: Monitor) -> None:
+    """A year-less correction in a bulletin with no full date: the entry keeps `published`."""
+    text = ("On 20 December, a joint training session was held between the duty shifts of the CSTO Crisis "
+            "Response Center and the command posts of the member states.")
+    monitor.drop_file("a.txt", f"{text}\nOn 19 December 2024, the CSTO Secretariat hosted consultations.\n".encode(),
+                      age=100)
+    assert scan(monitor) == counts(read=1, new=2)
+    first = with_text(entries(feed_file(monitor).read_bytes()), "On 20 December")
+    assert first["published"].startswith("2024-12-20")
+    monitor.drop_file("b.txt", text.replace("joint training", "joint staff training").encode(), age=50)
+    assert scan(monitor) == counts(read=1, revised=1)
+    entry = with_text(entries(feed_file(monitor).read_bytes()), "On 20 December")
+    assert entry["id"] == first["id"] and "staff training" in entry["paragraphs"][0]
+    assert entry["published"].startswith("2024-12-20")
+
+
+def test_formula_siblings_are_each_an_entry(monitor: Monitor) -> None:
+    """Two bulletins of one formula, one slot apart, and a glued Russian date line."""
+    meeting = ("On 21 January 2024, the CSTO Secretary General held a working meeting with the Ambassador of the "
+               "Republic of {} to the Russian Federation, at which the parties discussed cooperation.")
+    ru = ("Заседание Комитета секретарей советов безопасности\n18.01.202418 января 2024 года в Минске "
+          "состоялось заседание Комитета секретарей советов безопасности.\nСовещание в Москве\n"
+          "19.01.202419 января 2024 года в Москве прошло совещание руководителей пресс-служб.\n")
+    monitor.drop_file("a.txt", meeting.format("Nicaragua").encode(), age=100)
+    monitor.drop_file("b.txt", meeting.format("Cambodia").encode(), age=50)
+    monitor.drop_file("c.txt", ru.encode("cp1251"), age=40)
+    assert scan(monitor) == counts(read=3, new=4)
+    found = entries(feed_file(monitor).read_bytes())
+    assert {e["title"] for e in found} >= {"Заседание Комитета секретарей советов безопасности", "Совещание в Москве"}
+    assert with_text(found, "18 января")["published"].startswith("2024-01-18")
+
+
 # -- the store cannot be used: non-zero -------------------------------------------------
 
 

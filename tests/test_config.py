@@ -261,10 +261,11 @@ def subscribers_config(tmp_path: Path, body: str) -> Path:
 def test_subscribers_are_read_with_their_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DESK_URL", "ntfy://ntfy.example.org/s3cret-topic")
     s = load_settings(subscribers_config(tmp_path, (
-        '[[subscribers]]\nname = "alice"\nemail = "alice@example.org"\ntopics = ["Minsk"]\n'
+        '[[topics]]\nname = "belarus"\nquery = "Minsk OR Belarus"\n'
+        '[[subscribers]]\nname = "alice"\nemail = "alice@example.org"\ntopics = ["belarus"]\n'
         '[[subscribers]]\nname = "desk"\napprise_env = "DESK_URL"\ncadence = "weekly"\ntimezone = "Europe/Berlin"\n')))
     alice, desk = s.subscribers
-    assert (alice.channel, alice.topics, alice.cadence, alice.crontab) == ("email", ("Minsk",), "daily", "0 8 * * *")
+    assert (alice.channel, alice.topics, alice.cadence, alice.crontab) == ("email", ("belarus",), "daily", "0 8 * * *")
     assert (desk.channel, desk.crontab, desk.apprise_url) == ("apprise", "0 8 * * 1", "ntfy://ntfy.example.org/s3cret-topic")
     assert "s3cret" not in repr(s)
 
@@ -283,6 +284,8 @@ def test_subscribers_are_read_with_their_defaults(tmp_path: Path, monkeypatch: p
      "$NOT_SET_ANYWHERE (or $NOT_SET_ANYWHERE_FILE) is not set"),
     ('[[subscribers]]\nname = "a"\napprise_url = "json://x/y"\n', "[subscribers a] apprise_url",
      "set it in the environment"),
+    ('[[subscribers]]\nname = "a"\nemail = "a@example.org"\ntopics = ["Minsk"]\n', "[[subscribers]] a: topics",
+     "unknown topic 'Minsk'"),
     ('[feed]\nhub = "ftp://hub"\n', "[feed] hub", "http"),
     ("subscribers = 3\n", "[[subscribers]]", "array of tables"),
 ])

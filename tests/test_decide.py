@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from conftest import seed
 
 from monitor.bulletin import parse
@@ -144,3 +146,86 @@ def test_a_corrected_title_is_a_revision() -> None:
     before = Item(kind="article", title="Meeting with the Ambasador of Serbia", paragraphs=ARTICLE.paragraphs)
     got = decide(entries(ARTICLE), {}, [stored(4, before, EARLY, "article")], LATE)
     assert got[0].action == "revise" and got[0].story == 4
+
+
+# -- issue 11: one bulletin's items, dates, titles, short briefs ------------------------
+
+COURSE = ("On 5 March 2025, about {n} specialists from Armenia completed a training course in Moscow organised by "
+          "the Council of Defence Ministers of the CSTO.")
+
+
+def test_items_side_by_side_in_one_bulletin_are_distinct_stories() -> None:
+    """Even when nothing but a quantity tells them apart (a correction if they came apart)."""
+    a, b = brief(COURSE.format(n=120)), brief(COURSE.format(n=130))
+    got = decide(entries(a, b), {}, [], EARLY)
+    assert [d.action for d in got] == ["new", "new"]
+    # in two bulletins the second is a correction of the first (rule 5, see the README)
+    got = decide(entries(b), {}, [stored(3, a, EARLY)], LATE)
+    assert got[0].action == "revise" and got[0].story == 3
+
+
+def test_one_stored_story_goes_to_one_item_of_a_bulletin() -> None:
+    """Two items that both resemble a stored story: the closer one revises it, the other is new."""
+    old = brief(COURSE.format(n=120))
+    close, further = brief(COURSE.format(n=121)), brief(COURSE.format(n=130).replace("completed", "began"))
+    got = decide(entries(further, close), {}, [stored(3, old, EARLY)], LATE)
+    assert [(d.action, d.story) for d in got] == [("new", -1), ("revise", 3)]
+
+
+def test_an_exact_repeat_inside_a_bulletin_is_still_one_story() -> None:
+    a = brief(COURSE.format(n=120))
+    got = decide(entries(a, brief(COURSE.format(n=130)), a), {}, [], EARLY)
+    assert [d.action for d in got] == ["new", "new", "repeat"]
+    assert got[2].story == got[0].story
+
+
+def test_siblings_of_a_formula_are_new_stories() -> None:
+    stored_one = stored(5, brief(COURSE.format(n=120)), EARLY)
+    for before, after in (("Armenia", "Belarus"), ("Moscow", "Minsk"), ("5 March", "12 March"),
+                          ("Defence Ministers", "Foreign Ministers")):
+        got = decide(entries(brief(COURSE.format(n=120).replace(before, after))), {}, [stored_one], LATE)
+        assert got[0].action == "new", after
+
+
+def test_a_brief_whose_only_change_is_its_date_is_a_new_story() -> None:
+    """Rule 5: the weekly duty-shift training is a new story every week (see the README)."""
+    week = "On {d} March, a joint training session was held between the duty shifts of the CSTO Crisis Response Center."
+    got = decide(entries(brief(week.format(d=12))), {}, [stored(2, brief(week.format(d=5)), EARLY)], LATE)
+    assert got[0].action == "new"
+
+
+def test_a_correction_without_a_full_date_keeps_the_storys_date() -> None:
+    dated = Item(kind="brief", paragraphs=(TEXT,), published=dt.date(2025, 3, 5))
+    yearless = Item(kind="brief", paragraphs=(EDITED.replace("5 March 2025", "5 March"),))
+    candidate = Candidate(4, fingerprint(dated), 1, EARLY, "brief", dt.date(2025, 3, 5))
+    got = decide(entries(yearless), {}, [candidate], LATE)
+    assert got[0].action == "revise" and got[0].published == dt.date(2025, 3, 5)
+    # an item with its own date keeps its own
+    redated = Item(kind="brief", paragraphs=(EDITED,), published=dt.date(2025, 3, 5))
+    assert decide(entries(redated), {}, [candidate], LATE)[0].published == dt.date(2025, 3, 5)
+
+
+def test_a_reworded_title_is_a_revision_that_becomes_current() -> None:
+    new = Item(kind="article", title="The CSTO Secretary General received the Serbian envoy",
+               paragraphs=ARTICLE.paragraphs)
+    got = decide(entries(new), {}, [stored(4, ARTICLE, EARLY, "article")], LATE)
+    assert got[0].action == "revise" and got[0].story == 4
+
+
+def test_a_thousand_one_line_briefs_stay_a_thousand_stories() -> None:
+    pool: list[Candidate] = []
+    for i in range(1000):
+        item = Item(kind="brief", paragraphs=(f"On 17 May 2024, p{i}.",), published=dt.date(2024, 5, 17))
+        got = decide(entries(item), {}, pool[-50:], (i, f"{i}.txt"))
+        assert got[0].action == "new", i
+        pool.append(Candidate(i + 1, fingerprint(item), 1, (i, f"{i}.txt"), "brief", item.published))
+
+
+def test_the_seed_briefs_of_december_11_stay_two_stories() -> None:
+    masadykov, afghanistan = seed_items("000")[2:4]
+    assert masadykov.paragraphs[0].startswith("On December 11, 2024,")
+    assert afghanistan.paragraphs[0].startswith("On December 11, 2024,")
+    got = decide(entries(afghanistan), {}, [stored(1, masadykov, EARLY)], LATE)
+    assert got[0].action == "new"
+    got = decide(entries(masadykov), {}, [stored(1, afghanistan, EARLY)], LATE)
+    assert got[0].action == "new"

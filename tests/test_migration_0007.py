@@ -28,11 +28,11 @@ PENDING_MESSAGE = "Subject: the pending digest\r\nMessage-ID: <m3@example.org>\r
 
 
 def old_store(tmp_path: Path, url: str, port: int) -> tuple[object, dict[str, tuple[int, str]]]:
-    """A store at 0005 (the revision before 0007) with four stories and the digests a 0002 monitor would have left."""
+    """A store at 0006 (the revision before 0007) with four stories and the digests a 0002 monitor would have left."""
     settings = load_settings(write_config(tmp_path, url, digest={"recipients": [A, B, C]},
                                           smtp={"host": "127.0.0.1", "port": port, "security": "none"}))
     storage = Storage.open(url, upgrade=False)
-    upgrade(storage.engine, "0005")
+    upgrade(storage.engine, "0006")
     for i, brief in enumerate(BRIEFS):
         drop_file(tmp_path / "drop", f"{i}.txt", (brief + "\n").encode(), age=100 - i)
         scan(settings, storage)
@@ -113,7 +113,7 @@ def test_the_downgrade_gives_back_the_old_tables(tmp_path: Path) -> None:
         config.set_main_option("script_location", str(SCRIPTS))
         with storage.engine.begin() as conn:
             config.attributes["connection"] = conn
-            command.downgrade(config, "0005")
+            command.downgrade(config, "0006")
         with storage.engine.connect() as conn:
             digests = conn.execute(text("SELECT message_id, status FROM digests ORDER BY id")).all()
             people = conn.execute(text("SELECT address, status FROM digest_recipients ORDER BY digest_id, address"))

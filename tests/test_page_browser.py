@@ -27,11 +27,12 @@ HOSTILE = (
     "12.12.2024\n"
     "Body text with <img src=x onerror=\"document.title='PWNED'\"> inside.\n"
 ).encode()
-# One story in three versions, each from a later bulletin; the second carries markup.
+# One story in three versions, each from a later bulletin; the second carries markup. The
+# places only grow (Minsk, then Brest too): another place instead would make a sibling story.
 V1 = ("On 14 March 2025, the CSTO Joint Staff held a command post exercise with the staffs of the "
       "Collective Rapid Reaction Forces in Minsk.")
 V2 = V1.replace("in Minsk.", "in Minsk and <b>Brest</b>.")
-V3 = V2.replace("a command post exercise", "a two-day command post exercise").replace("<b>Brest</b>", "Grodno")
+V3 = V2.replace("a command post exercise", "a two-day command post exercise").replace("<b>Brest</b>", "Brest")
 VERSIONS = (V1, V2, V3)
 MAX_ENTRIES = 5
 KEEP = Path(__file__).resolve().parent.parent / "bench" / "out"
@@ -124,7 +125,7 @@ def test_history_shows_every_version_and_every_diff(svc: Service, tmp_path: Path
     assert [s.findtext(".//code") for s in sections] == ["v3.txt", "v2.txt", "v1.txt"]
     assert all(s.xpath(".//time[@datetime]") for s in sections)
     v3, v2, v1 = sections
-    assert [i.text_content() for i in v3.iter("ins")] == ["two-day", "Grodno"]
+    assert [i.text_content() for i in v3.iter("ins")] == ["two-day", "Brest"]
     assert [d.text_content() for d in v3.iter("del")] == ["<b>Brest</b>"]
     assert [i.text_content() for i in v2.iter("ins")] == ["and <b>Brest</b>"] and not list(v2.iter("del"))
     assert "The first text seen." in v1.text_content()

@@ -279,6 +279,7 @@ def test_migration_0005_creates_what_the_schema_describes(store_url: str) -> Non
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
+    from monitor.storage import search
     from monitor.storage.schema import metadata
 
     storage = Storage.open(store_url)
@@ -287,4 +288,8 @@ def test_migration_0005_creates_what_the_schema_describes(store_url: str) -> Non
             diffs = compare_metadata(MigrationContext.configure(conn), metadata)
     finally:
         storage.close()
+    # The search index (migration 0006) is made by search.create_index, outside the metadata:
+    # an FTS5 table has no SQLAlchemy form. Its row table references versions.
+    outside = {search.FTS_TABLE, search.TEXT_TABLE, search.STATE_TABLE, search.PG_TABLE}
+    diffs = [d for d in diffs if not (d[0] == "remove_table" and d[1].name in outside)]
     assert [d for d in diffs if "versions" in repr(d)] == []

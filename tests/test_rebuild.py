@@ -195,7 +195,7 @@ def test_each_subscribers_deliveries_and_an_unsubscribe_survive_the_rebuild(tmp_
 
 
 def test_a_store_from_before_the_channels_keeps_its_digest_history(tmp_path: Path, exe: str) -> None:
-    """A store at 0005 (0002's digest tables, not upgraded to 0007): its sent digest is read
+    """A store at 0006 (0002's digest tables, not upgraded to 0007): its sent digest is read
     as the upgrade reads it, so the rebuilt store does not mail that story again."""
     from sqlalchemy import text as sql
 
@@ -212,7 +212,7 @@ def test_a_store_from_before_the_channels_keeps_its_digest_history(tmp_path: Pat
         monitor.drop_file("a.txt", (LONG_BRIEF + "\n").encode())
         storage = Storage.open(load_settings(config).state.database_url, upgrade=False)
         try:
-            upgrade(storage.engine, "0005")
+            upgrade(storage.engine, "0006")
             scan(load_settings(config), storage)
             with storage.engine.begin() as conn:
                 sid, current = conn.execute(sql("SELECT id, current_hash FROM stories")).one()

@@ -15,9 +15,9 @@ from conftest import Monitor, drop_file, write_config
 from mailserver import MailServer, Received
 from servicekit import Service, wait_for
 
-from monitor.config import load_settings
+from monitor.config import TopicSettings, load_settings
 from monitor.models import Story
-from monitor.notify.topics import WordMatcher
+from monitor.notify.topics import QueryMatcher
 from monitor.notify.unsubscribe import token, verify
 from monitor.scan import scan
 from monitor.server import MAX_BODY
@@ -35,6 +35,14 @@ OTHER = [
     "On 24 December the Secretary General received the ambassador of Kazakhstan in Moscow.",
 ]
 A, B = "alice@example.org", "bob@example.org"
+TOPICS = [{"name": "belarus", "query": "Minsk OR Минск OR Belarus"}, {"name": "security", "query": "security"}]
+
+
+def add_topics(config: Path, topics: list[dict[str, str]] = TOPICS) -> Path:
+    with config.open("a") as fh:
+        for topic in topics:
+            fh.write(f'\n[[topics]]\nname = "{topic["name"]}"\nquery = "{topic["query"]}"\n')
+    return config
 
 
 def add_subscribers(config: Path, entries: list[dict[str, object]]) -> Path:
@@ -58,30 +66,41 @@ def server() -> Iterator[MailServer]:
         yield srv
 
 
-def test_the_word_matcher_reads_a_topic_as_words_in_a_row() -> None:
+def test_a_subscriber_topic_selects_what_its_query_matches() -> None:
     def story(n: int, text: str) -> Story:
         when = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
         return Story(uid=f"u{n}", kind="brief", title=text[:20], paragraphs=(text,), published=None,
                      first_seen=when, updated=when)
 
-    stories = [story(1, MINSK[0]), story(2, OTHER[0]), story(3, "Минские соглашения, МИНСК."),
-               story(4, "The Minskaya street was closed.")]
-    m = WordMatcher()
-    assert m.matching(["minsk"], stories) == {"u1"}  # whole words, any case: not "Minskaya"
-    assert m.matching(["information security"], stories) == {"u2"}
-    assert m.matching(["security information"], stories) == set()
-    assert m.matching(["минск"], stories) == {"u3"}
+    stories = [story(1, MINSK[0]), story(2, OTHER[0]), story(3, MINSK[2]), story(4, "The Minskaya street was closed."),
+               story(5, "Заседание прошло в Минске.")]
+    m = QueryMatcher([TopicSettings(**t) for t in TOPICS]
+                     + [TopicSettings(name="infosec", query='"information security" -Minsk')])
+    assert m.matching(["belarus"], stories) == {"u1", "u3", "u5"}  # word forms (Минске), not "Minskaya"
+    assert m.matching(["security"], stories) == {"u2", "u3"}
+    assert m.matching(["infosec"], stories) == {"u2"}  # the phrase, and the exclusion
+    assert m.matching(["belarus", "infosec"], stories) == {"u1", "u2", "u3", "u5"}
     assert m.matching([], stories) == set()
+
+
+def test_a_subscriber_naming_an_unknown_topic_is_a_config_error(tmp_path: Path, exe: str) -> None:
+    config = add_topics(write_config(tmp_path))
+    add_subscribers(config, [{"name": "minsk-desk", "email": A, "topics": ["belarus", "minsk"]}])
+    proc = Monitor(exe, config)("status", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"monitor: config error: {config}: [[subscribers]] minsk-desk: topics: unknown topic 'minsk' "
+        "(not the name of any [[topics]] entry)"]
 
 
 def test_two_subscribers_with_different_topics_and_cadences_get_exactly_their_stories(
         tmp_path: Path, server: MailServer) -> None:
     config = write_config(tmp_path, digest={"enabled": False, "sender": "digest@example.org"},
                           smtp={"host": "127.0.0.1", "port": server.port, "security": "none", "timeout": 5})
-    add_subscribers(config, [
-        {"name": "minsk-desk", "email": A, "topics": ["Minsk"], "cadence": "daily", "schedule": "0 7 * * *",
+    add_subscribers(add_topics(config), [
+        {"name": "minsk-desk", "email": A, "topics": ["belarus"], "cadence": "daily", "schedule": "0 7 * * *",
          "timezone": "Europe/Minsk"},
-        {"name": "everything", "email": B, "cadence": "weekly"},
+        {"name": "security-desk", "email": B, "topics": ["security"], "cadence": "weekly"},
     ])
     settings = load_settings(config)
     storage = Storage.open(settings.state.database_url)
@@ -90,30 +109,36 @@ def test_two_subscribers_with_different_topics_and_cadences_get_exactly_their_st
         jobs = {j.id: j for j in service.scheduler.get_jobs()}
         assert set(jobs) == {"scan", "deliver-1", "deliver-2"}  # [digest] is off: no implicit subscribers
         by_names = {j.args[0]: j for j in jobs.values() if j.id.startswith("deliver")}
-        daily, weekly = by_names[("minsk-desk",)], by_names[("everything",)]
+        daily, weekly = by_names[("minsk-desk",)], by_names[("security-desk",)]
         monday = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
         assert daily.trigger.get_next_fire_time(None, monday).isoformat() == "2026-12-01T07:00:00+03:00"
         assert weekly.trigger.get_next_fire_time(None, monday).isoformat() == "2026-12-07T08:00:00+00:00"
 
         drop_file(tmp_path / "drop", "a.txt", "\n".join([MINSK[0], OTHER[0], MINSK[1]]).encode() + b"\n")
         scan(settings, storage)
-        daily.func(*daily.args)  # the daily job: the Minsk desk only, and only Minsk stories
+        daily.func(*daily.args)  # the daily job: the Minsk desk only, and only the belarus topic's stories
         assert [m.rcpt_tos for m in server.messages] == [[A]]
         assert server.messages[0].message["Subject"] == "Bulletins: 2 new"
         text = server.messages[0].message.get_body(("plain",)).get_content()
         assert MINSK[0] in text and MINSK[1] in text and OTHER[0] not in text
+        # Its digest has its topic's section, not the other subscriber's topic.
+        assert "Topic: belarus (2)" in text and "Topic: security" not in text
 
         drop_file(tmp_path / "drop", "b.txt", "\n".join([OTHER[1], MINSK[2]]).encode() + b"\n")
         scan(settings, storage)
         daily.func(*daily.args)
-        weekly.func(*weekly.args)  # the weekly one: everything, all five
+        weekly.func(*weekly.args)  # the weekly one: the security topic's two, from both passes
         to_a = [m for m in server.messages if m.rcpt_tos == [A]]
         to_b = [m for m in server.messages if m.rcpt_tos == [B]]
         assert len(to_a) == 2 and len(to_b) == 1
         second = to_a[1].message.get_body(("plain",)).get_content()
         assert MINSK[2] in second and MINSK[0] not in second and OTHER[1] not in second
-        assert to_b[0].message["Subject"] == "Bulletins: 5 new"
-        assert len(urls_in(to_b[0])) == 5
+        assert to_b[0].message["Subject"] == "Bulletins: 2 new"
+        weekly_text = to_b[0].message.get_body(("plain",)).get_content()
+        assert OTHER[0] in weekly_text and MINSK[2] in weekly_text  # cyber security in Minsk: both topics
+        assert not any(t in weekly_text for t in (MINSK[0], MINSK[1], OTHER[1]))
+        assert "Topic: security (2)" in weekly_text and "Topic: belarus" not in weekly_text
+        assert len(urls_in(to_b[0])) == 2
         daily.func(*daily.args)
         weekly.func(*weekly.args)
         assert len(server.messages) == 3  # nothing twice
@@ -258,11 +283,12 @@ def test_an_undeliverable_digest_shows_in_healthz_not_only_in_the_log(tmp_path: 
         storage.close()
 
 
-class WritingMatcher(WordMatcher):
-    """The word matcher, which also writes to the store from another connection while it runs:
+class WritingMatcher(QueryMatcher):
+    """The topics' matcher, which also writes to the store from another connection while it runs:
     that write would wait (and time out) if the run held the store's write lock then."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, topics: Sequence[TopicSettings]) -> None:
+        super().__init__(topics)
         self.other = Storage.open(url)
         self.wrote: list[bool] = []
 
@@ -286,10 +312,10 @@ def test_the_digest_is_selected_and_composed_outside_the_write_transaction(
 
     config = write_config(tmp_path, store_url, digest={"enabled": False},
                           smtp={"host": "127.0.0.1", "port": server.port, "security": "none"})
-    add_subscribers(config, [{"name": "minsk-desk", "email": A, "topics": ["Minsk"]}])
+    add_subscribers(add_topics(config), [{"name": "minsk-desk", "email": A, "topics": ["belarus"]}])
     settings = load_settings(config)
     storage = Storage.open(settings.state.database_url)
-    matcher = WritingMatcher(settings.state.database_url)
+    matcher = WritingMatcher(settings.state.database_url, settings.topics)
     try:
         drop_file(tmp_path / "drop", "a.txt", "\n".join([MINSK[0], OTHER[0]]).encode() + b"\n")
         scan(settings, storage)

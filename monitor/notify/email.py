@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from monitor import mail
-from monitor.config import DigestSettings, FeedSettings, Settings
+from monitor.config import DigestSettings, FeedSettings, Settings, TopicSettings
 from monitor.errors import DeliveryError
 from monitor.feed import escape_html, story_url, xml_safe
 from monitor.models import Story
@@ -69,11 +69,12 @@ def new_message_id(feed: FeedSettings) -> str:
 
 def build_message(selection: Selection, *, digest: DigestSettings, feed: FeedSettings,
                   message_id: str, date: dt.datetime, to: str | None = None,
-                  unsubscribe: str | None = None) -> EmailMessage:
+                  unsubscribe: str | None = None, topics: Sequence[TopicSettings] = ()) -> EmailMessage:
     """The digest as multipart/alternative: text/plain first, then the same in text/html.
 
     One message per subscriber, so `To` is that subscriber (the sender for the Maildir) and
-    `unsubscribe` is that subscriber's signed one-click link (RFC 8058).
+    `unsubscribe` is that subscriber's signed one-click link (RFC 8058). Each of `topics`
+    gets a section listing this digest's stories that match it.
     """
     msg = EmailMessage()
     msg["Subject"] = subject(digest.subject, selection)
@@ -86,8 +87,9 @@ def build_message(selection: Selection, *, digest: DigestSettings, feed: FeedSet
         msg["List-Unsubscribe"] = f"<{unsubscribe}>"
         msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies, please
-    msg.set_content(render_text(selection, digest=digest, feed=feed))
-    msg.add_alternative(render_html(selection, digest=digest, feed=feed), subtype="html")
+    sections = topic_sections(selection, topics)
+    msg.set_content(render_text(selection, digest=digest, feed=feed, topics=sections))
+    msg.add_alternative(render_html(selection, digest=digest, feed=feed, topics=sections), subtype="html")
     return msg
 
 
@@ -106,7 +108,24 @@ def _full_text(story: Story) -> str:
     return " ".join([*head, *story.paragraphs])
 
 
-def render_text(selection: Selection, *, digest: DigestSettings, feed: FeedSettings) -> str:
+def topic_sections(selection: Selection, topics: Sequence[TopicSettings]) -> list[tuple[str, list[Story]]]:
+    """Per topic, in config order: the stories of this digest (new, then revised) that match it,
+    decided by monitor.query exactly as the store decides a search."""
+    if not topics:
+        return []
+    from monitor import query
+    from monitor.notify.topics import story_matches
+
+    shown = [*selection.new, *(rev.story for rev in selection.revised)]
+    sections = []
+    for topic in topics:
+        parsed = query.parse(topic.query)
+        sections.append((topic.name, [s for s in shown if story_matches(parsed, s)]))
+    return sections
+
+
+def render_text(selection: Selection, *, digest: DigestSettings, feed: FeedSettings,
+                topics: Sequence[tuple[str, list[Story]]] = ()) -> str:
     tz = digest.timezone
     lines = [subject(digest.subject, selection), ""]
     if selection.new:
@@ -121,6 +140,10 @@ def render_text(selection: Selection, *, digest: DigestSettings, feed: FeedSetti
             changes = diff_text(word_diff(_full_text(rev.mailed), _full_text(story)))
             lines += [_t(story.title), f"{story_date(story, tz)}, revised {_day(story.updated, tz)}", "",
                       f"What changed: {_t(changes)}", f"Full entry: {story_url(feed.base_url, story.uid)}", ""]
+    for name, found in topics:
+        lines += _heading(f"Topic: {name} ({len(found)})")
+        lines += [f"- {_t(s.title)}: {story_url(feed.base_url, s.uid)}" for s in found] or ["(none in this digest)"]
+        lines += [f"Feed: {feed.base_url}topics/{name}.atom", ""]
     more = selection.more_new + selection.more_revised
     if more:
         lines += [f"…and {more} more ({_more(selection)}): {feed.base_url}{FEED}", ""]
@@ -128,7 +151,8 @@ def render_text(selection: Selection, *, digest: DigestSettings, feed: FeedSetti
     return "\n".join(lines) + "\n"
 
 
-def render_html(selection: Selection, *, digest: DigestSettings, feed: FeedSettings) -> str:
+def render_html(selection: Selection, *, digest: DigestSettings, feed: FeedSettings,
+                topics: Sequence[tuple[str, list[Story]]] = ()) -> str:
     tz = digest.timezone
     parts = ['<!DOCTYPE html>\n<html><head><meta charset="utf-8">',
              f"<title>{_h(subject(digest.subject, selection))}</title></head><body>",
@@ -142,6 +166,11 @@ def render_html(selection: Selection, *, digest: DigestSettings, feed: FeedSetti
             changes = diff_html(word_diff(_full_text(rev.mailed), _full_text(rev.story)))
             when = f"{story_date(rev.story, tz)}, revised {_day(rev.story.updated, tz)}"
             parts.append(_story_html(rev.story, feed, rev.story.uid, when, changes=changes))
+    for name, found in topics:
+        items = "".join(f'<li><a href="{_h(story_url(feed.base_url, s.uid))}">{_h(s.title)}</a></li>' for s in found)
+        parts.append(f'<h2>Topic: {_h(name)} ({len(found)})</h2>'
+                     + (f"<ul>{items}</ul>" if found else "<p>(none in this digest)</p>")
+                     + f'<p><a href="{_h(feed.base_url)}topics/{_h(name)}.atom">Topic feed</a></p>')
     more = selection.more_new + selection.more_revised
     if more:
         parts.append(f'<p>…and {more} more ({_more(selection)}): '
@@ -192,8 +221,10 @@ class EmailChannel(Channel):
         link = unsubscribe.link(settings.feed.base_url, secret, who.name) if secret else None
         # Dates in the mail are days in the subscriber's own time zone.
         digest = dataclasses.replace(settings.digest, timezone=who.timezone)
+        # A subscriber to some topics gets their sections; one to everything, every topic's.
+        topics = [t for t in settings.topics if not who.topics or t.name in who.topics]
         msg = build_message(sel, digest=digest, feed=settings.feed, message_id=message_id, date=now,
-                            to=who.address, unsubscribe=link)
+                            to=who.address, unsubscribe=link, topics=topics)
         return [Claim(message_id, msg.as_string(), who.address, sel.new_count, sel.revised_count, carried)]
 
     def send(self, message: PendingMessage, who: Recipient, settings: Settings) -> Outcome:

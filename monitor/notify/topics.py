@@ -1,19 +1,18 @@
-"""Which stories a subscriber's topics select: a narrow interface, and the matcher used today.
+"""Which stories a subscriber's topics select: the configured `[[topics]]` queries.
 
-Subscribers name topics; named topics with their search queries (`[[topics]]`) come
-from the search work. Until that is wired in, `WordMatcher` reads a topic name as the
-words to look for, which is what a one-word query does. The delivery run asks only
-`TopicMatcher.matching`, so swapping in the query-backed matcher is one line
-(`default_matcher`).
+A subscriber names topics; each name is a `[[topics]]` entry (config.py rejects an
+unknown one), and a story belongs to a topic when its query matches it, decided by
+`monitor.query.matches` exactly as the store decides a search and a topic feed. The
+delivery run asks only `TopicMatcher.matching`.
 """
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Sequence
 from typing import Protocol
 
+from monitor import query
+from monitor.config import TopicSettings
 from monitor.models import Story
 
 
@@ -22,27 +21,21 @@ class TopicMatcher(Protocol):
         """The uids of the stories (as they read now) that any of these topics selects."""
 
 
-class Everything:
-    def matching(self, topics: Sequence[str], stories: Sequence[Story]) -> set[str]:
-        return {s.uid for s in stories}
+class QueryMatcher:
+    """A topic selects a story its `[[topics]]` query matches."""
 
-
-class WordMatcher:
-    """A topic selects a story whose title or text holds the topic's words in a row (any case)."""
+    def __init__(self, topics: Sequence[TopicSettings]) -> None:
+        self.queries = {t.name: query.parse(t.query) for t in topics}
 
     def matching(self, topics: Sequence[str], stories: Sequence[Story]) -> set[str]:
-        wanted = [_words(t) for t in topics if _words(t)]
-        out = set()
-        for story in stories:
-            text = f" {' '.join(_words(' '.join((story.title, *story.paragraphs))))} "
-            if any(f" {' '.join(w)} " in text for w in wanted):
-                out.add(story.uid)
-        return out
+        wanted = [self.queries[name] for name in topics]  # names are checked when the config loads
+        return {s.uid for s in stories if any(story_matches(q, s) for q in wanted)}
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"\w+", unicodedata.normalize("NFKC", text).casefold())
+def story_matches(parsed: query.Query, story: Story) -> bool:
+    # A brief's title is its text's opening, so only an article's title is text of its own.
+    return query.matches(parsed, story.title if story.kind == "article" else None, story.paragraphs)
 
 
-def default_matcher() -> TopicMatcher:
-    return WordMatcher()
+def default_matcher(topics: Sequence[TopicSettings]) -> TopicMatcher:
+    return QueryMatcher(topics)

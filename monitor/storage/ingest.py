@@ -21,8 +21,9 @@ from sqlalchemy.exc import DBAPIError
 from monitor.decide import BulletinKey, Candidate, Decision, decide
 from monitor.dropfolder import shown
 from monitor.errors import StorageError
-from monitor.identity import Fingerprint, fingerprint
+from monitor.identity import Fingerprint, fingerprint, stored_date_keys
 from monitor.models import FileInfo, FileOutcome, Item
+from monitor.storage.search import index_versions
 from monitor.storage.sql import SQL, cursor
 
 log = logging.getLogger(__name__)
@@ -30,12 +31,16 @@ log = logging.getLogger(__name__)
 # Story ids are derived from the text that created the story, so the same bulletins
 # give the same ids in any store, on any instance.
 STORY_NAMESPACE = uuid.UUID("6f1c8f52-3a0e-4b8e-9d1e-5b2a7f0c9e41")
-# How many stories one item is verified against at most: the ones sharing the most
-# index keys with it. A true revision shares many keys; boilerplate shares few.
+# How many stories one item is verified against at most: the ones whose shared index
+# keys weigh the most, a key weighing 1 / (the stories holding it). A true revision
+# shares its own keys (a paragraph kept, band keys of its own wording); a formula's
+# boilerplate paragraph is held by hundreds of stories and weighs next to nothing, so
+# articles sharing only boilerplate never crowd out a brief's own full article.
 MAX_CANDIDATES = 50
 # Index rows fetched per key in the one candidate query per file (SQL.file_hits). A key
-# that reaches KEY_ROWS + 1 is "crowded": the items holding one are ranked by
-# SQL.top_candidates instead, which sees every row.
+# that reaches KEY_ROWS + 1 is "crowded" (boilerplate, or a recurring formula's wording)
+# and weighs nothing: what tells a revision from its siblings is in its other keys, and
+# the event-date key is never crowded (a press office's stories of one day).
 KEY_ROWS = 4 * MAX_CANDIDATES
 # Versions are two microseconds apart at least: the one between is a correction entry's
 # (monitor.feed.CORRECTION_OFFSET), so no two entries of any feed share an `updated`.
@@ -44,6 +49,11 @@ VERSION_TICKS = dt.timedelta(microseconds=2)
 # holding the lock, a serialization failure, a deadlock) is decided again from scratch:
 # the texts the winner stored are then known, so the loser's items become repeats.
 INGEST_ATTEMPTS = 5
+# Fingerprints of stored texts kept in memory, by text hash (a text never changes), up to
+# this many shingles in all (about 15 MB): a store of very long articles keeps fewer.
+FINGERPRINT_CACHE = 200_000
+_FINGERPRINTS: dict[str, Fingerprint] = {}
+_CACHED = [0]  # shingles held by _FINGERPRINTS
 RETRY_SQLSTATES = {"23505", "40001", "40P01"}  # unique_violation, serialization_failure, deadlock_detected
 
 
@@ -55,6 +65,7 @@ class IngestMixin:
     _error: Callable[[BaseException], StorageError]
     _sql: SQL
     _driver_error: type[Exception]
+    dialect: str
 
     def ingest(self, info: FileInfo, sha256: str, entries: Sequence[tuple[Item, Fingerprint]],
                now: dt.datetime) -> FileOutcome | None:
@@ -104,15 +115,20 @@ class IngestMixin:
         if not ids:
             return []
         found = []
-        for sid, kind, title, paragraphs, mtime_ns, path in cur.execute(
+        for sid, text_hash, kind, title, paragraphs, published, mtime_ns, path in cur.execute(
                 self._sql.candidate_texts, (self._sql.array(sorted(ids)),)).fetchall():
-            item = Item(kind=kind, paragraphs=tuple(json.loads(paragraphs)), title=title)
-            found.append(Candidate(sid, fingerprint(item), len(item.paragraphs), (mtime_ns, path), kind))
+            day = dt.date.fromisoformat(published) if isinstance(published, str) else published
+            fp = _FINGERPRINTS.get(text_hash)
+            item = fp.item if fp is not None else None
+            if fp is None or item is None:  # the text is parsed only when its fingerprint is not kept
+                item = Item(kind=kind, paragraphs=tuple(json.loads(paragraphs)), title=title, published=day)
+                fp = _remember(fingerprint(item, keys=False))
+            found.append(Candidate(sid, fp, len(item.paragraphs), (mtime_ns, path), kind, day))
         return found
 
     def _candidate_ids(self, cur: Any, fps: Sequence[Fingerprint]) -> set[int]:
-        """For each item, the MAX_CANDIDATES stories sharing the most index keys with it
-        (ties to the lower id), from one query for the whole file."""
+        """For each item, the MAX_CANDIDATES stories whose shared index keys weigh the
+        most (ties to the lower id), from one query for the whole file."""
         sql = self._sql
         wanted = [_item_keys(fp) for fp in fps]
         pkeys = sorted({k for keys in wanted for src, k in keys if src == 0})
@@ -123,17 +139,15 @@ class IngestMixin:
         for src, key, sid in cur.execute(sql.file_hits, (sql.array(pkeys), sql.array(bkeys), KEY_ROWS + 1)).fetchall():
             hits.setdefault((src, key), []).append(sid)
         ids: set[int] = set()
-        for fp, keys in zip(fps, wanted, strict=True):
-            if any(len(hits.get(k, ())) > KEY_ROWS for k in keys):
-                # A crowded key: its rows were cut, so the counts here would be short.
-                params = (sql.array(fp.paragraph_keys), sql.array(fp.band_keys), MAX_CANDIDATES)
-                ids.update(sid for (sid,) in cur.execute(sql.top_candidates, params).fetchall())
-                continue
-            shared: dict[int, int] = {}
+        for keys in wanted:
+            weight: dict[int, float] = {}
             for k in keys:
-                for sid in hits.get(k, ()):
-                    shared[sid] = shared.get(sid, 0) + 1
-            ids.update(sorted(shared, key=lambda sid: (-shared[sid], sid))[:MAX_CANDIDATES])
+                holders = hits.get(k, ())
+                if not holders or len(holders) > KEY_ROWS:
+                    continue
+                for sid in holders:
+                    weight[sid] = weight.get(sid, 0.0) + 1.0 / len(holders)
+            ids.update(sorted(weight, key=lambda sid: (-weight[sid], sid))[:MAX_CANDIDATES])
         return ids
 
     def _apply(self, cur: Any, entries: Sequence[tuple[Item, Fingerprint]],
@@ -158,10 +172,11 @@ class IngestMixin:
                 real[decision.story] = cur.execute(sql.new_story, (uid, stamp, stamp, fp.text_hash)).fetchone()[0]
             sid = real.get(decision.story, decision.story)
             versions.append((sid, fp.text_hash, item.kind, item.title, item.headline or item.title or "",
-                             json.dumps(list(item.paragraphs), ensure_ascii=False), sql.day(item.published),
+                             json.dumps(list(item.paragraphs), ensure_ascii=False), sql.day(decision.published),
                              key[0], key[1], stamp, seq, decision.action == "revise"))
             pkeys += [(k, sid) for k in fp.paragraph_keys]
-            bkeys += [(k, sid) for k in fp.band_keys]
+            bkeys += [(k, sid) for k in fp.band_keys + stored_date_keys(fp)]
+            _remember(fp)
             if decision.action == "revise":
                 cur.execute(sql.make_current, (fp.text_hash, stamp, sid))
                 if decision.story not in real:
@@ -172,6 +187,8 @@ class IngestMixin:
                                 (sql.add_band_key, bkeys)):
             if rows:
                 cur.executemany(statement, rows)
+        # In this transaction: a search never sees half a file (monitor/storage/search.py).
+        index_versions(self.dialect, cur, entries, decisions)
         return FileOutcome(new=len(real), revised=len(revised), unchanged=unchanged)
 
 
@@ -206,9 +223,20 @@ def upsert_file(sql: SQL, cur: Any, info: FileInfo, sha256: str | None, items: i
                                   reason, items, sql.stamp(now)))
 
 
+def _remember(fp: Fingerprint) -> Fingerprint:
+    """Keep the fingerprint of a stored text: candidates are mostly recent stories, and a
+    fingerprint (shingles, slots) costs more to compute than to look up."""
+    if _CACHED[0] >= FINGERPRINT_CACHE:
+        _FINGERPRINTS.clear()
+        _CACHED[0] = 0
+    _FINGERPRINTS[fp.text_hash] = fp
+    _CACHED[0] += len(fp.shingles) + 1
+    return fp
+
+
 def _item_keys(fp: Fingerprint) -> set[tuple[int, int]]:
     """An item's index keys as (0 for a paragraph key or 1 for a band key, key)."""
-    return {(0, k) for k in fp.paragraph_keys} | {(1, k) for k in fp.band_keys}
+    return {(0, k) for k in fp.paragraph_keys} | {(1, k) for k in fp.band_keys + fp.date_keys}
 
 
 def _retryable(exc: BaseException) -> bool:

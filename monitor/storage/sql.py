@@ -40,7 +40,6 @@ class SQL(NamedTuple):
     content: str
     known: str
     file_hits: str
-    top_candidates: str
     candidate_texts: str
     new_story: str
     new_version: str
@@ -85,8 +84,6 @@ def naive_utc(value: dt.datetime) -> dt.datetime:
 
 
 def _build(in_list: Callable[[str, str], str], placeholder: str, **conversions: Any) -> SQL:
-    hits = (f"SELECT story_id FROM paragraph_keys WHERE {in_list('key', 'bigint')} UNION ALL "
-            f"SELECT story_id FROM band_keys WHERE {in_list('key', 'bigint')}")
     # Index hits for a whole file: (0 for paragraph keys or 1 for band keys, key, story_id),
     # at most ? rows per key, so a boilerplate key shared by thousands of stories costs
     # a bounded number of rows (see ingest._candidate_ids).
@@ -101,9 +98,8 @@ def _build(in_list: Callable[[str, str], str], placeholder: str, **conversions: 
         "content": "SELECT item_count FROM files WHERE sha256 = ? AND status = 'read' LIMIT 1",
         "known": f"SELECT text_hash, story_id FROM versions WHERE {in_list('text_hash', 'text')}",
         "file_hits": f"SELECT src, key, story_id FROM ({ranked}) AS hits WHERE rn <= ?",
-        "top_candidates": (f"SELECT story_id FROM ({hits}) AS hits GROUP BY story_id "
-                           "ORDER BY count(*) DESC, story_id LIMIT ?"),
-        "candidate_texts": ("SELECT s.id, v.kind, v.title, v.paragraphs, v.key_mtime_ns, v.key_path "
+        "candidate_texts": ("SELECT s.id, v.text_hash, v.kind, v.title, v.paragraphs, v.published, "
+                            "v.key_mtime_ns, v.key_path "
                             "FROM stories AS s JOIN versions AS v ON v.text_hash = s.current_hash "
                             f"WHERE {in_list('s.id', 'bigint')}"),
         "new_story": ("INSERT INTO stories (uid, first_seen, updated, current_hash) "

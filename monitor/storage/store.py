@@ -41,6 +41,7 @@ from monitor.storage.schema import (
     scans,
     stories,
 )
+from monitor.storage.search import SearchMixin, catch_up
 from monitor.storage.sql import SQL, cursor
 from monitor.storage.timeline import TimelineMixin
 
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 __all__ = ["STORY_NAMESPACE", "Storage", "metadata"]
 
 
-class Storage(IngestMixin, OutboxMixin, TimelineMixin):
+class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
     def __init__(self, engine: Engine, url: str) -> None:
         self.engine = engine
         self.url = url
@@ -231,6 +232,7 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin):
     def record_scan(self, report: ScanReport, started: dt.datetime, finished: dt.datetime) -> None:
         with self._write() as conn, cursor(conn) as cur:
             statements.record_scan(self._sql, cur, report, started, finished)
+            catch_up(self.dialect, cur)  # the pass's versions into the search index, in one batch
 
     def last_scan(self) -> dict[str, Any] | None:
         with self._read() as conn:

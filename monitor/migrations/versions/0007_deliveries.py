@@ -10,7 +10,7 @@ as a baseline for everyone ("*", as `monitor scan --baseline` writes), which kee
 meaning: no story an old digest carried is sent again to anyone.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 """
 
 import sqlalchemy as sa
@@ -19,7 +19,7 @@ from alembic import op
 from monitor.storage.schema import UTCDateTime
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
