@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("query", nargs="+", help="the query; several arguments are joined with spaces")
     search.add_argument("--page", type=int, default=1, help="which page of results (20 per page)")
     digest = sub.add_parser("digest", help="build and send the pending email digest now")
-    digest.add_argument("--dry-run", action="store_true", help="print the message, change nothing")
+    digest.add_argument("--dry-run", action="store_true",
+                        help="show what would be sent (recipients, the plain text), change nothing")
+    digest.add_argument("--raw", action="store_true", help="with --dry-run: the whole raw messages")
     sub.add_parser("rebuild", help="decide the drop folder again in a new store, then swap it in")
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade", "current"])
@@ -170,6 +172,9 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
             _baseline(settings, storage)
     finally:
         storage.close()
+    from monitor.notify import websub
+
+    websub.drain()  # the hub's ping for a changed feed, retried before the command ends
     print(report.summary())
     return EXIT_OK
 
@@ -227,8 +232,10 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         count = storage.story_count()
         last = storage.last_scan()
         rejected = storage.rejected_files()
-        pending = storage.pending_digests()
+        pending = storage.pending_messages()
         settling = _settling(settings, storage)
+        problems = _delivery_problems(settings, storage)
+        unsubscribed = storage.unsubscribed()
         counts = _topic_counts(settings, storage)
     finally:
         storage.close()
@@ -247,9 +254,14 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     for name, why in settling:
         print(f"  {shown(name)}: {why}")
     print(f"digests pending: {len(pending)}")
-    for digest in pending:
-        print(f"  {digest.message_id}: {digest.new_count} new, {digest.revised_count} revised, "
-              f"{digest.attempts} attempts, waiting for {', '.join(digest.recipients) or 'nobody'}")
+    for message in pending:
+        print(f"  {message.channel} {message.message_key} to {message.subscriber}: {message.new_count} new, "
+              f"{message.revised_count} revised, {message.attempts} attempts")
+    print(f"delivery problems: {len(problems)}")
+    for line in problems:
+        print(f"  {line}")
+    if unsubscribed:
+        print(f"unsubscribed: {', '.join(sorted(unsubscribed))}")
     if counts:
         print(f"topics: {len(counts)}")
     for name, text, matching in counts:
@@ -293,6 +305,12 @@ def cmd_search(settings: Settings, args: argparse.Namespace) -> int:
         earlier = "" if hit.current else " (an earlier version)"
         print(f"   {xml_safe(snip).replace(chr(13), ' ').replace(chr(10), ' ')}{earlier}")
     return EXIT_OK
+
+
+def _delivery_problems(settings: Settings, storage: Storage) -> list[str]:
+    from monitor.digest import delivery_problems
+
+    return delivery_problems(settings, storage)
 
 
 def _settling(settings: Settings, storage: Storage) -> list[tuple[str, str]]:
@@ -349,13 +367,16 @@ def cmd_digest(settings: Settings, args: argparse.Namespace) -> int:
     from monitor.digest import run_digest_command
 
     _summary_on_stdout("monitor.digest")
-    return run_digest_command(settings, dry_run=args.dry_run)
+    return run_digest_command(settings, dry_run=args.dry_run, raw=args.raw)
 
 
 def cmd_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     from monitor.rebuild import rebuild
 
     result = rebuild(settings)
+    from monitor.notify import websub
+
+    websub.drain()  # the hub's ping for the feeds written again
     print(result.scan.summary())
     for line in result.lines():
         print(line)

@@ -25,6 +25,9 @@ DEFAULT_CONFIG = Path("config/monitor.toml")
 ENV_CONFIG = "MONITOR_CONFIG"
 ENV_DATABASE_URL = "MONITOR_DATABASE_URL"
 ENV_SMTP_PASSWORD = "MONITOR_SMTP_PASSWORD"
+ENV_UNSUBSCRIBE_SECRET = "MONITOR_UNSUBSCRIBE_SECRET"
+CADENCES = ("immediate", "daily", "weekly")
+DEFAULT_SCHEDULES = {"daily": "0 8 * * *", "weekly": "0 8 * * 1"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class FeedSettings:
     path: Path = Path("state/feed.atom")
     max_entries: int = 100
     author: str = "monitor"
+    hub: str = ""  # a WebSub hub: advertised in the feed and pinged after each change of it
     # Corrections as entries of the main feed too, for readers with one subscription.
     corrections_in_main: bool = False
 
@@ -77,6 +81,8 @@ class DigestSettings:
     max_stories: int = 50
     outbox: Path = Path("state/outbox")
     retry_seconds: float = 300.0
+    # Signs the one-click unsubscribe links; only ever from the environment.
+    unsubscribe_secret: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,30 @@ class SmtpSettings:
     timeout: float = 30.0
     # Only ever from the environment; kept out of repr so it cannot reach a log line.
     password: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class SubscriberSettings:
+    """One `[[subscribers]]` entry: who gets what, through which channel, how often."""
+
+    name: str
+    email: str = ""
+    # The name of the environment variable holding the Apprise URL (or NAME_FILE naming a file
+    # that holds it): the URL carries tokens, so it never sits in the config file.
+    apprise_env: str = ""
+    topics: tuple[str, ...] = ()  # empty: everything
+    cadence: str = "daily"
+    schedule: str = ""  # a crontab line; empty: the cadence's default
+    timezone: str = "UTC"
+    apprise_url: str = field(default="", repr=False)  # resolved from the environment
+
+    @property
+    def channel(self) -> str:
+        return "apprise" if self.apprise_env else "email"
+
+    @property
+    def crontab(self) -> str:
+        return self.schedule or DEFAULT_SCHEDULES.get(self.cadence, "")
 
 
 @dataclass(frozen=True)
@@ -108,22 +138,24 @@ class Settings:
     schedule: ScheduleSettings = ScheduleSettings()
     digest: DigestSettings = DigestSettings()
     smtp: SmtpSettings = SmtpSettings()
+    subscribers: tuple[SubscriberSettings, ...] = ()
     topics: tuple[TopicSettings, ...] = ()
 
 
-# Lists of tables (`[[name]]` in TOML): the class of one element.
+# Lists of tables (`[[name]]` in TOML): the class of one element. `[[subscribers]]` is a list
+# too, built apart (_build_subscribers) because an entry is named by its name, not its number.
 LISTS: dict[str, type] = {"topics": TopicSettings}
 SECTIONS: dict[str, type] = {
     f.name: f.type if isinstance(f.type, type) else globals()[f.type]
     for f in dataclasses.fields(Settings)
-    if f.name != "source" and f.name not in LISTS
+    if f.name not in ("source", "subscribers") and f.name not in LISTS
 }
 TOPIC_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-NOT_IN_FILE = {("smtp", "password")}
+NOT_IN_FILE = {("smtp", "password"), ("digest", "unsubscribe_secret"), ("subscribers", "apprise_url")}
 # The backends whose SQL the store speaks (monitor.storage.sql); a URL naming another one
 # is a config error, not a driver import error from deep inside SQLAlchemy.
 DATABASES = ("sqlite", "postgresql")
-CHOICES = {("smtp", "security"): ("starttls", "tls", "none")}
+CHOICES = {("smtp", "security"): ("starttls", "tls", "none"), ("subscribers", "cadence"): CADENCES}
 
 
 def config_path(cli_value: str | None) -> Path | None:
@@ -144,6 +176,8 @@ def load_settings(path: Path | None, *, require_drop: bool = True) -> Settings:
         data = _read_toml(path)
     sections: dict[str, Any] = {}
     for name, value in data.items():
+        if name == "subscribers":
+            continue
         if name in LISTS:
             if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
                 raise ConfigError(source, f"[[{name}]]", "must be a list of tables ([[" + name + "]] sections)")
@@ -159,7 +193,8 @@ def load_settings(path: Path | None, *, require_drop: bool = True) -> Settings:
                                for i, raw in enumerate(data.get(name, []), start=1))
     if not sections["feed"].base_url:
         sections["feed"] = dataclasses.replace(sections["feed"], base_url=_default_base_url(sections["http"]))
-    settings = Settings(source=source, **sections)
+    subscribers = _build_subscribers(source, base, data.get("subscribers", []))
+    settings = Settings(source=source, subscribers=subscribers, **sections)
     settings = _apply_environment(settings)
     _check(settings, require_drop)
     return settings
@@ -204,11 +239,12 @@ def _build_section(source: str, base: Path, name: str, cls: type, raw: dict[str,
     values: dict[str, Any] = {}
     for key, value in raw.items():
         where = f"{label or f'[{name}]'} {key}"
-        if key not in known or (name, key) in NOT_IN_FILE:
-            hint = " (set it in the environment)" if (name, key) in NOT_IN_FILE else ""
+        secret = (name.split(" ", 1)[0], key) in NOT_IN_FILE
+        if key not in known or secret:
+            hint = " (set it in the environment)" if secret else ""
             raise ConfigError(source, where, f"unknown key{hint}")
         values[key] = _coerce(source, where, hints[key], value, base)
-        allowed = CHOICES.get((name, key))
+        allowed = CHOICES.get((name.split(" ", 1)[0], key))
         if allowed and values[key] not in allowed:
             raise ConfigError(source, where, f"must be one of {', '.join(allowed)}")
     for f in dataclasses.fields(cls):
@@ -217,6 +253,17 @@ def _build_section(source: str, base: Path, name: str, cls: type, raw: dict[str,
     if name == "state":
         values["database_url"] = resolve_database_url(values.get("database_url", StateSettings.database_url), base)
     return cls(**values)
+
+
+def _build_subscribers(source: str, base: Path, raw: Any) -> tuple[SubscriberSettings, ...]:
+    if not isinstance(raw, list) or not all(isinstance(v, dict) for v in raw):
+        raise ConfigError(source, "[[subscribers]]", "must be an array of tables")
+    out = []
+    for n, entry in enumerate(raw, 1):
+        if not isinstance(entry.get("name"), str) or not entry["name"].strip():
+            raise ConfigError(source, f"[[subscribers]] #{n} name", "missing: every subscriber needs a name")
+        out.append(_build_section(source, base, f"subscribers {entry['name']}", SubscriberSettings, entry))
+    return tuple(out)
 
 
 def _coerce(source: str, where: str, hint: Any, value: Any, base: Path) -> Any:
@@ -272,7 +319,30 @@ def _apply_environment(settings: Settings) -> Settings:
     password = os.environ.get(ENV_SMTP_PASSWORD, "")
     if password:
         settings = dataclasses.replace(settings, smtp=dataclasses.replace(settings.smtp, password=password))
-    return settings
+    secret = os.environ.get(ENV_UNSUBSCRIBE_SECRET, "")
+    if secret:
+        settings = dataclasses.replace(settings, digest=dataclasses.replace(settings.digest, unsubscribe_secret=secret))
+    subscribers = tuple(_with_apprise_url(settings.source, s) for s in settings.subscribers)
+    return dataclasses.replace(settings, subscribers=subscribers)
+
+
+def _with_apprise_url(source: str, sub: SubscriberSettings) -> SubscriberSettings:
+    """The Apprise URL from $NAME, else from the file $NAME_FILE names; the value is never shown."""
+    if not sub.apprise_env:
+        return sub
+    where = f"[[subscribers]] {sub.name}: apprise_env"
+    url = os.environ.get(sub.apprise_env, "").strip()
+    file_var = f"{sub.apprise_env}_FILE"
+    if not url and os.environ.get(file_var):
+        try:
+            url = Path(os.environ[file_var]).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(source, where, f"cannot read the file ${file_var} names: {exc.strerror}") from None
+    if not url:
+        raise ConfigError(source, where, f"${sub.apprise_env} (or ${file_var}) is not set in the environment")
+    if "://" not in url:
+        raise ConfigError(source, where, f"${sub.apprise_env} does not hold an Apprise URL (scheme://...)")
+    return dataclasses.replace(sub, apprise_url=url)
 
 
 def _check(settings: Settings, require_drop: bool) -> None:
@@ -304,7 +374,34 @@ def _check(settings: Settings, require_drop: bool) -> None:
     _check_outside_drop(settings)
     if settings.digest.max_stories < 1:
         raise ConfigError(src, "[digest] max_stories", "must be at least 1")
+    if settings.feed.hub and not settings.feed.hub.startswith(("http://", "https://")):
+        raise ConfigError(src, "[feed] hub", "must be an http:// or https:// URL")
     _check_topics(settings)
+    _check_subscribers(settings)
+
+
+def _check_subscribers(settings: Settings) -> None:
+    seen: set[str] = set()
+    topics = {t.name for t in settings.topics}
+    for sub in settings.subscribers:
+        where = f"[[subscribers]] {sub.name}"
+        if sub.name in seen:
+            raise ConfigError(settings.source, f"{where}: name", "two subscribers with this name")
+        seen.add(sub.name)
+        if bool(sub.email) == bool(sub.apprise_env):
+            raise ConfigError(settings.source, where, "needs exactly one of email or apprise_env")
+        if sub.email and ("@" not in sub.email or any(c.isspace() or c in "<>," for c in sub.email)):
+            raise ConfigError(settings.source, f"{where}: email", f"not an address: {sub.email!r}")
+        try:
+            ZoneInfo(sub.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(settings.source, f"{where}: timezone", f"unknown time zone {sub.timezone!r}") from None
+        unknown = [name for name in sub.topics if name not in topics]
+        if unknown:
+            raise ConfigError(settings.source, f"{where}: topics",
+                              f"unknown topic {unknown[0]!r} (not the name of any [[topics]] entry)")
+        if sub.cadence == "immediate" and sub.schedule:
+            raise ConfigError(settings.source, f"{where}: schedule", "not used with cadence \"immediate\"")
 
 
 def _check_topics(settings: Settings) -> None:

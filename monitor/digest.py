@@ -1,228 +1,55 @@
-"""The email digest: building the message (pure), and the outbox run that sends it.
+"""The delivery run: for every subscriber, on every channel, what is due goes out once.
 
-`build_message` turns a Selection of stories into an EmailMessage and touches nothing
-else. `send_pending` is the run: retry the digests already claimed, then claim what
-is due as one new digest (committed before a byte goes out) and send it. A digest is
-marked sent only after the server accepted it, so a crash or a failure anywhere
-leaves it pending and the next run sends the same message, Message-ID and all.
+`send_pending` retries the messages already claimed, then for each subscriber reads
+what it has not been sent (no lock held), composes it (pure, the channel's job), claims
+it (one short write transaction: the message and one delivery row per story version),
+and sends it. A message is marked sent only after the remote accepted it, so a crash
+anywhere leaves it pending and the next run sends the same bytes again; a crash after
+the remote accepted and before the mark repeats that one message once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
-import ipaddress
 import logging
-import re
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from email.message import EmailMessage
-from urllib.parse import urlsplit
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from monitor import mail
-from monitor.config import DigestSettings, FeedSettings, Settings, TopicSettings
-from monitor.errors import ConfigError, DeliveryError
-from monitor.feed import escape_html, story_url, xml_safe
-from monitor.models import Story
-from monitor.publish import FEED
+from monitor.config import Settings
+from monitor.errors import ConfigError
+from monitor.notify import channel
+from monitor.notify.abc import Item
+from monitor.notify.subscribers import Recipient, recipients
+from monitor.notify.topics import TopicMatcher, default_matcher
 from monitor.storage import Storage
-from monitor.storage.outbox import Outgoing, PendingDigest, Selection
-from monitor.worddiff import diff_html, diff_text, word_diff
+from monitor.storage.outbox import Due, PendingMessage
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
+MAX_BACKOFF = 6 * 3600.0
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-# -- building (pure) -------------------------------------------------------------------
-
-
-def subject(prefix: str, selection: Selection) -> str:
-    parts = [f"{n} {label}" for n, label in ((selection.new_count, "new"), (selection.revised_count, "revised"))
-             if n]
-    return f"{prefix}: {', '.join(parts) or 'nothing new'}"
-
-
-def list_id(feed: FeedSettings) -> str:
-    """RFC 2919 List-Id from the feed: `Title <title-slug.host>`."""
-    label = re.sub(r"[^a-z0-9]+", "-", feed.title.lower()).strip("-") or "bulletins"
-    name = re.sub(r'[<>"\\\s]+', " ", xml_safe(feed.title)).strip()
-    return f"{name} <{label}.{list_domain(feed)}>" if name else f"<{label}.{list_domain(feed)}>"
-
-
-def list_domain(feed: FeedSettings) -> str:
-    """The feed's host when it is a real domain name, else `monitor.localhost`."""
-    host = (urlsplit(feed.base_url).hostname or "").lower()
-    try:
-        ipaddress.ip_address(host)
-        host = ""
-    except ValueError:
-        pass
-    if "." not in host or not re.fullmatch(r"[a-z0-9.-]+", host):
-        return "monitor.localhost"
-    return host
-
-
-def new_message_id(feed: FeedSettings) -> str:
-    """Random each call: made once per digest and stored (STANDARDS.md)."""
-    return email.utils.make_msgid(idstring="digest", domain=list_domain(feed))
-
-
-def build_message(selection: Selection, *, digest: DigestSettings, feed: FeedSettings,
-                  message_id: str, date: dt.datetime, topics: Sequence[TopicSettings] = ()) -> EmailMessage:
-    """The digest as multipart/alternative: text/plain first, then the same in text/html."""
-    msg = EmailMessage()
-    msg["Subject"] = subject(digest.subject, selection)
-    msg["From"] = digest.sender
-    # Subscribers are envelope recipients only, like a mailing list: none sees the others.
-    msg["To"] = digest.sender
-    msg["Date"] = email.utils.format_datetime(date.astimezone(dt.UTC))
-    msg["Message-ID"] = message_id
-    msg["List-Id"] = list_id(feed)
-    msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies, please
-    sections = topic_sections(selection, topics)
-    msg.set_content(render_text(selection, digest=digest, feed=feed, topics=sections))
-    msg.add_alternative(render_html(selection, digest=digest, feed=feed, topics=sections), subtype="html")
-    return msg
-
-
-def story_date(story: Story, tz: str = "UTC") -> str:
-    """The bulletin's own date, else the day the story was first seen (in the digest's time zone)."""
-    return (story.published or story.first_seen.astimezone(ZoneInfo(tz)).date()).isoformat()
-
-
-def excerpt(story: Story) -> str:
-    """A brief whole; an article's first paragraph (its title is shown apart)."""
-    return story.paragraphs[0] if story.paragraphs else ""
-
-
-def _full_text(story: Story) -> str:
-    head = [story.title] if story.kind == "article" else []
-    return " ".join([*head, *story.paragraphs])
-
-
-def topic_sections(selection: Selection, topics: Sequence[TopicSettings]) -> list[tuple[str, list[Story]]]:
-    """Per topic, in config order: the stories of this digest (new, then revised) that match it,
-    decided by monitor.query exactly as the store decides a search."""
-    if not topics:
-        return []
-    from monitor import query
-
-    shown = [*selection.new, *(rev.story for rev in selection.revised)]
-    sections = []
-    for topic in topics:
-        parsed = query.parse(topic.query)
-        sections.append((topic.name, [s for s in shown if query.matches(
-            parsed, s.title if s.kind == "article" else None, s.paragraphs)]))
-    return sections
-
-
-def render_text(selection: Selection, *, digest: DigestSettings, feed: FeedSettings,
-                topics: Sequence[tuple[str, list[Story]]] = ()) -> str:
-    tz = digest.timezone
-    lines = [subject(digest.subject, selection), ""]
-    if selection.new:
-        lines += _heading(f"New ({selection.new_count})")
-        for story in selection.new:
-            lines += [_t(story.title), story_date(story, tz), "", _t(excerpt(story)),
-                      f"Full entry: {story_url(feed.base_url, story.uid)}", ""]
-    if selection.revised:
-        lines += _heading(f"Revised ({selection.revised_count})")
-        for rev in selection.revised:
-            story = rev.story
-            changes = diff_text(word_diff(_full_text(rev.mailed), _full_text(story)))
-            lines += [_t(story.title), f"{story_date(story, tz)}, revised {_day(story.updated, tz)}", "",
-                      f"What changed: {_t(changes)}", f"Full entry: {story_url(feed.base_url, story.uid)}", ""]
-    for name, found in topics:
-        lines += _heading(f"Topic: {name} ({len(found)})")
-        lines += [f"- {_t(s.title)}: {story_url(feed.base_url, s.uid)}" for s in found] or ["(none in this digest)"]
-        lines += [f"Feed: {feed.base_url}topics/{name}.atom", ""]
-    more = selection.more_new + selection.more_revised
-    if more:
-        lines += [f"…and {more} more ({_more(selection)}): {feed.base_url}{FEED}", ""]
-    lines += ["-- ", f"{feed.title}: {feed.base_url}"]
-    return "\n".join(lines) + "\n"
-
-
-def render_html(selection: Selection, *, digest: DigestSettings, feed: FeedSettings,
-                topics: Sequence[tuple[str, list[Story]]] = ()) -> str:
-    tz = digest.timezone
-    parts = ['<!DOCTYPE html>\n<html><head><meta charset="utf-8">',
-             f"<title>{_h(subject(digest.subject, selection))}</title></head><body>",
-             f"<h1>{_h(subject(digest.subject, selection))}</h1>"]
-    if selection.new:
-        parts.append(f"<h2>New ({selection.new_count})</h2>")
-        parts += [_story_html(s, feed, s.uid, story_date(s, tz), excerpt=excerpt(s)) for s in selection.new]
-    if selection.revised:
-        parts.append(f"<h2>Revised ({selection.revised_count})</h2>")
-        for rev in selection.revised:
-            changes = diff_html(word_diff(_full_text(rev.mailed), _full_text(rev.story)))
-            when = f"{story_date(rev.story, tz)}, revised {_day(rev.story.updated, tz)}"
-            parts.append(_story_html(rev.story, feed, rev.story.uid, when, changes=changes))
-    for name, found in topics:
-        items = "".join(f'<li><a href="{_h(story_url(feed.base_url, s.uid))}">{_h(s.title)}</a></li>' for s in found)
-        parts.append(f'<h2>Topic: {_h(name)} ({len(found)})</h2>'
-                     + (f"<ul>{items}</ul>" if found else "<p>(none in this digest)</p>")
-                     + f'<p><a href="{_h(feed.base_url)}topics/{_h(name)}.atom">Topic feed</a></p>')
-    more = selection.more_new + selection.more_revised
-    if more:
-        parts.append(f'<p>…and {more} more ({_more(selection)}): '
-                     f'<a href="{_h(feed.base_url + FEED)}">see the feed</a></p>')
-    parts.append(f'<hr><p><a href="{_h(feed.base_url)}">{_h(feed.title)}</a></p></body></html>')
-    return "\n".join(parts) + "\n"
-
-
-def _story_html(story: Story, feed: FeedSettings, uid: str, when: str, *, excerpt: str = "",
-                changes: str = "") -> str:
-    url = _h(story_url(feed.base_url, uid))
-    body = f"<p>{_h(excerpt)}</p>" if excerpt else f"<p>What changed: {changes}</p>"
-    return (f'<div class="story"><h3>{_h(story.title)}</h3><p><small>{_h(when)}</small></p>{body}'
-            f'<p><a href="{url}">Full entry</a></p></div>')
-
-
-def _heading(title: str) -> list[str]:
-    return [title, "-" * len(title), ""]
-
-
-def _more(selection: Selection) -> str:
-    parts = [f"{n} {label}" for n, label in ((selection.more_new, "new"), (selection.more_revised, "revised")) if n]
-    return ", ".join(parts)
-
-
-def _day(when: dt.datetime, tz: str) -> str:
-    return when.astimezone(ZoneInfo(tz)).date().isoformat()
-
-
-def _t(value: str) -> str:
-    """Bulletin text in the plain part: no control characters (terminal escapes)."""
-    return xml_safe(value).replace("\r", "")
-
-
-_h = escape_html  # bulletin text in the HTML part: always escaped, never live markup
-
-
-
-# -- the outbox run ----------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class Sent:
     message_id: str
+    subscriber: str
     new: int
     revised: int
+    channel: str = "email"
 
 
 @dataclass(frozen=True)
 class DigestResult:
-    sent: tuple[Sent, ...] = ()  # digests that went out completely in this run
-    refused: tuple[tuple[str, str], ...] = ()  # (address, reply): refused for good (5xx), not retried
-    pending: int = 0  # digests still waiting after this run (retried by the next one)
+    sent: tuple[Sent, ...] = ()  # messages that went out in this run
+    refused: tuple[tuple[str, str], ...] = ()  # (subscriber label, reason): refused for good, not retried
+    pending: int = 0  # messages still waiting after this run (retried by the next one)
     error: str | None = None  # why the last attempt failed
     busy: bool = False  # another runner held the lock and is doing the work
 
@@ -232,64 +59,161 @@ class DigestResult:
 
 
 def check_settings(settings: Settings) -> None:
-    """What the config file cannot check alone: recipients and a password when a server is set."""
-    if settings.smtp.host and not settings.digest.recipients:
+    """What the config file cannot check alone: recipients, a password, the subscribers' schedules."""
+    emails = settings.digest.recipients or any(s.email for s in settings.subscribers)
+    if settings.smtp.host and settings.digest.enabled and not emails:
         raise ConfigError(settings.source, "[digest] recipients", "empty, but [smtp] host is set: nobody to send to")
     if settings.smtp.host and settings.smtp.username and not settings.smtp.password:
         raise ConfigError(settings.source, "[smtp] username",
                           "set, but MONITOR_SMTP_PASSWORD is empty in the environment")
+    from monitor.crontab import crontab_trigger
+
+    for sub in settings.subscribers:
+        if sub.cadence != "immediate":
+            try:
+                crontab_trigger(sub.crontab, ZoneInfo(sub.timezone))
+            except ValueError as exc:
+                raise ConfigError(settings.source, f"[[subscribers]] {sub.name}: schedule",
+                                  f"not a crontab line: {exc}") from None
 
 
-def send_pending(settings: Settings, storage: Storage, *, clock: Clock = utcnow) -> DigestResult:
-    """Retry the pending digests, then claim and send what is due. One runner at a time."""
+@dataclass
+class _Run:
+    settings: Settings
+    storage: Storage
+    clock: Clock
+    matcher: TopicMatcher
+    sent: list[Sent] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    error: str | None = None
+    stopped: set[str] = field(default_factory=set)  # channels that failed as a whole in this run
+
+    def result(self) -> DigestResult:
+        return DigestResult(sent=tuple(self.sent), refused=tuple(self.refused),
+                            pending=len(self.storage.pending_messages()), error=self.error)
+
+
+def send_pending(settings: Settings, storage: Storage, *, only: Collection[str] | None = None,
+                 clock: Clock = utcnow, matcher: TopicMatcher | None = None) -> DigestResult:
+    """Retry what is pending, then claim and send what is due for `only` these subscribers
+    (by name; None: every subscriber, whatever its cadence). One runner at a time."""
     check_settings(settings)
     with storage.digest_runner_lock() as held:
         if not held:
-            log.info("digest: another runner is at work; leaving it to that one")
+            log.info("delivery: another runner is at work; leaving it to that one")
             return DigestResult(busy=True)
-        run = _Run()
-        for digest in storage.pending_digests():
-            if not _deliver(settings, storage, digest, clock, run):
-                # The server is down or failing: no new digest on top of this one.
-                return run.result(len(storage.pending_digests()))
-        now = clock()
-        claimed = storage.claim_digest(now, settings.digest.max_stories, composer(settings, now))
-        if claimed is None:
-            log.info("digest: nothing new or revised since the last digest")
-        else:
-            _deliver(settings, storage, claimed, clock, run)
-        return run.result(len(storage.pending_digests()))
+        everyone = recipients(settings)
+        storage.register_subscribers([(r.channel, r.name) for r in everyone], clock())
+        stopped = storage.unsubscribed()
+        by_key = {(r.channel, r.name): r for r in everyone if r.name not in stopped}
+        run = _Run(settings, storage, clock, matcher or default_matcher(settings.topics))
+        for message in storage.pending_messages():
+            who = by_key.get((message.channel, message.subscriber))
+            if who is not None and message.channel not in run.stopped and _is_due(message, clock()):
+                _deliver(run, message, who)
+        for who in by_key.values():
+            if (only is None or who.name in only) and who.channel not in run.stopped:
+                for message in _claim(run, who):
+                    if who.channel not in run.stopped:
+                        _deliver(run, message, who)
+        if not run.sent and not run.error:
+            log.debug("delivery: nothing new or revised for anyone")
+        return run.result()
 
 
-def preview(settings: Settings, storage: Storage, *, clock: Clock = utcnow) -> list[PendingDigest]:
+def _is_due(message: PendingMessage, now: dt.datetime) -> bool:
+    return message.next_attempt is None or message.next_attempt <= now
+
+
+def _claim(run: _Run, who: Recipient) -> list[PendingMessage]:
+    """Read what `who` is due (no lock), compose it, and store it as pending."""
+    due = run.storage.due(who.channel, who.name)
+    if not due.versions:
+        return []
+    items = _items(run, who, due)
+    now = run.clock()
+    claims = channel(who.channel).compose(items, who, run.settings, now) if items else []
+    claimed = run.storage.claim(who.channel, who.name, due, claims, now)
+    if claimed is None:
+        log.info("delivery to %s: claimed by another runner meanwhile", who.label)
+        return []
+    return claimed
+
+
+def _items(run: _Run, who: Recipient, due: Due) -> list[Item]:
+    hashes = [v.current for v in due.versions] + [v.delivered for v in due.versions if v.delivered]
+    texts = run.storage.stories_by_hash(hashes)
+    items = [Item(v, texts[v.current], texts.get(v.delivered) if v.delivered else None) for v in due.versions]
+    if who.topics:
+        wanted = run.matcher.matching(who.topics, [i.story for i in items])
+        items = [i for i in items if i.story.uid in wanted]
+    return items
+
+
+def _deliver(run: _Run, message: PendingMessage, who: Recipient) -> None:
+    """One attempt, recorded. The reason logged is the channel's fixed text, never the remote's."""
+    assert message.id is not None
+    ch = channel(message.channel)
+    outcome = ch.send(message, who, run.settings)
+    now = run.clock()
+    if outcome.status == "sent":
+        run.storage.record_sent(message.id, now)
+        run.sent.append(Sent(message.message_key, who.name, message.new_count, message.revised_count,
+                             message.channel))
+        log.info("%s %s to %s sent (%s new, %s revised)", message.channel, message.message_key, who.label,
+                 message.new_count, message.revised_count)
+    elif outcome.status == "refused":
+        run.storage.record_refused(message.id, now, outcome.reason)
+        run.refused.append((who.label, outcome.reason))
+        log.warning("%s %s to %s refused for good: %s", message.channel, message.message_key, who.label,
+                    outcome.reason)
+    else:
+        wait = None
+        if ch.backoff:
+            seconds = min(run.settings.digest.retry_seconds * 2 ** message.attempts, MAX_BACKOFF)
+            wait = now + dt.timedelta(seconds=seconds)
+        run.storage.record_failure(message.id, outcome.reason, wait)
+        run.error = outcome.reason
+        log.error("%s %s to %s not delivered, stays pending: %s", message.channel, message.message_key, who.label,
+                  outcome.reason)
+        if outcome.stop:
+            run.stopped.add(message.channel)
+
+
+def preview(settings: Settings, storage: Storage, *, clock: Clock = utcnow,
+            matcher: TopicMatcher | None = None) -> list[tuple[Recipient, PendingMessage]]:
     """The messages a run would send now, in order; writes nothing."""
     now = clock()
-    out = storage.pending_digests()
-    fresh = storage.claim_digest(now, settings.digest.max_stories, composer(settings, now), preview=True)
-    return out + ([fresh] if fresh is not None else [])
+    everyone = recipients(settings)
+    stopped = storage.unsubscribed()
+    by_key = {(r.channel, r.name): r for r in everyone if r.name not in stopped}
+    out = [(by_key[(m.channel, m.subscriber)], m) for m in storage.pending_messages()
+           if (m.channel, m.subscriber) in by_key]
+    run = _Run(settings, storage, clock, matcher or default_matcher(settings.topics))
+    for who in by_key.values():
+        due = storage.due(who.channel, who.name)
+        items = _items(run, who, due) if due.versions else []
+        for c in channel(who.channel).compose(items, who, settings, now) if items else []:
+            out.append((who, PendingMessage(None, who.channel, who.name, c.message_key, c.payload, c.address,
+                                            c.new_count, c.revised_count)))
+    return out
 
 
 def baseline(settings: Settings, storage: Storage, *, clock: Clock = utcnow) -> int:
-    """Record everything stored now as already mailed; return how many stories that covered."""
+    """Record everything stored now as already delivered to everyone; return how many stories that covered."""
     count = storage.baseline_digest(clock())
     log.info("digest baseline: %s stories recorded as already mailed", count)
     return count
 
 
-def run_digest_command(settings: Settings, dry_run: bool) -> int:
-    """`monitor digest [--dry-run]`: exit 0 when sent or nothing to send, 1 when some stay pending."""
+def run_digest_command(settings: Settings, dry_run: bool, raw: bool = False) -> int:
+    """`monitor digest [--dry-run [--raw]]`: exit 0 when sent or nothing to send, 1 when some stay pending."""
     check_settings(settings)
     # Never creates a store: a digest of a mistyped path would say "nothing to send" (exit 3 instead).
     storage = Storage.open(settings.state.database_url, create=False)
     try:
         if dry_run:
-            messages = preview(settings, storage)
-            if not messages:
-                print("digest: nothing to send", file=sys.stderr)
-            for digest in messages:
-                sys.stdout.write(digest.message)
-                sys.stdout.write("\n")
-            return 0
+            return _dry_run(settings, storage, raw)
         result = send_pending(settings, storage)
     finally:
         storage.close()
@@ -297,61 +221,60 @@ def run_digest_command(settings: Settings, dry_run: bool) -> int:
     if result.busy:
         print("digest: another digest runner is sending now; nothing done here")
     for sent in result.sent:
-        print(f"digest: sent {sent.message_id} ({sent.new} new, {sent.revised} revised) via {where}")
-    for address, reply in result.refused:
-        print(f"digest: {address} refused for good: {reply}", file=sys.stderr)
+        via = where if sent.channel == "email" else "Apprise"
+        print(f"digest: sent {sent.message_id} to {sent.subscriber} ({sent.new} new, {sent.revised} revised) via {via}")
+    for label, reason in result.refused:
+        print(f"digest: {label} refused for good: {reason}", file=sys.stderr)
     if not result.sent and not result.pending and not result.busy:
         print("digest: nothing to send")
     if result.error:
         print(f"monitor: digest not delivered, kept for the next run: {result.error}", file=sys.stderr)
     elif result.pending:
-        print(f"monitor: {result.pending} digest(s) still pending for some recipients", file=sys.stderr)
+        print(f"monitor: {result.pending} message(s) still pending", file=sys.stderr)
     return 0 if result.ok else 1
 
 
-class _Run:
-    def __init__(self) -> None:
-        self.sent: list[Sent] = []
-        self.refused: list[tuple[str, str]] = []
-        self.error: str | None = None
-
-    def result(self, pending: int) -> DigestResult:
-        return DigestResult(sent=tuple(self.sent), refused=tuple(self.refused), pending=pending, error=self.error)
-
-
-def composer(settings: Settings, now: dt.datetime) -> Callable[[Selection], Outgoing]:
-    def compose(selection: Selection) -> Outgoing:
-        message_id = new_message_id(settings.feed)
-        msg = build_message(selection, digest=settings.digest, feed=settings.feed, message_id=message_id, date=now,
-                            topics=settings.topics)
-        return Outgoing(message_id, msg.as_string(), settings.digest.recipients)
-
-    return compose
+def _dry_run(settings: Settings, storage: Storage, raw: bool) -> int:
+    if not any(r.address for r in recipients(settings) if r.channel == "email"):
+        where = "[smtp] host is set" if settings.smtp.host else f"digests go to the Maildir {settings.digest.outbox}"
+        print(f"digest: no recipients configured ([digest] recipients and [[subscribers]] are empty); {where}",
+              file=sys.stderr)
+    messages = preview(settings, storage)
+    if not messages:
+        print("digest: nothing to send", file=sys.stderr)
+    for who, message in messages:
+        if not raw:
+            to = message.address or (f"the Maildir {settings.digest.outbox}" if who.channel == "email" else who.label)
+            state = f"pending, {message.attempts} attempts" if message.id is not None else "new"
+            print(f"=== {who.channel} to {to} ({state}; {message.new_count} new, {message.revised_count} revised)")
+        sys.stdout.write(channel(who.channel).preview(message, raw))
+        sys.stdout.write("\n")
+    return 0
 
 
-def _deliver(settings: Settings, storage: Storage, digest: PendingDigest, clock: Clock, run: _Run) -> bool:
-    """One attempt. False when the server could not be used at all (the run stops there)."""
-    assert digest.id is not None
-    try:
-        if settings.smtp.host:
-            delivery = mail.send_smtp(settings.smtp, settings.digest.sender, digest.recipients, digest.message)
-            final = {a: f"{code} {reply}" for a, (code, reply) in delivery.refused.items() if code >= 500}
-            for address, (code, reply) in sorted(delivery.refused.items()):
-                level, what = (logging.WARNING, "refused for good") if code >= 500 else (logging.INFO, "will retry")
-                log.log(level, "digest %s: %s %s: %s %s", digest.message_id, address, what, code, reply)
-            done = storage.record_delivery(digest.id, clock(), accepted=delivery.accepted, refused=final)
-            run.refused += sorted(final.items())
-        else:
-            if not mail.deliver_maildir(settings.digest.outbox, digest.message, digest.message_id):
-                log.info("digest %s was in the Maildir already (a retry after a crash)", digest.message_id)
-            done = storage.record_delivery(digest.id, clock(), accepted=(), refused={}, everyone=True)
-    except DeliveryError as exc:
-        storage.record_failure(digest.id, str(exc))
-        log.error("digest %s not delivered, stays pending: %s", digest.message_id, exc)
-        run.error = str(exc)
-        # Refused recipients are about addresses, not the server: the run goes on.
-        return isinstance(exc, mail.RecipientsRefused)
-    if done:
-        run.sent.append(Sent(digest.message_id, digest.new_count, digest.revised_count))
-        log.info("digest %s sent (%s new, %s revised)", digest.message_id, digest.new_count, digest.revised_count)
-    return True
+def delivery_problems(settings: Settings, storage: Storage) -> list[str]:
+    """One line per configured subscriber whose mail or alerts are not getting through, for `status`."""
+    failing, refused = delivery_report(settings, storage)
+    return failing + refused
+
+
+def delivery_report(settings: Settings, storage: Storage) -> tuple[list[str], list[str]]:
+    """What is failing (kept pending, retried) and who was refused for good.
+
+    Named by the subscriber's label, never an Apprise URL; the reason is the channel's fixed
+    text, never a remote's reply. A failing delivery is an outage (/healthz 503); a refusal is
+    about one address or URL and is reported until a later message to it goes through.
+    """
+    labels = {(r.channel, r.name): r.label for r in recipients(settings)}
+    stopped = storage.unsubscribed()
+    failing, refused = [], []
+    for st in storage.delivery_states():
+        label = labels.get((st.channel, st.subscriber))
+        if label is None or st.subscriber in stopped:
+            continue
+        if st.pending and st.attempts:
+            failing.append(f"{st.channel} to {label} not delivered after {st.attempts} attempts "
+                           f"({st.pending} waiting): {st.error}")
+        elif st.refused and not st.pending:
+            refused.append(f"{st.channel} to {label} refused for good: {st.error}")
+    return failing, refused

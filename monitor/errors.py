@@ -29,6 +29,10 @@ class StoreDamaged(StorageError):
     """The store's file is corrupt: restore a backup or rebuild it from the drop folder."""
 
 
+class StoreConflict(StorageError):
+    """A write refused by one of the store's unique keys (another writer got there first)."""
+
+
 class DropFolderError(MonitorError):
     """The drop folder cannot be listed (its permissions, say); nothing in it is lost."""
 

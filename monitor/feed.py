@@ -139,6 +139,8 @@ def document(settings: FeedSettings, entries: Sequence[Entry], *, path: str, tit
     fg.author({"name": xml_safe(settings.author).strip() or FeedSettings.author})
     fg.link(href=base + path, rel="self", type="application/atom+xml")
     fg.link(href=base + page, rel="alternate", type="text/html")
+    if settings.hub:
+        fg.link(href=settings.hub, rel="hub")  # WebSub discovery (section 4)
     fg.updated(max((e.updated for e in ordered), default=EPOCH))
     for item in ordered:
         entry = fg.add_entry(order="append")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import smtplib
 import ssl
 from dataclasses import dataclass, field
@@ -38,6 +39,27 @@ class RecipientsRefused(DeliveryError):
         super().__init__(f"every recipient refused: {listed}")
 
 
+# A server's reply text can echo what the client sent (a 535 quoting the AUTH line carries
+# the base64 of the password): only the code, the RFC 3463 status and our own words are shown.
+REASONS = {
+    421: "service not available", 450: "mailbox unavailable, try later", 451: "local error at the server",
+    452: "insufficient storage", 454: "temporary authentication failure", 500: "command not recognised",
+    501: "syntax error in parameters", 502: "command not implemented", 503: "bad sequence of commands",
+    504: "parameter not implemented", 530: "authentication required", 534: "authentication mechanism too weak",
+    535: "authentication failed", 538: "encryption required", 550: "mailbox unavailable", 551: "user not local",
+    552: "storage allocation exceeded", 553: "mailbox name not allowed", 554: "transaction failed",
+}
+_ENHANCED = re.compile(rb"\s*([245]\.\d{1,3}\.\d{1,3})(?=\s|$)")
+
+
+def reason(code: int, reply: bytes | str) -> str:
+    """`5.1.1 mailbox unavailable` for any 550 reply, whatever text the server put after it."""
+    raw = reply.encode("utf-8", "replace") if isinstance(reply, str) else reply
+    enhanced = _ENHANCED.match(raw)
+    words = REASONS.get(code) or ("temporary failure" if 400 <= code < 500 else "refused")
+    return f"{enhanced.group(1).decode()} {words}" if enhanced else words
+
+
 def send_smtp(smtp: SmtpSettings, sender: str, recipients: tuple[str, ...], message: str) -> Delivery:
     """Send one message to these recipients in one SMTP transaction."""
     if not recipients:
@@ -52,14 +74,15 @@ def send_smtp(smtp: SmtpSettings, sender: str, recipients: tuple[str, ...], mess
     except smtplib.SMTPRecipientsRefused as exc:
         raise RecipientsRefused(_replies(exc.recipients)) from None
     except smtplib.SMTPResponseException as exc:
-        raise DeliveryError(f"SMTP {where}: {exc.smtp_code} {_text(exc.smtp_error)}") from None
+        raise DeliveryError(f"SMTP {where}: {exc.smtp_code} {reason(exc.smtp_code, exc.smtp_error)}") from None
     except smtplib.SMTPServerDisconnected as exc:
         # smtplib reports a read timeout as a lost connection ("... closed: timed out").
         if "timed out" in str(exc):
             raise DeliveryError(f"SMTP {where}: no answer within {smtp.timeout:g}s") from None
         raise DeliveryError(f"SMTP {where}: connection lost: {exc or 'server disconnected'}") from None
     except (smtplib.SMTPException, ssl.SSLError) as exc:
-        raise DeliveryError(f"SMTP {where}: {type(exc).__name__}: {exc}") from None
+        # Not the exception's text: some of smtplib's quote the server's reply.
+        raise DeliveryError(f"SMTP {where}: {type(exc).__name__}{_ssl_reason(exc)}") from None
     except UnicodeEncodeError:
         raise DeliveryError(f"SMTP {where}: the message or an address is not ASCII") from None
     except TimeoutError:
@@ -85,11 +108,12 @@ def _connect(smtp: SmtpSettings) -> smtplib.SMTP:
 
 
 def _replies(refused: dict[str, tuple[int, bytes]]) -> dict[str, tuple[int, str]]:
-    return {address: (code, _text(reply)) for address, (code, reply) in refused.items()}
+    return {address: (code, reason(code, reply)) for address, (code, reply) in refused.items()}
 
 
-def _text(reply: bytes | str) -> str:
-    return (reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply))[:300]
+def _ssl_reason(exc: Exception) -> str:
+    """The TLS library's own reason (ours, not the server's), e.g. CERTIFICATE_VERIFY_FAILED."""
+    return f": {exc.reason}" if isinstance(exc, ssl.SSLError) and exc.reason else ""
 
 
 # -- Maildir -------------------------------------------------------------------------

@@ -149,6 +149,21 @@ def _version(number: int, version: Version, before: Version | None, *, current: 
     return f"{head}\n{change}\n{text}</section>"
 
 
+def unsubscribe_page(feed_title: str, subscriber: str | None, links: Links, *, done: bool) -> str:
+    """The page behind a digest's unsubscribe link: a button that POSTs (RFC 8058), or the result.
+
+    A GET never unsubscribes (mail scanners follow links); only the POST does.
+    """
+    if subscriber is None:
+        body = "<h1>Link not valid</h1>\n<p>This unsubscribe link is not valid (altered or not ours).</p>"
+    elif done:
+        body = (f"<h1>Unsubscribed</h1>\n<p>{esc(subscriber)} gets no more digests from "
+                f"{esc(feed_title)}.</p>")
+    else:
+        body = (f"<h1>Unsubscribe</h1>\n<p>Stop the digests from {esc(feed_title)} to {esc(subscriber)}?</p>\n"
+                '<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
+                '<button type="submit">Unsubscribe</button></form>')
+    return _document(f"Unsubscribe - {esc(feed_title)}", body, "../", feed_title, links)
 def _topic_list(links: Links) -> str:
     if not links.topics:
         return ""

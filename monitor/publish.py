@@ -164,7 +164,7 @@ class Publisher:
         if n > 1 and not stories:
             return None
         newest = stories[0].updated if stories else None
-        return page.listing(self.settings.feed.title, stories[:size], _links(self.settings), page=n,
+        return page.listing(self.settings.feed.title, stories[:size], links(self.settings), page=n,
                             older=len(stories) > size, generated=newest).encode()
 
     def history(self, key: str) -> bytes | None:
@@ -174,7 +174,7 @@ class Publisher:
         if found is None:
             return None
         story, versions = found
-        return page.history(self.settings.feed.title, story, versions, _links(self.settings)).encode()
+        return page.history(self.settings.feed.title, story, versions, links(self.settings)).encode()
 
     # -- publishing ---------------------------------------------------------------------
 
@@ -195,10 +195,10 @@ class Publisher:
 
         front = self.listing(1)
         assert front is not None
-        links = _links(self.settings)
-        pages = {"/": (HTML_TYPE, front), "/" + OPML: (OPML_TYPE, topics.opml_list(self.settings, links))}
+        nav = links(self.settings)
+        pages = {"/": (HTML_TYPE, front), "/" + OPML: (OPML_TYPE, topics.opml_list(self.settings, nav))}
         for topic in self.settings.topics:
-            pages[f"/topics/{topic.name}"] = (HTML_TYPE, topics.topic_page(self.settings, self.storage, topic, links))
+            pages[f"/topics/{topic.name}"] = (HTML_TYPE, topics.topic_page(self.settings, self.storage, topic, nav))
         return pages
 
     def write_files(self, *, force: bool = False) -> frozenset[str]:
@@ -245,27 +245,32 @@ class Publisher:
             except OSError:
                 data = feed.document(self.settings.feed, [], path=path.lstrip("/"))
             documents[path] = Document.build(data, ATOM_TYPE, EPOCH)
-        links = _links(self.settings)
-        documents["/"] = Document.build(page.listing(self.settings.feed.title, [], links).encode(), HTML_TYPE, EPOCH)
-        documents["/" + OPML] = Document.build(topics.opml_list(self.settings, links), OPML_TYPE, EPOCH)
+        nav = links(self.settings)
+        documents["/"] = Document.build(page.listing(self.settings.feed.title, [], nav).encode(), HTML_TYPE, EPOCH)
+        documents["/" + OPML] = Document.build(topics.opml_list(self.settings, nav), OPML_TYPE, EPOCH)
         return Snapshot(documents=documents)
 
     def _write(self, documents: Mapping[str, bytes], *, also: frozenset[str] = frozenset()) -> frozenset[str]:
         from monitor.feed import write_atomically
 
         on_disk = files(self.settings)
+        # A file is what the last publication wrote, also one of an earlier process (`monitor
+        # scan`, a restart): compared with it, an unchanged feed is no change to tell listeners.
+        written: dict[str, bytes | None] = {}
         for name, data in documents.items():
             path = on_disk.get(name)
             if path is None:
                 continue  # served only
             try:
-                if path.read_bytes() == data:
-                    path.touch()  # current as of now: the idle scan compares the times
-                    continue
+                written[name] = path.read_bytes()
             except FileNotFoundError:
-                pass
+                written[name] = None
+            if written[name] == data:
+                path.touch()  # current as of now: the idle scan compares the times
+                continue
             write_atomically(path, data)
-        changed = frozenset(p for p, data in documents.items() if self._published.get(p) != data) | also
+        changed = frozenset(p for p, data in documents.items()
+                            if self._published.get(p, written.get(p)) != data) | also
         self._published.update(documents)
         for listener in self.listeners:
             try:
@@ -320,11 +325,13 @@ class Publisher:
         number, _, q = key.partition("?")[2].partition("&")
         if atom:
             return Document.build(topics.search_feed(self.settings, self.storage, q), ATOM_TYPE, self._newest)
-        body = topics.search_page(self.settings, self.storage, q, int(number), _links(self.settings))
+        body = topics.search_page(self.settings, self.storage, q, int(number), links(self.settings))
         return Document.build(body, HTML_TYPE, self._newest)
 
 
-def _links(settings: Settings) -> Links:
+def links(settings: Settings | None = None) -> Links:
+    """The site's feed paths, for pages; without settings (the unsubscribe page) no topic list."""
     from monitor.page import Links
 
-    return Links(feed=FEED, corrections=CORRECTIONS, opml=OPML, topics=tuple(t.name for t in settings.topics))
+    names = tuple(t.name for t in settings.topics) if settings else ()
+    return Links(feed=FEED, corrections=CORRECTIONS, opml=OPML, topics=names)

@@ -11,8 +11,9 @@ what the old store knows and the folder cannot tell is carried over (`plan`, pur
   change of the normalisation behind the text hash, as old texts are hashed again);
 * the times a subscriber saw: first seen, and `updated` where the current text is the
   one the old store showed, so an unchanged story is not "updated" by the rebuild;
-* the digest outbox: every digest with the texts it carried, matched by text, so what
-  went out (or was baselined) is not mailed again.
+* the outbox: every message (per channel and subscriber) and baseline with the texts it
+  delivered, matched by text, so what went out (or was baselined) is not sent again, and
+  a pending message is retried with its own key and bytes; who unsubscribed stays so.
 
 SQLite: the old file is held for the whole run (monitor/storage/rebuild.py), kept under
 another name, and the new one renamed over it in one step. PostgreSQL: the new store is
@@ -22,6 +23,7 @@ built in a schema of its own and the schemas trade names in one transaction
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import uuid
@@ -37,9 +39,11 @@ from monitor.identity import text_hash
 from monitor.idle import Clock, utcnow
 from monitor.models import Item, ScanReport
 from monitor.storage.ingest import STORY_NAMESPACE
+from monitor.storage.outbox import START
+from monitor.storage.schema import EVERYONE
 
 if TYPE_CHECKING:
-    from monitor.storage.rebuild import Adoption, NewStore, OldDigest, OldStore, OldStory, OldVersion
+    from monitor.storage.rebuild import Adoption, NewStore, OldMessage, OldStore, OldStory, OldVersion
 
 BASELINE_HINT = "the next digest carries every story (`monitor scan --baseline` marks them as mailed)"
 
@@ -53,7 +57,7 @@ class Kept:
     merged: int = 0  # old stories whose texts now belong to a story that kept another id
     gone: int = 0  # old stories none of whose texts the new store has
     new_ids: int = 0  # stories of the new store under an id the old store did not have
-    digests: int = 0
+    digests: int = 0  # messages and baselines (a subscriber's starting row is none)
     delivered: int = 0  # texts recorded as delivered in the new store
     not_found: int = 0  # texts the old outbox carried that the new store does not have
 
@@ -180,8 +184,13 @@ def _publish(settings: Settings) -> None:
     from monitor.storage import Storage
 
     storage = Storage.open(settings.state.database_url)
+    publisher = Publisher(settings, storage)
+    if settings.feed.hub:
+        from monitor.notify import websub
+
+        publisher.listeners.append(websub.listener(settings.feed))
     try:
-        Publisher(settings, storage).write_files(force=True)
+        publisher.write_files(force=True)
     except OSError as exc:
         raise MonitorError(f"rebuild: the new store is in place, but the feed file {settings.feed.path} "
                            f"could not be written: {exc.strerror or exc}") from None
@@ -217,11 +226,13 @@ def _carry_over(old: OldStore, new: NewStore) -> tuple[Adoption, Kept, str | Non
     except StorageError as exc:
         return Adoption(), Kept(new_ids=len(new.stories)), str(exc), False
     try:
-        outbox = old.digests()
+        outbox = old.messages()
+        gone = old.unsubscribed()
     except StorageError as exc:
         adoption, kept = plan(stories, ids, new, [])
         return adoption, kept, str(exc), True
     adoption, kept = plan(stories, ids, new, outbox)
+    adoption = dataclasses.replace(adoption, unsubscribed=gone)
     return adoption, kept, None, True
 
 
@@ -279,7 +290,7 @@ def plan_ids(stories: dict[int, OldStory], versions: Iterable[OldVersion], new: 
 
 
 def plan(stories: dict[int, OldStory], m: Matches, new: NewStore,
-         outbox: list[OldDigest]) -> tuple[Adoption, Kept]:
+         outbox: list[OldMessage]) -> tuple[Adoption, Kept]:
     """Which new story keeps which old id, the times it keeps, and the outbox in new terms."""
     from monitor.storage.rebuild import Adoption
 
@@ -305,57 +316,67 @@ def plan(stories: dict[int, OldStory], m: Matches, new: NewStore,
         if before is not None and m.moved.get(before.current_hash) == current:
             updated[sid] = before.updated  # the same text as before: not an update for a reader
     carried, delivered, not_found = _outbox(m, new, outbox)
-    mark = _version_mark(new, carried)
+    marks = _version_marks(new, carried)
     old_ids = set(by_uid)
     kept_ids = old_ids & set(final.values())
     kept = Kept(old_stories=len(stories), ids_kept=len(kept_ids), gone=len(stories) - len(m.anchor),
                 merged=len(m.anchor) - sum(stories[o].uid in kept_ids for o in m.anchor),
                 new_ids=sum(uid not in old_ids for uid in final.values()),
-                digests=len(carried), delivered=delivered, not_found=not_found)
+                digests=sum(message.row.get("status") != START for message, _ in carried),
+                delivered=delivered, not_found=not_found)
     return Adoption(uids=uids, first_seen=m.first_seen, updated=updated, seen_at=m.seen_at,
-                    digests=carried, version_upto=mark), kept
+                    messages=[(message, rows, mark) for (message, rows), mark in zip(carried, marks, strict=True)]
+                    ), kept
 
 
-def _version_mark(new: NewStore, carried: list[tuple[OldDigest, list[tuple[int, str, str]]]]) -> int:
-    """Where the next digest starts reading versions (the outbox's `version_upto`).
+def _version_marks(new: NewStore, carried: list[tuple[OldMessage, list[tuple[int, str, str]]]]) -> list[int]:
+    """The `version_upto` of each message: where its subscriber's next one starts reading.
 
-    It must see every story whose current text is not the last one mailed for it (news
-    that came after the last digest, a story the new rules split off), and it need see
-    no other: the mark sits just below the newest version of the earliest such story,
-    or at the top when there is none. A store that never mailed anything keeps 0."""
-    if not carried:
-        return 0
-    mailed: dict[int, str] = {}
-    for _, rows in carried:
-        for sid, h, _section in rows:
-            mailed[sid] = h  # digests in order: the last one that carried the story wins
+    A subscriber's mark is the highest of its own rows and everyone's (the baselines), and
+    old marks count old version ids, so the last row of each (channel, subscriber) gets
+    the new mark and the others 0. The next message must see every story whose current
+    text is not the last one delivered to that subscriber (by it or by a baseline: news
+    after its last message, a story the new rules split off), and need see no other: the
+    mark sits just below the newest version of the earliest such story, or at the top
+    when there is none. A subscriber that never got anything keeps 0."""
     newest: dict[int, int] = {}
     for vid, sid in new.versions.values():
         newest[sid] = max(newest.get(sid, 0), vid)
-    due = [newest[sid] for sid, (_, current) in new.stories.items() if mailed.get(sid) != current]
-    return min(due) - 1 if due else max(newest.values(), default=0)
+    last: dict[tuple[str, str], int] = {}
+    for n, (message, _) in enumerate(carried):
+        last[message.key] = n
+    marks = [0] * len(carried)
+    for key, n in last.items():
+        delivered: dict[int, str] = {}
+        for message, rows in carried[:n + 1]:
+            if message.key in (key, (EVERYONE, EVERYONE)):
+                for sid, h, _section in rows:
+                    delivered[sid] = h  # in outbox order: the last one that carried the story wins
+        due = [newest[sid] for sid, (_, current) in new.stories.items() if delivered.get(sid) != current]
+        marks[n] = min(due) - 1 if due else max(newest.values(), default=0)
+    return marks
 
 
-def _outbox(m: Matches, new: NewStore, outbox: list[OldDigest]
-            ) -> tuple[list[tuple[OldDigest, list[tuple[int, str, str]]]], int, int]:
-    """Each old digest with the texts it carried as (new story id, text hash, section)."""
+def _outbox(m: Matches, new: NewStore, outbox: list[OldMessage]
+            ) -> tuple[list[tuple[OldMessage, list[tuple[int, str, str]]]], int, int]:
+    """Each old message with the texts it delivered as (new story id, text hash, section)."""
     current = {sid: h for sid, (_, h) in new.stories.items()}
-    used: set[str] = set()
+    used: set[tuple[str, str, str]] = set()  # (channel, subscriber, text hash): delivered once each
     carried = []
     delivered = not_found = 0
-    for digest in outbox:
+    for message in outbox:
         rows: dict[int, tuple[str, str]] = {}
-        for old_hash, section in digest.texts:
+        for old_hash, section in message.texts:
             h = m.moved.get(old_hash)
-            if h is None or h in used:
+            if h is None or (*message.key, h) in used:
                 not_found += h is None
                 continue
             sid = new.versions[h][1]
-            # Two texts of one digest in one story (merged by the new rules): the current
-            # one is what the next digest compares against.
+            # Two texts of one message in one story (merged by the new rules): the current
+            # one is what the next message compares against.
             if sid not in rows or h == current[sid]:
                 rows[sid] = (h, section)
-        used.update(h for h, _ in rows.values())
+        used.update((*message.key, h) for h, _ in rows.values())
         delivered += len(rows)
-        carried.append((digest, [(sid, h, section) for sid, (h, section) in rows.items()]))
+        carried.append((message, [(sid, h, section) for sid, (h, section) in rows.items()]))
     return carried, delivered, not_found

@@ -162,6 +162,11 @@ def scan_and_publish(settings: Settings, storage: Storage, *, clock: Clock = utc
     """`monitor scan`: a pass, then the feed files written if it changed anything (or they are stale)."""
     t0 = time.perf_counter()
     report = scan(settings, storage, clock=clock, stop=stop)
-    Publisher(settings, storage).write_files(force=report.changed)
+    publisher = Publisher(settings, storage)
+    if settings.feed.hub:
+        from monitor.notify import websub
+
+        publisher.listeners.append(websub.listener(settings.feed))
+    publisher.write_files(force=report.changed)
     log.debug("scan and publish took %.3fs", time.perf_counter() - t0)
     return report

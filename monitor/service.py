@@ -47,6 +47,7 @@ from monitor.errors import ConfigError, MonitorError, StorageError
 from monitor.keeper import Keeper
 from monitor.metrics import Metrics
 from monitor.models import ScanReport
+from monitor.notify import websub
 from monitor.publish import FEED, Publisher
 from monitor.scan import scan, utcnow
 from monitor.server import Server
@@ -71,7 +72,7 @@ def run(settings: Settings) -> int:
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # APScheduler logs two INFO lines per job run: noise every few seconds.
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    if settings.digest.enabled:
+    if settings.digest.enabled or settings.subscribers:
         _check_digest_settings(settings)
     _warn_base_url(settings)
     keeper = Keeper(settings.state.database_url)
@@ -147,7 +148,11 @@ class Service:
         self._story_count = 0
         # The keeper's store of the moment: it reopens a store deleted or replaced under it.
         self.publisher = Publisher(settings, lambda: self.keeper.storage)
+        if settings.feed.hub:
+            self.publisher.listeners.append(websub.listener(settings.feed))
         self._snapshot: Snapshot | None = None
+        # Subscribers with cadence "immediate": delivered to right after a pass that found news.
+        self._immediate = tuple(s.name for s in settings.subscribers if s.cadence == "immediate")
         self.scheduler = BackgroundScheduler(timezone=dt.UTC, executors={"default": ThreadPoolExecutor(4)})
         wire_jobs(self.scheduler, self)
         try:
@@ -177,6 +182,9 @@ class Service:
             st = ScanState(**vars(self._state))
         status, problems = health_status(now, st.last_success or st.started, store_error,
                                          self.settings.schedule.scan_seconds)
+        failing, refused = self._delivery_report() if store_error is None else ([], [])
+        if failing:
+            status, problems = 503, [*problems, *failing]
         job = self.scheduler.get_job("scan")
         pickup = self.scheduler.get_job("pickup")
         return status, {
@@ -193,8 +201,33 @@ class Service:
             "next_scan": _iso(job.next_run_time if job else None),
             "next_pickup": _iso(pickup.next_run_time if pickup else None),
             "scan_seconds": self.settings.schedule.scan_seconds,
+            "deliveries": {"ok": not (failing or refused), "failing": failing, "refused": refused},
             "time": _iso(now),
         }
+
+    def _delivery_report(self) -> tuple[list[str], list[str]]:
+        from monitor.digest import delivery_report
+
+        try:
+            with self.keeper.using() as storage:  # an HTTP read, like the documents'
+                return delivery_report(self.settings, storage)
+        except StorageError as exc:
+            return [f"deliveries unknown: {exc}"], []
+
+    @property
+    def title(self) -> str:
+        return self.settings.feed.title
+
+    def unsubscribe(self, token: str, confirm: bool) -> str | None:
+        """The subscriber a valid token names (None for a forged one); with `confirm`, stop its mail."""
+        from monitor.notify.unsubscribe import verify
+
+        name = verify(self.settings.digest.unsubscribe_secret, token)
+        if name is not None and confirm:
+            with self.keeper.using() as storage:  # the store is not swapped under the write
+                if storage.unsubscribe(name, utcnow()):
+                    log.info("unsubscribed: %s (one-click link)", name)
+        return name
 
     # -- jobs -----------------------------------------------------------------
 
@@ -208,7 +241,9 @@ class Service:
                 with self._hint_lock:
                     # This scan lists the folder from now on; later events need a pickup of their own.
                     self._pickup_at = None
-            self._scan_once()
+            changed = self._scan_once()
+            if changed and self._immediate:
+                self._deliver(self._immediate)
         finally:
             self._work.release()
         self._rearm(started)
@@ -216,25 +251,38 @@ class Service:
     def pickup_job(self) -> None:
         self.scan_job(pickup=True)
 
-    def digest_job(self) -> None:
+    def digest_job(self, names: tuple[str, ...] | None = None) -> None:
+        """Deliver what is due to these subscribers (None: the implicit ones of [digest]),
+        after retrying whatever is pending for anyone."""
         if not self._acquire_work():
             return
         try:
+            self._deliver(names)
+        finally:
+            self._work.release()
+
+    def _deliver(self, names: tuple[str, ...] | None) -> None:
+        try:
             # Imported here: the digest is optional, and a broken one must not stop the scans.
             from monitor.digest import send_pending
+            from monitor.notify.subscribers import recipients
 
-            result = send_pending(self.settings, self.storage)
-            log.debug("digest job: %s", result)
+            if names is None:
+                names = tuple(r.name for r in recipients(self.settings) if r.implicit)
+            result = send_pending(self.settings, self.storage, only=names)
+            log.debug("delivery job: %s", result)
             retry = result.pending > 0 and not result.busy
         except Exception as exc:
             log.error("digest failed, retrying in %gs: %s", self.settings.digest.retry_seconds, exc,
                       exc_info=not isinstance(exc, MonitorError))
             retry = True
-        finally:
-            self._work.release()
         if retry and not self.stop_event.is_set():
             delay = dt.timedelta(seconds=self.settings.digest.retry_seconds)
             schedule_digest_retry(self.scheduler, self, utcnow() + delay)
+
+    def retry_job(self) -> None:
+        """Retry what is pending; claim nothing new for anyone."""
+        self.digest_job(names=())
 
     def _acquire_work(self) -> bool:
         while not self._work.acquire(timeout=0.2):
@@ -245,7 +293,8 @@ class Service:
             return False
         return True
 
-    def _scan_once(self) -> None:
+    def _scan_once(self) -> bool:
+        """One pass; True when it found something new or revised."""
         with self._state_lock:
             self._state.running = True
         t0 = time.perf_counter()
@@ -285,6 +334,7 @@ class Service:
             st.summary = report.summary() if report else ""
             if report is not None:
                 st.last_success = now
+        return report is not None and report.changed
 
     def refresh(self, *, force: bool = False) -> None:
         """Publish again if the store changed (here or in another instance): the files and
@@ -365,6 +415,9 @@ class Service:
                      self.settings.drop.folder.resolve(), self.settings.schedule.scan_seconds,
                      self.settings.drop.settle_seconds,
                      ", digest " + self.settings.digest.schedule if self.settings.digest.enabled else "")
+            if not self.settings.digest.unsubscribe_secret and any(
+                    r.channel == "email" and r.address for r in _recipients(self.settings)):
+                log.warning("digests carry no unsubscribe link: MONITOR_UNSUBSCRIBE_SECRET is not set")
             while not self.stop_event.wait(0.5):
                 pass
             self._stop(observer, server)
@@ -411,12 +464,30 @@ def wire_jobs(scheduler: BackgroundScheduler, service: Service) -> None:
         # A digest missed while the machine slept is still due: once, however late.
         scheduler.add_job(service.digest_job, trigger, id="digest", name="digest",
                           max_instances=1, coalesce=True, misfire_grace_time=None)
+    wire_subscriber_jobs(scheduler, service)
+
+
+def wire_subscriber_jobs(scheduler: BackgroundScheduler, service: Service) -> None:
+    """One job per schedule of the `[[subscribers]]` with a daily or weekly cadence."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for sub in service.settings.subscribers:
+        if sub.cadence != "immediate":
+            groups.setdefault((sub.crontab, sub.timezone), []).append(sub.name)
+    for n, ((line, tz), names) in enumerate(sorted(groups.items()), 1):
+        try:
+            trigger = crontab_trigger(line, ZoneInfo(tz))
+        except ValueError as exc:
+            raise ConfigError(service.settings.source, f"[[subscribers]] {names[0]}: schedule",
+                              f"not a crontab line: {exc}") from None
+        scheduler.add_job(service.digest_job, trigger, args=(tuple(names),), id=f"deliver-{n}",
+                          name=f"deliver to {', '.join(names)}", max_instances=1, coalesce=True,
+                          misfire_grace_time=None)
 
 
 def schedule_digest_retry(scheduler: BackgroundScheduler, service: Service, when: dt.datetime) -> None:
     """A digest left pending (server down, 4xx) is retried soon, not at the next daily run."""
     try:
-        scheduler.add_job(service.digest_job, DateTrigger(run_date=when, timezone=dt.UTC), id="digest-retry",
+        scheduler.add_job(service.retry_job, DateTrigger(run_date=when, timezone=dt.UTC), id="digest-retry",
                           name="digest retry", replace_existing=True, max_instances=1, coalesce=True,
                           misfire_grace_time=None)
     except Exception as exc:  # the scheduler is shutting down
@@ -455,6 +526,12 @@ def _install_signals(stop: threading.Event) -> dict[int, Any]:
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, handler)
     return previous
+
+
+def _recipients(settings: Settings) -> list[Any]:
+    from monitor.notify.subscribers import recipients
+
+    return recipients(settings)
 
 
 def _force_exit() -> None:

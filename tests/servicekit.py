@@ -57,17 +57,20 @@ class Service:
     """`monitor run` on a free port with a temporary config in `folder`."""
 
     def __init__(self, exe: str, folder: Path, *, scan_seconds: float = 60, settle_seconds: float = 1,
-                 env: Mapping[str, str] | None = None, **sections: dict[str, object]) -> None:
+                 env: Mapping[str, str] | None = None, extra: str = "", **sections: dict[str, object]) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}/"
         sections = {
             "http": {"enabled": True, "host": "127.0.0.1", "port": self.port},
-            "feed": {"base_url": self.base},
+            "feed": {"base_url": self.base, **sections.pop("feed", {})},
             "schedule": {"scan_seconds": scan_seconds, "misfire_grace_seconds": 5},
             "drop": {"settle_seconds": settle_seconds},
             **sections,
         }
         self.config = write_config(folder, **sections)
+        if extra:  # TOML the section keywords cannot say, e.g. [[subscribers]]
+            with self.config.open("a") as fh:
+                fh.write(extra)
         self.folder = folder
         self.drop = folder / "drop"
         self.log_path = folder / "service.log"

@@ -246,3 +246,56 @@ def test_cli_default_config_file_in_working_directory(tmp_path: Path, exe: str) 
     proc = run(exe, ["status"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "config: config/monitor.toml" in proc.stdout
+
+
+# -- [[subscribers]] -------------------------------------------------------------------
+
+
+def subscribers_config(tmp_path: Path, body: str) -> Path:
+    (tmp_path / "drop").mkdir(exist_ok=True)
+    path = tmp_path / "m.toml"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def test_subscribers_are_read_with_their_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DESK_URL", "ntfy://ntfy.example.org/s3cret-topic")
+    s = load_settings(subscribers_config(tmp_path, (
+        '[[topics]]\nname = "belarus"\nquery = "Minsk OR Belarus"\n'
+        '[[subscribers]]\nname = "alice"\nemail = "alice@example.org"\ntopics = ["belarus"]\n'
+        '[[subscribers]]\nname = "desk"\napprise_env = "DESK_URL"\ncadence = "weekly"\ntimezone = "Europe/Berlin"\n')))
+    alice, desk = s.subscribers
+    assert (alice.channel, alice.topics, alice.cadence, alice.crontab) == ("email", ("belarus",), "daily", "0 8 * * *")
+    assert (desk.channel, desk.crontab, desk.apprise_url) == ("apprise", "0 8 * * 1", "ntfy://ntfy.example.org/s3cret-topic")
+    assert "s3cret" not in repr(s)
+
+
+@pytest.mark.parametrize(("body", "key", "problem"), [
+    ('[[subscribers]]\nemail = "a@example.org"\n', "[[subscribers]] #1 name", "missing"),
+    ('[[subscribers]]\nname = "a"\n', "[[subscribers]] a", "exactly one of email or apprise_env"),
+    ('[[subscribers]]\nname = "a"\nemail = "a@example.org"\ncadence = "hourly"\n', "[subscribers a] cadence",
+     "must be one of immediate, daily, weekly"),
+    ('[[subscribers]]\nname = "a"\nemail = "not an address"\n', "[[subscribers]] a: email", "not an address"),
+    ('[[subscribers]]\nname = "a"\nemail = "a@example.org"\n[[subscribers]]\nname = "a"\nemail = "b@example.org"\n',
+     "[[subscribers]] a: name", "two subscribers"),
+    ('[[subscribers]]\nname = "a"\nemail = "a@example.org"\ntimezone = "Mars/Olympus"\n',
+     "[[subscribers]] a: timezone", "unknown time zone"),
+    ('[[subscribers]]\nname = "a"\napprise_env = "NOT_SET_ANYWHERE"\n', "[[subscribers]] a: apprise_env",
+     "$NOT_SET_ANYWHERE (or $NOT_SET_ANYWHERE_FILE) is not set"),
+    ('[[subscribers]]\nname = "a"\napprise_url = "json://x/y"\n', "[subscribers a] apprise_url",
+     "set it in the environment"),
+    ('[[subscribers]]\nname = "a"\nemail = "a@example.org"\ntopics = ["Minsk"]\n', "[[subscribers]] a: topics",
+     "unknown topic 'Minsk'"),
+    ('[feed]\nhub = "ftp://hub"\n', "[feed] hub", "http"),
+    ("subscribers = 3\n", "[[subscribers]]", "array of tables"),
+])
+def test_bad_subscribers_name_the_key(tmp_path: Path, body: str, key: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(subscribers_config(tmp_path, body))
+    assert err.value.key == key and problem in err.value.problem
+
+
+def test_a_bad_subscriber_schedule_is_exit_2(tmp_path: Path, exe: str) -> None:
+    path = subscribers_config(tmp_path, '[[subscribers]]\nname = "a"\nemail = "a@example.org"\nschedule = "0 8 * *"\n')
+    proc = run(exe, ["--config", str(path), "digest"], tmp_path)
+    assert proc.returncode == 2 and "[[subscribers]] a: schedule" in proc.stderr and str(path) in proc.stderr

@@ -12,10 +12,10 @@ from html.parser import HTMLParser
 import pytest
 
 from monitor.config import DigestSettings, FeedSettings
-from monitor.digest import build_message, diff_text, list_id, new_message_id, word_diff
 from monitor.feed import story_url
 from monitor.models import Story
-from monitor.storage.outbox import Revision, Selection
+from monitor.notify.abc import Revision, Selection
+from monitor.notify.email import build_message, diff_text, list_id, new_message_id, word_diff
 
 FEED = FeedSettings(title="CSTO Bulletins", base_url="https://news.example.org/csto/")
 DIGEST = DigestSettings(subject="CSTO bulletins", sender="Digest <digest@example.org>")

@@ -24,9 +24,10 @@ BRIEFS = [
 STORY_URL = re.compile(r"http://127\.0\.0\.1:8080/stories/[0-9a-f-]+")
 
 
-def smtp_monitor(exe: str, tmp_path: Path, port: int, database_url: str | None = None) -> Monitor:
+def smtp_monitor(exe: str, tmp_path: Path, port: int, database_url: str | None = None,
+                 recipients: tuple[str, ...] = ("alice@example.org", "bob@example.org")) -> Monitor:
     config = write_config(tmp_path, database_url,
-                          digest={"recipients": ["alice@example.org", "bob@example.org"],
+                          digest={"recipients": list(recipients),
                                   "sender": "digest@example.org", "subject": "CSTO bulletins"},
                           smtp={"host": "127.0.0.1", "port": port, "security": "none", "timeout": 5})
     return Monitor(exe, config)
@@ -39,7 +40,8 @@ def add(monitor: Monitor, name: str, *texts: str, baseline: bool = False) -> str
 
 def digest_rows(folder: Path) -> list[tuple[Any, ...]]:
     with sqlite3.connect(folder / "monitor.db") as db:
-        return db.execute("SELECT message_id, status FROM digests ORDER BY id").fetchall()
+        return db.execute("SELECT message_key, status FROM outbox WHERE channel = 'email' "
+                          "AND status NOT IN ('start', 'baseline') ORDER BY id").fetchall()
 
 
 def stories_in(received: Received) -> set[str]:
@@ -64,14 +66,31 @@ def test_maildir_is_the_default_and_opens_in_a_standard_reader(monitor: Monitor)
     assert sorted(m["Subject"] for m in box) == ["Bulletins: 1 new", "Bulletins: 2 new"]
 
 
-def test_dry_run_prints_the_message_and_changes_nothing(monitor: Monitor) -> None:
+def test_dry_run_prints_a_readable_preview_and_changes_nothing(monitor: Monitor) -> None:
     add(monitor, "a.txt", *BRIEFS[:3])
     dry = monitor("digest", "--dry-run")
-    assert dry.stdout.startswith("Subject: Bulletins: 3 new\n")
-    assert "Message-ID: <" in dry.stdout and "multipart/alternative" in dry.stdout
+    outbox = monitor.folder / "state" / "outbox"
+    head = f"=== email to the Maildir {outbox} (new; 3 new, 0 revised)\nSubject: Bulletins: 3 new\n"
+    assert dry.stdout.startswith(head)
+    assert BRIEFS[0] in dry.stdout and "New (3)" in dry.stdout  # the decoded plain text
+    assert "multipart/alternative" not in dry.stdout and "Content-Transfer-Encoding" not in dry.stdout
+    assert "no recipients configured" in dry.stderr and str(outbox) in dry.stderr
+    raw = monitor("digest", "--dry-run", "--raw")
+    assert raw.stdout.startswith("Subject: Bulletins: 3 new\n")
+    assert "Message-ID: <" in raw.stdout and "multipart/alternative" in raw.stdout
     assert digest_rows(monitor.folder) == []
-    assert not (monitor.folder / "state" / "outbox").exists()
+    assert not outbox.exists()
     assert "Subject: Bulletins: 3 new" in monitor("digest", "--dry-run").stdout  # still due
+
+
+def test_dry_run_names_the_envelope_recipients(tmp_path: Path, exe: str) -> None:
+    monitor = smtp_monitor(exe, tmp_path, free_port())
+    add(monitor, "a.txt", BRIEFS[0])
+    dry = monitor("digest", "--dry-run")
+    heads = [line for line in dry.stdout.splitlines() if line.startswith("=== ")]
+    assert heads == ["=== email to alice@example.org (new; 1 new, 0 revised)",
+                     "=== email to bob@example.org (new; 1 new, 0 revised)"]
+    assert "no recipients configured" not in dry.stderr
 
 
 def test_baseline_keeps_the_archive_out_of_the_first_digest(monitor: Monitor) -> None:
@@ -95,16 +114,19 @@ def test_exit_status_follows_delivery(tmp_path: Path, exe: str) -> None:
     down = monitor("digest", check=False)
     assert down.returncode == 1
     assert "kept for the next run" in down.stderr and "cannot connect" in down.stderr
-    [(message_id, status)] = digest_rows(tmp_path)
+    [(message_id, status)] = digest_rows(tmp_path)  # the server is down: no more made on top of it
     assert status == "pending"
     shown = monitor("status").stdout
     assert "digests pending: 1" in shown and message_id in shown and "1 attempts" in shown
+    assert "delivery problems: 1" in shown and "email to alice@example.org not delivered after 1 attempts" in shown
+    assert "cannot connect" in shown
     with MailServer(port=port) as server:
         up = monitor("digest")
     assert up.returncode == 0 and message_id in up.stdout
-    assert [m.message["Message-ID"] for m in server.messages] == [message_id]
-    assert digest_rows(tmp_path) == [(message_id, "sent")]
-    assert "digests pending: 0" in monitor("status").stdout
+    assert server.messages[0].message["Message-ID"] == message_id
+    assert [s for _, s in digest_rows(tmp_path)] == ["sent", "sent"]
+    shown = monitor("status").stdout
+    assert "digests pending: 0" in shown and "delivery problems: 0" in shown
 
 
 def test_a_crash_between_send_and_mark_repeats_the_same_digest_only(tmp_path: Path, exe: str) -> None:
@@ -122,7 +144,7 @@ def test_a_crash_between_send_and_mark_repeats_the_same_digest_only(tmp_path: Pa
         return "250 Message accepted for delivery"
 
     with MailServer() as server:
-        monitor = smtp_monitor(exe, tmp_path, server.port)
+        monitor = smtp_monitor(exe, tmp_path, server.port, recipients=("alice@example.org",))
         add(monitor, "a.txt", *BRIEFS[:2])
         server.recorder.on_data = kill_client
         victim.append(subprocess.Popen([monitor.exe, "--config", str(monitor.config), "digest"],
@@ -157,11 +179,11 @@ def test_two_runners_at_the_same_moment_send_one_digest(tmp_path: Path, exe: str
                                     env=monitor.env) for _ in range(2)]
         outputs = [r.communicate(timeout=60) for r in runners]
     assert [r.returncode for r in runners] == [0, 0], outputs
-    assert len(server.messages) == 1
+    assert sorted(m.rcpt_tos[0] for m in server.messages) == ["alice@example.org", "bob@example.org"]
     stdout = [out for out, _ in outputs]
-    assert sum("digest: sent <" in out for out in stdout) == 1
+    assert sum(out.count("digest: sent <") for out in stdout) == 2
     assert any("another digest runner" in out or "nothing to send" in out for out in stdout)
-    assert len(stories_in(server.messages[0])) == len(BRIEFS)
+    assert all(len(stories_in(m)) == len(BRIEFS) for m in server.messages)
 
 
 def test_smtp_without_recipients_is_a_config_error(tmp_path: Path, exe: str) -> None:
@@ -170,3 +192,23 @@ def test_smtp_without_recipients_is_a_config_error(tmp_path: Path, exe: str) -> 
     assert proc.returncode == 2
     assert "[digest] recipients" in proc.stderr and str(config) in proc.stderr
 
+
+
+def test_a_subscriber_added_later_starts_with_what_arrives_then(tmp_path: Path, exe: str) -> None:
+    """The dry run shows what the real run sends: nothing of what was delivered before it joined."""
+    with MailServer() as server:
+        monitor = smtp_monitor(exe, tmp_path, server.port, recipients=("alice@example.org",))
+        add(monitor, "a.txt", *BRIEFS[:2])
+        monitor("digest")
+        monitor.config.write_text(monitor.config.read_text().replace(
+            '"alice@example.org"]', '"alice@example.org", "carol@example.org"]'))
+        assert monitor("digest", "--dry-run").stderr.strip().endswith("digest: nothing to send")
+        assert monitor("digest").stdout.strip() == "digest: nothing to send"
+        add(monitor, "b.txt", BRIEFS[2])
+        heads = [h for h in monitor("digest", "--dry-run").stdout.splitlines() if h.startswith("=== ")]
+        assert heads == ["=== email to alice@example.org (new; 1 new, 0 revised)",
+                         "=== email to carol@example.org (new; 1 new, 0 revised)"]
+        monitor("digest")
+    carol = [m for m in server.messages if m.rcpt_tos == ["carol@example.org"]]
+    assert len(carol) == 1 and stories_in(carol[0]) and BRIEFS[2] in carol[0].message.get_body(
+        ("plain",)).get_content()

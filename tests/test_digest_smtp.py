@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import AuthResult
 from conftest import drop_file, write_config
-from mailserver import MailServer, free_port
+from mailserver import MailServer, Received, free_port
 
 from monitor.config import Settings, load_settings
 from monitor.digest import send_pending
@@ -63,7 +63,24 @@ class Env:
         return send_pending(settings, self.storage)
 
     def sent_history(self) -> list[dict[str, Any]]:
-        return [d for d in self.storage.digest_history() if d["status"] != "baseline"]
+        """The email messages made (not the baselines and starting marks), oldest first."""
+        return [m for m in self.storage.outbox_history() if m["channel"] == "email"
+                and m["status"] not in ("baseline", "start")]
+
+    def pending(self) -> list[Any]:
+        return self.storage.pending_messages()
+
+
+def received_by(server: MailServer) -> dict[str, list[Received]]:
+    out: dict[str, list[Received]] = {}
+    for m in server.messages:
+        assert len(m.rcpt_tos) == 1  # one message per subscriber: its own unsubscribe link
+        out.setdefault(m.rcpt_tos[0], []).append(m)
+    return out
+
+
+def plain(received: Received) -> str:
+    return received.message.get_body(("plain",)).get_content()
 
 
 @pytest.fixture
@@ -79,38 +96,41 @@ def env(tmp_path: Path, server: MailServer) -> Iterator[Env]:
     e.storage.close()
 
 
-def assert_each_version_in_one_digest(env: Env) -> None:
-    """Every story's current text went out in exactly one digest; no version in two."""
+def assert_each_version_in_one_digest(env: Env, subscribers: tuple[str, ...] = (A, B)) -> None:
+    """Every story's current text went to each subscriber in exactly one message; no version twice."""
     history = env.sent_history()
-    carried = [(uid, h) for d in history for uid, h, _ in d["stories"]]
-    assert len(carried) == len(set(carried))
     current = {s.uid for s in env.storage.latest_stories(1000)}
-    assert {uid for uid, _ in carried} == current
+    for who in subscribers:
+        carried = [(uid, h) for m in history if m["subscriber"] == who for uid, h, _ in m["stories"]]
+        assert len(carried) == len(set(carried)), who
+        assert {uid for uid, _ in carried} == current, who
 
 
 def test_digest_reaches_every_recipient_with_both_parts(env: Env, server: MailServer) -> None:
     env.add(*BRIEFS[:2], ARTICLE)
     result = env.deliver()
-    assert result.ok and len(result.sent) == 1
-    [got] = server.messages
-    assert got.mail_from == SENDER
-    assert sorted(got.rcpt_tos) == [A, B]
-    msg = got.message
-    assert msg["Subject"] == "CSTO bulletins: 3 new"
-    assert msg["Message-ID"] == result.sent[0].message_id
-    assert msg["From"] == SENDER and msg["Date"]
-    assert msg["List-Id"] == "Test bulletins <test-bulletins.monitor.localhost>"
-    plain, markup = (p.get_content() for p in msg.iter_parts())
-    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
-    for text in (BRIEFS[0], BRIEFS[1], "Exercise of the Collective Rapid Reaction Forces", "2024-09-15"):
-        assert text in plain and text in markup
-    assert "near Bishkek" in plain and "<b>near Bishkek</b>" not in markup
-    assert "&lt;b&gt;near Bishkek&lt;/b&gt;" in markup
-    assert "About two thousand" not in plain  # an article's first paragraph, then the link
-    assert plain.count("Full entry: http://127.0.0.1:8080/stories/") == 3
+    assert result.ok and len(result.sent) == 2
+    got = received_by(server)
+    assert sorted(got) == [A, B]
+    for address in (A, B):
+        [one] = got[address]
+        assert one.mail_from == SENDER
+        msg = one.message
+        assert msg["Subject"] == "CSTO bulletins: 3 new"
+        assert msg["Message-ID"] in {s.message_id for s in result.sent if s.subscriber == address}
+        assert msg["From"] == SENDER and msg["Date"] and msg["To"] == address
+        assert msg["List-Id"] == "Test bulletins <test-bulletins.monitor.localhost>"
+        text, markup = (p.get_content() for p in msg.iter_parts())
+        assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+        for needle in (BRIEFS[0], BRIEFS[1], "Exercise of the Collective Rapid Reaction Forces", "2024-09-15"):
+            assert needle in text and needle in markup
+        assert "near Bishkek" in text and "<b>near Bishkek</b>" not in markup
+        assert "&lt;b&gt;near Bishkek&lt;/b&gt;" in markup
+        assert "About two thousand" not in text  # an article's first paragraph, then the link
+        assert text.count("Full entry: http://127.0.0.1:8080/stories/") == 3
     # Nothing new: nothing sent.
     again = env.deliver()
-    assert again.ok and not again.sent and len(server.messages) == 1
+    assert again.ok and not again.sent and len(server.messages) == 2
     assert_each_version_in_one_digest(env)
 
 
@@ -119,15 +139,16 @@ def test_a_revision_after_mailing_goes_out_with_a_diff(env: Env, server: MailSer
     env.deliver()
     env.add(REVISED, BRIEFS[3])
     result = env.deliver()
-    assert result.ok and len(server.messages) == 2
-    msg = server.messages[1].message
-    assert msg["Subject"] == "CSTO bulletins: 1 new, 1 revised"
-    plain = msg.get_body(("plain",)).get_content()
-    assert plain.index("New (1)") < plain.index(BRIEFS[3]) < plain.index("Revised (1)")
-    assert "Group in Moscow {+and agreed on a joint plan for next year+}." in plain
-    markup = msg.get_body(("html",)).get_content()
-    assert 'in Moscow <ins style="color:#060">and agreed on a joint plan for next year</ins>.' in markup
-    assert BRIEFS[0] not in plain  # mailed before, unchanged since
+    assert result.ok and len(server.messages) == 4
+    for address in (A, B):
+        msg = received_by(server)[address][1].message
+        assert msg["Subject"] == "CSTO bulletins: 1 new, 1 revised"
+        text = msg.get_body(("plain",)).get_content()
+        assert text.index("New (1)") < text.index(BRIEFS[3]) < text.index("Revised (1)")
+        assert "Group in Moscow {+and agreed on a joint plan for next year+}." in text
+        markup = msg.get_body(("html",)).get_content()
+        assert 'in Moscow <ins style="color:#060">and agreed on a joint plan for next year</ins>.' in markup
+        assert BRIEFS[0] not in text  # mailed before, unchanged since
     assert_each_version_in_one_digest(env)
 
 
@@ -136,18 +157,22 @@ def test_server_down_keeps_the_digest_and_retries_the_same_message(tmp_path: Pat
     env = Env(tmp_path, port)
     env.add(*BRIEFS[:2])
     failed = env.deliver()
+    # The server is down: the first message stays pending, and no more are made on top of it.
     assert failed.error and "cannot connect" in failed.error and failed.pending == 1 and not failed.sent
-    [pending] = env.storage.pending_digests()
-    env.add(BRIEFS[2])  # new while the server is down: the next digest, not this one
+    [pending] = env.pending()
+    assert pending.subscriber == A
+    env.add(BRIEFS[2])  # new while the server is down: Alice's next digest, not this one
     with MailServer() as server:
         result = env.deliver(port=server.port)
-    assert result.ok and len(result.sent) == 2 and result.sent[0].message_id == pending.message_id
+    assert result.ok and len(result.sent) == 3 and result.sent[0].message_id == pending.message_key
     assert [m.message["Message-ID"] for m in server.messages] == [s.message_id for s in result.sent]
-    first, second = (m.message.get_body(("plain",)).get_content() for m in server.messages)
+    got = received_by(server)
+    first, second = (plain(m) for m in got[A])
     assert BRIEFS[0] in first and BRIEFS[1] in first and BRIEFS[2] not in first
     assert BRIEFS[2] in second and BRIEFS[0] not in second
-    history = env.sent_history()
-    assert [d["attempts"] for d in history] == [2, 1]
+    [bob] = got[B]  # Bob's first digest was made once the server was back: all three
+    assert all(b in plain(bob) for b in BRIEFS[:3])
+    assert [m["attempts"] for m in env.sent_history()] == [2, 1, 1]
     assert_each_version_in_one_digest(env)
     env.storage.close()
 
@@ -156,29 +181,26 @@ def test_4xx_on_rcpt_keeps_it_pending_then_the_same_digest_goes(env: Env, server
     env.add(*BRIEFS[:2])
     server.recorder.rcpt_replies = {A: "450 4.2.1 Mailbox busy, try later", B: "451 4.3.0 Try again"}
     failed = env.deliver()
-    assert not failed.ok and "450" in (failed.error or "") and failed.pending == 1
+    assert not failed.ok and failed.error == "451 4.3.0 local error at the server" and failed.pending == 2
     assert server.messages == []
-    [pending] = env.storage.pending_digests()
-    assert pending.recipients == (A, B)
+    pending = {m.subscriber: m.message_key for m in env.pending()}
+    assert sorted(pending) == [A, B]
     server.recorder.rcpt_replies = {}
     result = env.deliver()
-    assert result.ok and [s.message_id for s in result.sent] == [pending.message_id]
-    [got] = server.messages
-    assert sorted(got.rcpt_tos) == [A, B] and got.message["Message-ID"] == pending.message_id
+    assert result.ok and {s.message_id for s in result.sent} == set(pending.values())
+    assert {a: m[0].message["Message-ID"] for a, m in received_by(server).items()} == pending
 
 
 def test_4xx_for_one_recipient_retries_only_that_one(env: Env, server: MailServer) -> None:
     env.add(*BRIEFS[:2])
     server.recorder.rcpt_replies = {B: "452 4.2.2 Mailbox full"}
     partial = env.deliver()
-    assert partial.pending == 1 and not partial.sent and not partial.ok
+    assert partial.pending == 1 and [s.subscriber for s in partial.sent] == [A] and not partial.ok
     assert [m.rcpt_tos for m in server.messages] == [[A]]
     server.recorder.rcpt_replies = {}
     done = env.deliver()
-    assert done.ok and len(done.sent) == 1
+    assert done.ok and [s.subscriber for s in done.sent] == [B]
     assert [m.rcpt_tos for m in server.messages] == [[A], [B]]  # Alice does not get it twice
-    ids = {m.message["Message-ID"] for m in server.messages}
-    assert ids == {done.sent[0].message_id}
 
 
 def test_5xx_for_one_recipient_is_reported_and_the_others_get_it(env: Env, server: MailServer,
@@ -189,15 +211,17 @@ def test_5xx_for_one_recipient_is_reported_and_the_others_get_it(env: Env, serve
     env.add(*BRIEFS[:2])
     with caplog.at_level(logging.WARNING, logger="monitor.digest"):
         result = env.deliver()
-    assert len(result.sent) == 1 and result.pending == 0 and result.ok
-    assert result.refused == ((BAD, "550 5.1.1 No such user"),)
+    assert len(result.sent) == 2 and result.pending == 0 and result.ok
+    assert result.refused == ((BAD, "550 5.1.1 mailbox unavailable"),)
     assert BAD in caplog.text and "550" in caplog.text
-    [got] = server.messages
-    assert sorted(got.rcpt_tos) == [A, B]
-    [digest] = env.sent_history()
-    assert digest["status"] == "sent"
-    assert digest["recipients"][BAD] == ("refused", "550 5.1.1 No such user")
-    assert env.deliver().ok and len(server.messages) == 1  # a permanent refusal is not retried
+    assert sorted(received_by(server)) == [A, B]
+    refused = [m for m in env.sent_history() if m["subscriber"] == BAD]
+    assert [(m["status"], m["last_error"]) for m in refused] == [("refused", "550 5.1.1 mailbox unavailable")]
+    assert env.deliver().ok and len(server.messages) == 2  # a permanent refusal is not retried
+    from monitor.digest import delivery_problems
+
+    assert delivery_problems(env.settings, env.storage) == [
+        f"email to {BAD} refused for good: 550 5.1.1 mailbox unavailable"]
     env.storage.close()
 
 
@@ -210,10 +234,10 @@ def test_connection_dropped_during_data(env: Env, server: MailServer) -> None:
     server.recorder.on_data = hang_up
     failed = env.deliver()
     assert failed.error and failed.pending == 1 and server.messages == []
-    [pending] = env.storage.pending_digests()
+    [pending] = env.pending()
     server.recorder.on_data = None
     result = env.deliver()
-    assert result.ok and [m.message["Message-ID"] for m in server.messages] == [pending.message_id]
+    assert result.ok and received_by(server)[A][0].message["Message-ID"] == pending.message_key
     assert_each_version_in_one_digest(env)
 
 
@@ -230,21 +254,21 @@ def test_a_server_that_does_not_answer_times_out(env: Env, server: MailServer) -
     assert failed.error and "no answer within 0.5s" in failed.error and failed.pending == 1
     server.recorder.on_data = None
     time.sleep(1.2)  # let the stalled session end
-    assert env.deliver().ok and len(server.messages) == 1
+    assert env.deliver().ok and len(server.messages) == 2
 
 
 def test_a_backlog_larger_than_max_stories_is_summarised_and_all_delivered(env: Env, server: MailServer) -> None:
     env.add(*BRIEFS)
     small = dataclasses.replace(env.settings, digest=dataclasses.replace(env.settings.digest, max_stories=2))
     result = send_pending(small, env.storage)
-    assert result.ok
-    msg = server.messages[0].message
-    assert msg["Subject"] == "CSTO bulletins: 5 new"
-    plain = msg.get_body(("plain",)).get_content()
-    assert plain.count("Full entry:") == 2
-    assert "…and 3 more (3 new): http://127.0.0.1:8080/feed.atom" in plain
-    [digest] = env.sent_history()
-    assert sorted(section for _, _, section in digest["stories"]) == ["more", "more", "more", "new", "new"]
+    assert result.ok and len(server.messages) == 2
+    for got in server.messages:
+        msg = got.message
+        assert msg["Subject"] == "CSTO bulletins: 5 new"
+        assert plain(got).count("Full entry:") == 2
+        assert "…and 3 more (3 new): http://127.0.0.1:8080/feed.atom" in plain(got)
+    for digest in env.sent_history():
+        assert sorted(section for _, _, section in digest["stories"]) == ["more", "more", "more", "new", "new"]
     assert send_pending(small, env.storage).sent == ()  # the summarised ones count as delivered
 
 
@@ -265,15 +289,42 @@ def test_login_uses_the_password_from_the_environment_and_never_logs_it(
         env.add(BRIEFS[0])
         result = env.deliver()
         env.storage.close()
-    assert result.ok and len(server.messages) == 1
-    assert seen == [("digest-user", secret)]
+    assert result.ok and len(server.messages) == 2
+    assert seen == [("digest-user", secret)] * 2
     assert secret not in caplog.text
+
+
+def test_an_auth_reply_that_echoes_the_client_is_not_logged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any) -> None:
+    """A 535 quoting the AUTH line carries the base64 of the password: code and our words only."""
+    import base64
+
+    secret = "s3cret-Pa55-from-env"
+    echo = base64.b64encode(f"\0digest-user\0{secret}".encode()).decode()
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        return AuthResult(success=False, handled=False, message=f"535 5.7.8 Bad credentials in AUTH PLAIN {echo}")
+
+    monkeypatch.setenv("MONITOR_SMTP_PASSWORD", secret)
+    server = MailServer(authenticator=authenticator, auth_require_tls=False)
+    with server, caplog.at_level(logging.DEBUG):
+        env = Env(tmp_path, server.port, username="digest-user")
+        env.add(BRIEFS[0])
+        result = env.deliver()
+        problems = __import__("monitor.digest", fromlist=["x"]).delivery_problems(env.settings, env.storage)
+        env.storage.close()
+    assert result.error == f"SMTP 127.0.0.1:{server.port}: 535 5.7.8 authentication failed"
+    assert problems and "535 5.7.8 authentication failed" in problems[0]
+    ours = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("mail.log"))  # not the server's
+    for text in (ours, result.error, *problems):
+        assert echo not in text and secret not in text and "Bad credentials" not in text
+    assert env.sent_history()[0]["last_error"] == result.error  # what the store keeps, too
 
 def test_utc_dates_in_the_store(env: Env) -> None:
     env.add(BRIEFS[0])
     env.deliver()
-    [digest] = env.sent_history()
-    assert digest["created"].tzinfo == dt.UTC and digest["sent"] >= digest["created"]
+    for digest in env.sent_history():
+        assert digest["created"].tzinfo == dt.UTC and digest["sent"] >= digest["created"]
 
 
 @pytest.fixture(scope="module")
@@ -307,11 +358,11 @@ def test_tls_and_starttls_verify_the_server_certificate(
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trust it, as an operator would with their CA
         result = env.deliver()
         env.storage.close()
-    assert result.ok and len(server.messages) == 1
-    assert server.messages[0].message["Message-ID"] == result.sent[0].message_id
+    assert result.ok and len(server.messages) == 2
+    assert [m.message["Message-ID"] for m in server.messages] == [s.message_id for s in result.sent]
 
 
-def test_migration_0002_creates_what_the_schema_describes(store_url: str) -> None:
+def test_migrations_create_what_the_schema_describes(store_url: str) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
@@ -323,7 +374,7 @@ def test_migration_0002_creates_what_the_schema_describes(store_url: str) -> Non
             diffs = compare_metadata(MigrationContext.configure(conn), metadata)
     finally:
         storage.close()
-    ours = [d for d in diffs if "digest" in repr(d)]
+    ours = [d for d in diffs if any(t in repr(d) for t in ("outbox", "deliveries", "unsubscribed", "digest"))]
     assert ours == []
 
 
@@ -331,8 +382,8 @@ def test_maildir_retry_after_a_crash_does_not_deliver_twice(tmp_path: Path) -> N
     """A run that put the digest in the Maildir and died before marking it: the retry sees it there."""
     import mailbox
 
-    from monitor import mail
-    from monitor.digest import composer
+    from monitor.notify import channel
+    from monitor.notify.subscribers import recipients
 
     config = write_config(tmp_path, digest={"recipients": [A]})
     settings = load_settings(config)
@@ -340,10 +391,23 @@ def test_maildir_retry_after_a_crash_does_not_deliver_twice(tmp_path: Path) -> N
     try:
         drop_file(tmp_path / "drop", "a.txt", (BRIEFS[0] + "\n").encode())
         scan(settings, storage)
-        now = dt.datetime.now(dt.UTC)
-        claimed = storage.claim_digest(now, 10, composer(settings, now))
-        assert claimed is not None
-        assert mail.deliver_maildir(settings.digest.outbox, claimed.message, claimed.message_id)  # ...then the crash
+        [who] = recipients(settings)
+        real_send = type(channel("email")).send
+        crashed: list[str] = []
+
+        def send_then_crash(self: Any, message: Any, who: Any, settings: Any) -> Any:
+            real_send(self, message, who, settings)  # the real Maildir delivery...
+            crashed.append(message.message_key)
+            raise SystemExit("killed before the mark")  # ...then the process dies
+
+        type(channel("email")).send = send_then_crash  # type: ignore[method-assign]
+        try:
+            with pytest.raises(SystemExit):
+                send_pending(settings, storage)
+        finally:
+            type(channel("email")).send = real_send  # type: ignore[method-assign]
+        [pending] = storage.pending_messages()
+        assert pending.message_key == crashed[0] and pending.subscriber == who.name
         box = mailbox.Maildir(settings.digest.outbox, factory=None, create=False)
         [key] = box.keys()
         read = box[key]
@@ -352,8 +416,8 @@ def test_maildir_retry_after_a_crash_does_not_deliver_twice(tmp_path: Path) -> N
         box[key] = read
         assert [p.name for p in (settings.digest.outbox / "cur").iterdir()] == [f"{key}:2,S"]
         result = send_pending(settings, storage)
-        assert [s.message_id for s in result.sent] == [claimed.message_id] and result.ok
-        assert len(box) == 1 and next(iter(box))["Message-ID"] == claimed.message_id
-        assert storage.pending_digests() == []
+        assert [s.message_id for s in result.sent] == [pending.message_key] and result.ok
+        assert len(box) == 1 and next(iter(box))["Message-ID"] == pending.message_key
+        assert storage.pending_messages() == []
     finally:
         storage.close()

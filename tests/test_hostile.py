@@ -222,7 +222,7 @@ def test_hostile_text_in_the_page_and_the_digest(monitor: Monitor) -> None:
         assert "\u202e" not in text and "\x07" not in text
     assert "<script>alert('x')</script>" in html.fromstring(documents[0]).text_content()
 
-    digest = monitor("digest", "--dry-run", check=False)
+    digest = monitor("digest", "--dry-run", "--raw", check=False)  # the whole message, both parts
     if digest.returncode != 0 or not digest.stdout.strip():
         pytest.skip(f"no digest to inspect (exit {digest.returncode}): {digest.stderr.strip()[-300:]}")
     message = email.message_from_string(digest.stdout, policy=email.policy.default)

@@ -60,7 +60,10 @@ def stories(mon: Monitor) -> int:
 @pytest.mark.parametrize("args", [("status",), ("feed",), ("scan",), ("db", "current"), ("digest", "--dry-run"),
                                   ("--help",)])
 def test_output_cut_short_is_quiet(tmp_path: Path, exe: str, args: tuple[str, ...]) -> None:
-    mon = seeded(tmp_path, exe)
+    # A recipient: without one, the dry run says so on stderr (a notice meant for the operator).
+    mail = {"digest": {"recipients": ["alice@example.org"], "sender": "d@example.org"},
+            "smtp": {"host": "127.0.0.1"}}
+    mon = seeded(tmp_path, exe, **(mail if args[0] == "digest" else {}))
     if args == ("scan",):
         mon.drop_file("late.txt", LATE)  # a pass with work to do, then the summary
     # The reader is gone before the command writes a byte: `monitor ... | true`.

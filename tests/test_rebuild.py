@@ -30,7 +30,7 @@ from monitor import bulletin
 from monitor.identity import text_hash
 from monitor.models import Bulletin, Item
 from monitor.rebuild import Matches, plan, plan_ids, story_uid
-from monitor.storage.rebuild import NewStore, OldDigest, OldStory, OldVersion
+from monitor.storage.rebuild import NewStore, OldMessage, OldStory, OldVersion
 from monitor.storage.revisions import head
 
 sys.path.insert(0, str(ROOT))
@@ -156,12 +156,78 @@ def test_a_pending_digest_is_sent_after_the_rebuild_with_its_message_id(tmp_path
     _, kept = rebuild(monitor)
     assert (kept[6], kept[7]) == ("1", "1")
     status = monitor("status").stdout
-    assert "digests pending: 1" in status and "waiting for alice@example.org" in status
+    assert "digests pending: 1" in status and "to alice@example.org" in status
     with MailServer(port=port) as server:
         monitor("digest")
         assert monitor("digest").stdout.strip() == "digest: nothing to send"
     [sent] = server.messages
     assert sent.message["Message-ID"] in status and sent.rcpt_tos == ["alice@example.org"]
+
+
+def test_each_subscribers_deliveries_and_an_unsubscribe_survive_the_rebuild(tmp_path: Path, exe: str) -> None:
+    """Two subscribers over real SMTP, one of whom unsubscribed: after the rebuild the other
+    gets only what it was not sent yet, and the one who left gets nothing."""
+    alice, bob = "alice@example.org", "bob@example.org"
+    with MailServer() as server:
+        smtp = {"host": "127.0.0.1", "port": server.port, "security": "none", "timeout": 5}
+        monitor = Monitor(exe, write_config(tmp_path, digest={"recipients": [alice, bob], "sender": "d@example.org"},
+                                            smtp=smtp))
+        monitor.drop_file("a.txt", (LONG_BRIEF + "\n").encode())
+        monitor("scan")
+        monitor("digest")
+        later = "On 11 December 2024, the Council of Foreign Ministers adopted the plan of joint consultations."
+        monitor.drop_file("b.txt", (later + "\n").encode())
+        monitor("scan")
+        code = ("import datetime as dt, sys\n"
+                "from monitor.storage import Storage\n"
+                "s = Storage.open(sys.argv[1]); s.unsubscribe(sys.argv[2], dt.datetime.now(dt.UTC)); s.close()\n")
+        subprocess.run([sys.executable, "-c", code, f"sqlite:///{tmp_path}/monitor.db", alice], check=True,
+                       timeout=60)
+        _, kept = rebuild(monitor)
+        assert (kept[6], kept[7], kept[8]) == ("2", "2", "0")  # a message to each, one text each
+        assert "unsubscribed: alice@example.org" in monitor("status").stdout
+        monitor("digest")
+        monitor("digest")
+    sent = [(m.rcpt_tos, m.message["Subject"]) for m in server.messages]
+    assert sorted(sent[:2]) == [([alice], "Bulletins: 1 new"), ([bob], "Bulletins: 1 new")]
+    assert sent[2:] == [([bob], "Bulletins: 1 new")]
+    assert "Council of Foreign Ministers" in server.messages[2].message.get_body(("plain",)).get_content()
+
+
+def test_a_store_from_before_the_channels_keeps_its_digest_history(tmp_path: Path, exe: str) -> None:
+    """A store at 0006 (0002's digest tables, not upgraded to 0007): its sent digest is read
+    as the upgrade reads it, so the rebuilt store does not mail that story again."""
+    from sqlalchemy import text as sql
+
+    from monitor.config import load_settings
+    from monitor.scan import scan
+    from monitor.storage import Storage
+    from monitor.storage.migrate import upgrade
+
+    alice = "alice@example.org"
+    with MailServer() as server:
+        config = write_config(tmp_path, digest={"recipients": [alice], "sender": "d@example.org"},
+                              smtp={"host": "127.0.0.1", "port": server.port, "security": "none", "timeout": 5})
+        monitor = Monitor(exe, config)
+        monitor.drop_file("a.txt", (LONG_BRIEF + "\n").encode())
+        storage = Storage.open(load_settings(config).state.database_url, upgrade=False)
+        try:
+            upgrade(storage.engine, "0006")
+            scan(load_settings(config), storage)
+            with storage.engine.begin() as conn:
+                sid, current = conn.execute(sql("SELECT id, current_hash FROM stories")).one()
+                conn.execute(sql("INSERT INTO digests (id, message_id, status, created, sent, version_upto, "
+                                 "new_count, revised_count, message, attempts) VALUES (1, '<m1@example.org>', "
+                                 "'sent', '2026-11-01 08:00:00', '2026-11-01 08:00:00', 1, 1, 0, 'x', 1)"))
+                conn.execute(sql("INSERT INTO digest_stories VALUES (1, :s, :h, 'new')"), {"s": sid, "h": current})
+                conn.execute(sql("INSERT INTO digest_recipients VALUES (1, :a, 'accepted', NULL, "
+                                 "'2026-11-01 08:00:00')"), {"a": alice})
+        finally:
+            storage.close()
+        _, kept = rebuild(monitor)
+        assert (kept[6], kept[7], kept[8]) == ("2", "2", "0")  # the digest for everyone, and alice's copy
+        assert monitor("digest").stdout.strip() == "digest: nothing to send"
+        assert server.messages == []
 
 
 def test_history_only_in_the_wal_of_a_killed_process_is_kept(tmp_path: Path, exe: str) -> None:
@@ -360,15 +426,40 @@ def test_plan_merge_split_and_outbox() -> None:
     new = NewStore(stories={10: (story_uid("a1"), "b1"), 11: (story_uid("a2"), "a2")},
                    versions={"a1": (100, 10), "b1": (101, 10), "a2": (102, 11)})
     matches = plan_ids(old, versions, new, rehash=lambda i: "x")
-    sent = OldDigest({"status": "baseline"}, (("a2", "baseline"), ("b1", "baseline"), ("gone", "new")), ())
+    sent = OldMessage({"channel": "*", "subscriber": "*", "status": "baseline"},
+                      (("a2", "baseline"), ("b1", "baseline"), ("gone", "new")))
     adoption, kept = plan(old, matches, new, [sent])
     assert adoption.uids == {}  # every new story's own id is an old one already
     assert (kept.ids_kept, kept.merged, kept.gone, kept.new_ids) == (1, 1, 0, 1)
     assert adoption.first_seen == {10: T0, 11: T0 + dt.timedelta(minutes=5)}
     assert adoption.updated == {}  # neither shows the text it showed before
-    [(_, carried)] = adoption.digests
+    [(_, carried, mark)] = adoption.messages
     assert sorted(carried) == [(10, "b1", "baseline"), (11, "a2", "baseline")]
     assert (kept.delivered, kept.not_found) == (2, 1)
+    assert mark == 102  # both stories' current texts were delivered: the next message starts at the top
+
+
+def test_plan_gives_each_subscriber_its_own_mark_and_deliveries() -> None:
+    """The outbox per channel and subscriber: x got a1 only, y got both; a text reaches
+    each of them once, and each one's last row carries where its next message starts."""
+    old = {1: OldStory(story_uid("a1"), T0, T0, "a1"), 2: OldStory(story_uid("b1"), T0, T0, "b1")}
+    versions = [old_version(1, "a1", 0), old_version(2, "b1", 1)]
+    new = NewStore(stories={10: (story_uid("a1"), "a1"), 11: (story_uid("b1"), "b1")},
+                   versions={"a1": (100, 10), "b1": (101, 11)})
+
+    def row(channel: str, who: str, status: str) -> dict[str, object]:
+        return {"channel": channel, "subscriber": who, "status": status}
+
+    messages = [OldMessage(row("email", "x", "start"), ()),
+                OldMessage(row("email", "x", "sent"), (("a1", "new"),)),
+                OldMessage(row("apprise", "y", "sent"), (("a1", "new"), ("b1", "new"))),
+                OldMessage(row("email", "x", "pending"), (("a1", "new"),))]  # a1 to x again: not twice
+    adoption, kept = plan(old, plan_ids(old, versions, new), new, messages)
+    carried = [(m.key, sorted(rows), mark) for m, rows, mark in adoption.messages]
+    assert carried == [(("email", "x"), [], 0), (("email", "x"), [(10, "a1", "new")], 0),
+                       (("apprise", "y"), [(10, "a1", "new"), (11, "b1", "new")], 101),
+                       (("email", "x"), [], 100)]  # x's next message starts at b1
+    assert (kept.digests, kept.delivered, kept.not_found) == (3, 3, 0)
 
 
 def test_plan_keeps_the_old_id_when_another_text_creates_the_story_now() -> None:

@@ -21,9 +21,9 @@ from servicekit import Service, wait_for
 from test_search import EN_MEETINGS, EN_STAFF, HOSTILE, RU_COUNCIL, RU_SESSIONS, bulletin_of
 
 from monitor.config import TopicSettings
-from monitor.digest import build_message
 from monitor.models import Story
-from monitor.storage.outbox import Selection
+from monitor.notify.abc import Selection
+from monitor.notify.email import build_message
 
 TOPICS = [{"name": "afghanistan", "query": "Afghanistan OR Афганистан"},
           {"name": "sessions", "query": "заседание -Совет"},

@@ -13,7 +13,7 @@ import sqlite3
 import urllib.parse
 from pathlib import Path
 
-from monitor.errors import StorageError, StoreDamaged, StoreMissing
+from monitor.errors import StorageError, StoreConflict, StoreDamaged, StoreMissing
 
 # SQLite's primary result codes (https://sqlite.org/rescode.html); extended codes carry
 # the primary one in their low byte.
@@ -31,6 +31,9 @@ def store_error(exc: BaseException, url: str) -> StorageError:
     """The StorageError for a database error met while using the store at `url`."""
     orig = getattr(exc, "orig", None) or exc
     detail = mask(first_line(orig), url)
+    if type(orig).__name__ in ("IntegrityError", "UniqueViolation") or isinstance(orig, sqlite3.IntegrityError):
+        # The caller may expect this one (a claim that lost a race): a type of its own.
+        return StoreConflict(f"database error: {detail}")
     if isinstance(orig, sqlite3.Error):
         return _sqlite_error(orig, detail, sqlite_path(url))
     if type(orig).__name__ == "OperationalError":  # DBAPI's name for "could not talk to the server"

@@ -6,7 +6,8 @@ here, the PostgreSQL schema swap in rebuild_pg.py.
   own (one rebuild at a time) and SQLite's exclusive lock on the file itself, which a
   process that has the store open (a running `monitor run`) prevents, so a rebuild
   refuses rather than swap a file under a live service.
-* `OldStore`: what the old store says: its stories, their versions, the digest outbox,
+* `OldStore`: what the old store says: its stories, their versions, the outbox with its
+  deliveries (0002's digest tables read as 0007 converts them) and who unsubscribed,
   read on the connection that holds it (plain sqlite3 here, like the ledger; on
   PostgreSQL the swap's own connection).
 * `adopt`: write what the rebuild keeps (ids, times, digest history) into the new store,
@@ -35,7 +36,7 @@ from sqlalchemy.exc import ArgumentError
 from monitor.errors import MonitorError, StorageError
 from monitor.models import Item
 from monitor.storage.revisions import VERSION_TABLE, head, revisions
-from monitor.storage.schema import digest_recipients, digest_stories, digests, stories, versions
+from monitor.storage.schema import EVERYONE, deliveries, outbox, stories, unsubscribed, versions
 from monitor.storage.sql import SQL
 from monitor.storage.store import Storage
 
@@ -75,13 +76,23 @@ class OldVersion:
     seen_at: dt.datetime
 
 
-@dataclass(frozen=True)
-class OldDigest:
-    """One row of the outbox with the texts it carried and its recipients."""
+# 0002's recipient states as 0007 maps them (monitor/migrations/versions/0007_deliveries.py).
+RECIPIENT_STATUS = {"accepted": "sent", "refused": "refused", "pending": "pending"}
+MAILDIR = "maildir"
 
-    row: dict[str, Any]  # the digests columns but id and version_upto
+
+@dataclass(frozen=True)
+class OldMessage:
+    """One row of the outbox (a message to one subscriber on one channel, a baseline for
+    everyone, or a subscriber's starting row) with the texts delivered by it."""
+
+    row: dict[str, Any]  # the outbox columns but id and version_upto
     texts: tuple[tuple[str, str], ...]  # (text_hash, section)
-    recipients: tuple[tuple[str, str, str | None, dt.datetime], ...]  # address, status, reply, updated
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """Whose deliveries these are: (channel, subscriber)."""
+        return self.row.get("channel", EVERYONE), self.row.get("subscriber", EVERYONE)
 
 
 Rows = Callable[[str], Iterable[tuple[Any, ...]]]
@@ -114,29 +125,72 @@ class OldStore:
             item = Item(kind=kind, paragraphs=tuple(json.loads(paragraphs)), title=title, published=_day(published))
             yield OldVersion(sid, text_hash, item, self._stamp(seen_at))
 
-    def digests(self) -> list[OldDigest]:
+    def messages(self) -> list[OldMessage]:
         """The outbox, oldest first; empty for a store older than the outbox (migration 0002)."""
-        if "digests" not in self._tables:
-            return []
+        if "outbox" in self._tables:
+            return self._outbox()
+        if "digests" in self._tables:
+            return self._digests()
+        return []
+
+    def _outbox(self) -> list[OldMessage]:
+        stamp = self._stamp
+        texts: dict[int, list[tuple[str, str]]] = {}
+        for outbox_id, text_hash, section in self._rows(
+                "SELECT outbox_id, text_hash, section FROM deliveries ORDER BY outbox_id, story_id"):
+            texts.setdefault(outbox_id, []).append((text_hash, section))
+        found = []
+        for (outbox_id, channel, subscriber, key, status, created, sent, next_attempt, new_count, revised_count,
+             address, payload, attempts, last_error) in self._rows(
+                "SELECT id, channel, subscriber, message_key, status, created, sent, next_attempt, new_count, "
+                "revised_count, address, payload, attempts, last_error FROM outbox ORDER BY id"):
+            row = {"channel": channel, "subscriber": subscriber, "message_key": key, "status": status,
+                   "created": stamp(created), "sent": stamp(sent) if sent else None,
+                   "next_attempt": stamp(next_attempt) if next_attempt else None, "new_count": new_count,
+                   "revised_count": revised_count, "address": address, "payload": payload, "attempts": attempts,
+                   "last_error": last_error}
+            found.append(OldMessage(row, tuple(texts.get(outbox_id, ()))))
+        return found
+
+    def _digests(self) -> list[OldMessage]:
+        """0002's digests (a store not upgraded to 0007), as 0007 turns them into the outbox:
+        a baseline for everyone per digest, and a message per recipient."""
         stamp = self._stamp
         texts: dict[int, list[tuple[str, str]]] = {}
         for digest_id, text_hash, section in self._rows(
                 "SELECT digest_id, text_hash, section FROM digest_stories ORDER BY digest_id, story_id"):
             texts.setdefault(digest_id, []).append((text_hash, section))
-        people: dict[int, list[tuple[str, str, str | None, dt.datetime]]] = {}
-        for digest_id, address, status, reply, updated in self._rows(
-                "SELECT digest_id, address, status, reply, updated FROM digest_recipients ORDER BY digest_id, address"):
-            people.setdefault(digest_id, []).append((address, status, reply, stamp(updated)))
+        people: dict[int, list[tuple[str, str, str | None]]] = {}
+        for digest_id, address, status, reply in self._rows(
+                "SELECT digest_id, address, status, reply FROM digest_recipients ORDER BY digest_id, address"):
+            people.setdefault(digest_id, []).append((address, RECIPIENT_STATUS.get(status, "sent"), reply))
         found = []
         for (digest_id, message_id, status, created, sent, new_count, revised_count, message, attempts,
              last_error) in self._rows(
                 "SELECT id, message_id, status, created, sent, new_count, revised_count, message, attempts, "
                 "last_error FROM digests ORDER BY id"):
-            row = {"message_id": message_id, "status": status, "created": stamp(created),
-                   "sent": stamp(sent) if sent else None, "new_count": new_count, "revised_count": revised_count,
-                   "message": message, "attempts": attempts, "last_error": last_error}
-            found.append(OldDigest(row, tuple(texts.get(digest_id, ())), tuple(people.get(digest_id, ()))))
+            carried = tuple(texts.get(digest_id, ()))
+            base = {"created": stamp(created), "new_count": new_count, "revised_count": revised_count,
+                    "attempts": attempts, "next_attempt": None}
+            key = f"baseline-{digest_id}" if status == "baseline" else f"digest-{digest_id}"
+            found.append(OldMessage({**base, "channel": EVERYONE, "subscriber": EVERYONE, "message_key": key,
+                                     "status": "baseline", "sent": stamp(sent) if sent else stamp(created),
+                                     "address": None, "payload": None, "last_error": None}, carried))
+            if status == "baseline":
+                continue
+            for address, state, reply in people.get(digest_id) or [(MAILDIR, status, None)]:
+                found.append(OldMessage({
+                    **base, "channel": "email", "subscriber": address, "message_key": message_id, "status": state,
+                    "sent": stamp(sent) if sent and state in ("sent", "baseline") else None,
+                    "address": None if address == MAILDIR else address, "payload": message,
+                    "last_error": reply or last_error}, carried))
         return found
+
+    def unsubscribed(self) -> list[tuple[str, dt.datetime]]:
+        """Who stopped their mail (migration 0007 on)."""
+        if "unsubscribed" not in self._tables:
+            return []
+        return [(name, self._stamp(at)) for name, at in self._rows("SELECT subscriber, at FROM unsubscribed")]
 
     def _rows(self, query: str) -> Iterable[tuple[Any, ...]]:
         if self._fetch is None:
@@ -270,13 +324,14 @@ class Adoption:
     first_seen: dict[int, dt.datetime] = field(default_factory=dict)
     updated: dict[int, dt.datetime] = field(default_factory=dict)
     seen_at: dict[str, dt.datetime] = field(default_factory=dict)  # by text hash
-    # Each old digest with the (story id, text hash, section) it carried, in the new store.
-    digests: list[tuple[OldDigest, list[tuple[int, str, str]]]] = field(default_factory=list)
-    version_upto: int = 0  # the mark of the last digest: where the next one starts reading
+    # Each old outbox row with the (story id, text hash, section) it delivered in the new
+    # store, and its mark (`version_upto`: where that subscriber's next message starts reading).
+    messages: list[tuple[OldMessage, list[tuple[int, str, str]], int]] = field(default_factory=list)
+    unsubscribed: list[tuple[str, dt.datetime]] = field(default_factory=list)
 
 
 def adopt(storage: Storage, plan: Adoption) -> None:
-    """Write the kept ids, times and digest history into the new store in one transaction."""
+    """Write the kept ids, times and delivery history into the new store in one transaction."""
     with storage._write() as conn:
         write_adoption(conn, plan)
 
@@ -299,19 +354,16 @@ def write_adoption(conn: Connection, plan: Adoption) -> None:
         conn.execute(update(versions).where(versions.c.text_hash == bindparam("h"))
                      .values(seen_at=bindparam("stamp")),
                      [{"h": h, "stamp": stamp} for h, stamp in plan.seen_at.items()])
-    for n, (digest, carried) in enumerate(plan.digests, start=1):
-        # Old marks count old version ids; only the last digest's mark is read.
-        upto = plan.version_upto if n == len(plan.digests) else 0
-        digest_id = conn.execute(digests.insert().values(**digest.row, version_upto=upto)
-                                 .returning(digests.c.id)).scalar_one()
+    for message, carried, upto in plan.messages:
+        channel, subscriber = message.key
+        outbox_id = conn.execute(outbox.insert().values(**message.row, version_upto=upto)
+                                 .returning(outbox.c.id)).scalar_one()
         if carried:
-            conn.execute(digest_stories.insert(), [
-                {"digest_id": digest_id, "story_id": sid, "text_hash": h, "section": section}
-                for sid, h, section in carried])
-        if digest.recipients:
-            conn.execute(digest_recipients.insert(), [
-                {"digest_id": digest_id, "address": a, "status": s, "reply": r, "updated": u}
-                for a, s, r, u in digest.recipients])
+            conn.execute(deliveries.insert(), [
+                {"channel": channel, "subscriber": subscriber, "outbox_id": outbox_id, "story_id": sid,
+                 "text_hash": h, "section": section} for sid, h, section in carried])
+    if plan.unsubscribed:
+        conn.execute(unsubscribed.insert(), [{"subscriber": name, "at": at} for name, at in plan.unsubscribed])
 
 
 # -- files -----------------------------------------------------------------------

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     false,
     select,
     text,
@@ -133,47 +134,57 @@ scans = Table(
     Index("ix_scans_finished", "finished"),
 )
 
-# -- the digest outbox (migration 0002) ------------------------------------------
+# -- the channel-neutral outbox (migration 0007; 0002's digest tables moved here) ----
 
-digests = Table(
-    "digests",
+# Baselines ("everything stored now counts as sent") hold for every channel and subscriber.
+EVERYONE = "*"
+
+outbox = Table(
+    "outbox",
     metadata,
     Column("id", Integer, primary_key=True),
-    # Created once with the row and reused on every retry; NULL for a baseline.
-    Column("message_id", Text, unique=True),
-    Column("status", Text, nullable=False),  # "pending", "sent" or "baseline"
+    Column("channel", Text, nullable=False),  # "email", "apprise", or EVERYONE for a baseline
+    Column("subscriber", Text, nullable=False),
+    # Made once with the row and reused on every retry (the email Message-ID).
+    Column("message_key", Text, nullable=False),
+    # "pending", "sent", "refused" (for good), "dropped" (unsubscribed), "baseline" or "start"
+    Column("status", Text, nullable=False),
     Column("created", UTCDateTime, nullable=False),
     Column("sent", UTCDateTime),
-    # The highest versions.id this digest looked at: the next digest starts above it.
+    Column("next_attempt", UTCDateTime),  # a retry waits until then (backoff)
+    # The highest versions.id this message looked at: that subscriber's next one starts above it.
     Column("version_upto", BigInteger, nullable=False),
     Column("new_count", Integer, nullable=False),
     Column("revised_count", Integer, nullable=False),
-    Column("message", Text),  # the whole RFC 5322 message, so a retry sends the same bytes
+    Column("address", Text),  # the envelope recipient of an email; never an Apprise URL
+    Column("payload", Text),  # exactly what is sent, so a retry sends the same bytes
     Column("attempts", Integer, nullable=False, default=0),
     Column("last_error", Text),
-    Index("ix_digests_status", "status"),
-    Index("ix_digests_version_upto", "version_upto"),
+    UniqueConstraint("channel", "subscriber", "message_key", name="uq_outbox_key"),
+    Index("ix_outbox_status", "status"),
+    Index("ix_outbox_subscriber", "channel", "subscriber", "version_upto"),
 )
 
-digest_stories = Table(
-    "digest_stories",
+deliveries = Table(
+    "deliveries",
     metadata,
-    Column("digest_id", Integer, ForeignKey("digests.id", ondelete="CASCADE"), primary_key=True),
-    Column("story_id", Integer, ForeignKey("stories.id", ondelete="CASCADE"), primary_key=True),
-    # The version that went out: each text reaches one digest only, enforced here.
-    Column("text_hash", Text, nullable=False, unique=True),
+    # One row per channel, subscriber and story version: the primary key is the promise
+    # that no version reaches a subscriber twice on one channel.
+    Column("channel", Text, primary_key=True),
+    Column("subscriber", Text, primary_key=True),
+    Column("text_hash", Text, primary_key=True),
+    Column("story_id", Integer, ForeignKey("stories.id", ondelete="CASCADE"), nullable=False),
+    Column("outbox_id", Integer, ForeignKey("outbox.id", ondelete="CASCADE"), nullable=False),
     Column("section", Text, nullable=False),  # "new", "revised", "more" (summarised) or "baseline"
-    Index("ix_digest_stories_story", "story_id", "digest_id"),
+    Index("ix_deliveries_story", "channel", "subscriber", "story_id", "outbox_id"),
+    Index("ix_deliveries_outbox", "outbox_id"),
 )
 
-digest_recipients = Table(
-    "digest_recipients",
+unsubscribed = Table(
+    "unsubscribed",
     metadata,
-    Column("digest_id", Integer, ForeignKey("digests.id", ondelete="CASCADE"), primary_key=True),
-    Column("address", Text, primary_key=True),
-    Column("status", Text, nullable=False),  # "pending", "accepted" or "refused"
-    Column("reply", Text),  # the server's reply for a refusal
-    Column("updated", UTCDateTime, nullable=False),
+    Column("subscriber", Text, primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
 )
 
 
