@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from monitor import bulletin, dropfolder
 from monitor.config import Settings
 from monitor.dropfolder import shown
+from monitor.errors import StorageError
 from monitor.identity import fingerprint, known_fingerprint, normalized_paragraphs, text_hash
 from monitor.idle import Clock, utcnow
 from monitor.models import FileInfo, FileOutcome, Rejected, ScanReport
@@ -52,14 +53,21 @@ def scan(settings: Settings, storage: Storage, *, clock: Clock = utcnow,
             report = replace(report, interrupted=True)
             break
         # A group that lost a race runs again from its first file and the report it started with.
-        report, done = storage.grouped(functools.partial(_group, settings, storage, todo, report, clock, stop))
+        try:
+            report, done = storage.grouped(functools.partial(_group, settings, storage, todo, report, clock, stop))
+        except StorageError:
+            # All or nothing per group: a group the store could not take (a full disk, say)
+            # is tried again one file at a time, so what fits is kept and the file that does
+            # not is the one the error names.
+            report, done = storage.grouped(
+                functools.partial(_group, settings, storage, todo, report, clock, stop, limit=1))
         todo = todo[done:]
     storage.record_scan(report, started, clock())
     return report
 
 
 def _group(settings: Settings, storage: Storage, todo: list[dropfolder.Entry], report: ScanReport,
-           clock: Clock, stop: threading.Event | None) -> tuple[ScanReport, int]:
+           clock: Clock, stop: threading.Event | None, limit: int = GROUP_FILES) -> tuple[ScanReport, int]:
     """The files from the head of `todo` that one group takes; returns the report and how many.
     Files another instance recorded meanwhile (and files left for a later pass) do not count
     towards GROUP_FILES: instances that started together take turns at the lock, each
@@ -67,7 +75,7 @@ def _group(settings: Settings, storage: Storage, todo: list[dropfolder.Entry], r
     began = time.monotonic()
     taken = 0
     for done, entry in enumerate(todo):
-        if done and (taken >= GROUP_FILES or time.monotonic() - began >= GROUP_SECONDS
+        if done and (taken >= limit or time.monotonic() - began >= GROUP_SECONDS
                      or (stop is not None and stop.is_set())):
             return report, done
         report, wrote = _one(settings, storage, entry, report, clock)
