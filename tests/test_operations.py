@@ -309,7 +309,8 @@ def test_state_deleted_or_replaced_while_the_service_runs(tmp_path: Path, exe: s
         wait_for(lambda: (h := health(svc)) and h[0] == 200 and h[1]["store"]["notice"], 20,  # type: ignore[index]
                  "the recovery")
         assert stored(svc) == SEED_STORIES  # read again from the drop folder into the new store
-        assert db.is_file() and (state / "feed.atom").is_file()
+        # the feed file is written by the publication that follows the pass
+        wait_for(lambda: db.is_file() and (state / "feed.atom").is_file(), 20, "the store and the feed file")
         _, data = health(svc)  # type: ignore[misc]
         assert "was deleted; a new one was created and the drop folder read into it" in data["store"]["notice"]
         assert len(log_lines(svc, "WARNING", "was deleted while the service ran")) == 1
