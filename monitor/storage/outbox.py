@@ -96,6 +96,30 @@ class DeliveryState:
     refused: bool  # the newest finished message was refused for good
 
 
+def digest_lock_path(database: str) -> str:
+    """The file beside a SQLite store that the delivery runner (and `monitor rebuild`) lock."""
+    return f"{database}-digest.lock"
+
+
+@contextmanager
+def file_lock(path: str) -> Iterator[bool]:
+    """Yield True while this process holds an exclusive flock on `path`, False if another
+    does; the lock goes with the process, so a crash never leaves it held."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StorageError(f"cannot create {path}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the flock
+
+
 class OutboxMixin:
     """Outbox methods of `Storage` (which provides engine, dialect, _read, _write, _error)."""
 
@@ -123,16 +147,8 @@ class OutboxMixin:
         if not database or database == ":memory:":
             yield True
             return
-        fd = os.open(f"{database}-digest.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield False
-                return
-            yield True
-        finally:
-            os.close(fd)  # releases the flock
+        with file_lock(digest_lock_path(database)) as held:
+            yield held
 
     @contextmanager
     def _pg_session_lock(self) -> Iterator[bool]:

@@ -19,7 +19,6 @@ here, the PostgreSQL schema swap in rebuild_pg.py.
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import os
 import sqlite3
@@ -35,6 +34,7 @@ from sqlalchemy.exc import ArgumentError
 
 from monitor.errors import MonitorError, StorageError
 from monitor.models import Item
+from monitor.storage.outbox import digest_lock_path, file_lock
 from monitor.storage.revisions import VERSION_TABLE, head, revisions
 from monitor.storage.schema import EVERYONE, deliveries, outbox, stories, unsubscribed, versions
 from monitor.storage.sql import SQL
@@ -214,32 +214,15 @@ def hold_old_store(path: Path) -> Iterator[OldStore]:
     with ExitStack() as stack:
         # The digest runner's lock (monitor/storage/outbox.py): a digest being sent now
         # would be recorded in the old store after its history was copied.
-        if not stack.enter_context(_flock(Path(f"{path}-digest.lock"))):
+        if not stack.enter_context(file_lock(digest_lock_path(str(path)))):
             raise MonitorError(f"rebuild: a digest is being sent from {path} now; try again when it is done")
-        if not stack.enter_context(_flock(Path(f"{path}.rebuild.lock"))):
+        if not stack.enter_context(file_lock(f"{path}.rebuild.lock")):
             raise MonitorError(f"rebuild: another `monitor rebuild` is working on {path}")
         old = _open_exclusive(path)
         try:
             yield old
         finally:
             old.release()
-
-
-@contextmanager
-def _flock(path: Path) -> Iterator[bool]:
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise StorageError(f"cannot create {path}: {exc.strerror or exc}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-    finally:
-        os.close(fd)
 
 
 def _open_exclusive(path: Path) -> OldStore:
