@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import AuthResult
-from conftest import drop_file, write_config
+from conftest import drop_file, schema_diffs, write_config
 from mailserver import MailServer, Received, free_port
 
 from monitor.config import Settings, load_settings
@@ -363,17 +363,7 @@ def test_tls_and_starttls_verify_the_server_certificate(
 
 
 def test_migrations_create_what_the_schema_describes(store_url: str) -> None:
-    from alembic.autogenerate import compare_metadata
-    from alembic.runtime.migration import MigrationContext
-
-    from monitor.storage.schema import metadata
-
-    storage = Storage.open(store_url)
-    try:
-        with storage.engine.connect() as conn:
-            diffs = compare_metadata(MigrationContext.configure(conn), metadata)
-    finally:
-        storage.close()
+    diffs = schema_diffs(store_url)
     ours = [d for d in diffs if any(t in repr(d) for t in ("outbox", "deliveries", "unsubscribed", "digest"))]
     assert ours == []
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import feedparser
 import pytest
-from conftest import seed, validate_atom
+from conftest import schema_diffs, seed, validate_atom
 from lxml import etree, html
 from servicekit import brief_bulletin
 
@@ -276,20 +276,5 @@ def test_migration_0005_keeps_every_story_and_gives_headlines_and_distinct_times
 
 
 def test_migration_0005_creates_what_the_schema_describes(store_url: str) -> None:
-    from alembic.autogenerate import compare_metadata
-    from alembic.runtime.migration import MigrationContext
-
-    from monitor.storage import search
-    from monitor.storage.schema import metadata
-
-    storage = Storage.open(store_url)
-    try:
-        with storage.engine.connect() as conn:
-            diffs = compare_metadata(MigrationContext.configure(conn), metadata)
-    finally:
-        storage.close()
-    # The search index (migration 0006) is made by search.create_index, outside the metadata:
-    # an FTS5 table has no SQLAlchemy form. Its row table references versions.
-    outside = {search.FTS_TABLE, search.TEXT_TABLE, search.STATE_TABLE, search.PG_TABLE}
-    diffs = [d for d in diffs if not (d[0] == "remove_table" and d[1].name in outside)]
+    diffs = schema_diffs(store_url)
     assert [d for d in diffs if "versions" in repr(d)] == []
