@@ -3,7 +3,7 @@
     python bench/probe.py idle CONFIG   a scan of an unchanged folder: its time, the
                                         start-up before it, and how many files it opened
     python bench/probe.py feed DB       the main feed (Publisher.main_feed) on a store, best of 30
-    python bench/probe.py rss CMD...    run CMD, report its peak RSS (its ru_maxrss)
+    python bench/probe.py rss CMD...    run CMD, report its peak RSS, and that of its processes
 
 The RSS of a command is read by this small, freshly started process: Linux counts the
 memory a child had before exec, so a child forked straight from the big benchmark
@@ -19,6 +19,7 @@ STARTED = time.perf_counter()
 import json  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
+import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 
@@ -79,12 +80,46 @@ def rss(cmd: list[str]) -> dict[str, object]:
     import subprocess
 
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    # The only child this process ever had: the largest RSS of all reaped children is its.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The command may start a process of its own (monitor/prepare.py's helper): each
+    # process's peak, read from /proc while it runs, and their sum, an upper bound of what
+    # they held at once (ru_maxrss below is only the largest single process).
+    peaks: dict[int, int] = {}
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.extend(proc.communicate()))
+    reader.start()
+    while reader.is_alive():
+        for pid in _tree(proc.pid):
+            peaks[pid] = max(peaks.get(pid, 0), _rss_kib(pid))
+        reader.join(0.02)
+    # The only child this process ever had: the largest RSS of all reaped descendants is its.
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"seconds": time.perf_counter() - t0, "stdout": proc.stdout, "stderr": proc.stderr[-2000:],
+    stdout, stderr = out
+    return {"seconds": time.perf_counter() - t0, "stdout": stdout, "stderr": stderr[-2000:],
             "returncode": proc.returncode, "maxrss_kib": usage.ru_maxrss,
+            "tree_kib": max(sum(peaks.values()), usage.ru_maxrss), "processes": len(peaks),
             "cpu_seconds": usage.ru_utime + usage.ru_stime}
+
+
+def _tree(pid: int) -> list[int]:
+    found = [pid]
+    for parent in found:
+        try:
+            for task in Path(f"/proc/{parent}/task").iterdir():
+                found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):  # the process's own peak so far
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 if __name__ == "__main__":

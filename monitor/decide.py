@@ -13,7 +13,7 @@ new text of it. A late copy of an old bulletin therefore never flips a story bac
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -63,6 +63,7 @@ def decide(
     known: Mapping[str, int],
     candidates: Sequence[Candidate],
     key: BulletinKey,
+    shortlist: Mapping[str, Collection[int]] | None = None,
 ) -> tuple[Decision, ...]:
     """Decide every item of one bulletin, in file order.
 
@@ -72,10 +73,13 @@ def decide(
     two exceptions: an exact repeat of a text (one story), and a brief next to its own
     full article (the brief is the article's lead, slots included): one story, whose
     current text is the article, as when the two come in different bulletins.
+
+    `shortlist` (by text hash) names the candidates each item is compared with: the
+    stories its own index keys found (ingest); without it, every item meets every one.
     """
     known = dict(known)
     first_of = _first_of_text(items, known)
-    claim = _assign(items, first_of, candidates, key)
+    claim = _assign(items, first_of, candidates, key, shortlist or {})
     pool = {c.story: c for c in candidates}
     decisions: list[Decision] = []
     for n, (item, fp) in enumerate(items):
@@ -115,8 +119,8 @@ def _first_of_text(items: Sequence[tuple[Item, Fingerprint]], known: Mapping[str
     return first
 
 
-def _assign(items: Sequence[tuple[Item, Fingerprint]], first_of: Sequence[bool],
-            candidates: Sequence[Candidate], key: BulletinKey) -> dict[int, tuple[int, float]]:
+def _assign(items: Sequence[tuple[Item, Fingerprint]], first_of: Sequence[bool], candidates: Sequence[Candidate],
+            key: BulletinKey, shortlist: Mapping[str, Collection[int]]) -> dict[int, tuple[int, float]]:
     """Item index -> (stored story, score): the best-scoring pairs first, each story to one
     item (or to a brief and its own article), ties to the earlier item and the lower id."""
     pairs = []
@@ -124,7 +128,10 @@ def _assign(items: Sequence[tuple[Item, Fingerprint]], first_of: Sequence[bool],
         if not first_of[n]:
             continue
         words = fp.words
+        listed = shortlist.get(fp.text_hash)
         for c in candidates:
+            if listed is not None and c.story not in listed:
+                continue
             if len(words & c.fingerprint.words) < MIN_SHARED_WORDS:
                 continue  # similarity()'s first test, inline: most of a day's stories stop here
             score = similarity(fp, c.fingerprint, len(item.paragraphs), c.paragraphs, new_is_older=key < c.key)

@@ -92,9 +92,11 @@ WORD_CACHE = 1 << 15
 # are three C-level lookups per word and two XORs, with no Python loop (most of a
 # fingerprint's cost was that loop).
 _PLACES: tuple[dict[str, int], dict[str, int], dict[str, int]] = ({}, {}, {})
-# Whether a word counts for Fingerprint.words (not a stopword, a single letter or a number),
-# learned with its hashes.
-_CONTENT: dict[str, bool] = {}
+# For a word that counts for Fingerprint.words (not a stopword, a single letter or a
+# number), the one string object that stands for it in every fingerprint, else "";
+# learned with its hashes. One object per word keeps fingerprints small in memory and
+# in a pickle (monitor/prepare.py sends them between processes).
+_CONTENT: dict[str, str] = {}
 _BIN = BINS.__rmod__  # h -> h % BINS
 _BAND_PREFIXES = [f"{band}:" for band in range(BANDS)]
 
@@ -129,16 +131,16 @@ def _learn(words: set[str]) -> None:
         d = hashlib.blake2b(word.encode(), digest_size=24).digest()
         h0[word], h1[word], h2[word] = (int.from_bytes(d[:8], "big"), int.from_bytes(d[8:16], "big"),
                                         int.from_bytes(d[16:], "big"))
-        _CONTENT[word] = word not in slot.STOPWORDS and len(word) > 1 and not word.isdigit()
+        _CONTENT[word] = word if word not in slot.STOPWORDS and len(word) > 1 and not word.isdigit() else ""
 
 
 def _content_words(words: list[str]) -> frozenset[str]:
     distinct = set(words)
     try:
-        return frozenset(filter(_CONTENT.__getitem__, distinct))
+        return frozenset(filter(None, map(_CONTENT.__getitem__, distinct)))
     except KeyError:
         _learn(distinct)
-        return frozenset(filter(_CONTENT.__getitem__, distinct))
+        return frozenset(filter(None, map(_CONTENT.__getitem__, distinct)))
 
 
 def _words(text: str) -> list[str]:

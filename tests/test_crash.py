@@ -22,9 +22,12 @@ from lxml import etree
 
 sys.path.insert(0, str(ROOT))
 from bench import gen
+from monitor.scan import GROUP_FILES
 
 KILLS = 30
-FILES = 300
+# More files than three groups hold (monitor/scan.py), so that whatever the machine's speed
+# a scan commits several times and kills leave partly ingested stores.
+FILES = 3 * GROUP_FILES + 200
 SEED = 20241211
 ATOM = "{http://www.w3.org/2005/Atom}"
 
@@ -152,9 +155,10 @@ def test_feed_catches_up_after_a_crash_between_commit_and_rename(tmp_path: Path,
 
 
 SERVICE_KILLS = 6
-# Enough files that a scan takes seconds, so the kills land while it ingests however
-# fast the machine is (with 40, a quick machine finished before the first kill).
-SERVICE_FILES = 400
+# Enough files that a scan takes seconds and commits several groups, so the kills land
+# while it ingests however fast the machine is (with 40, a quick machine finished before
+# the first kill).
+SERVICE_FILES = FILES
 
 
 def test_sigkill_of_the_service_during_scans(tmp_path: Path, exe: str) -> None:

@@ -13,7 +13,7 @@ import json
 import logging
 import sqlite3
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
@@ -73,9 +73,10 @@ class IngestMixin:
     _group: Any
 
     def ingest(self, info: FileInfo, sha256: str, entries: Sequence[tuple[Item, Fingerprint]],
-               now: dt.datetime) -> FileOutcome | None:
+               now: dt.datetime, stems: Mapping[str, str] | None = None) -> FileOutcome | None:
         """Decide and write one file's items, and record the file, in one transaction (the
         group's, inside grouped(), which then retries the whole group on a conflict).
+        `stems`: search index texts made already, by text hash (the rest are made here).
 
         Returns None when this file version, with these bytes, was recorded meanwhile
         (by another instance): the record is the claim, checked under the write lock. A
@@ -92,7 +93,7 @@ class IngestMixin:
         """
         for attempt in range(1, INGEST_ATTEMPTS + 1):
             try:
-                return self._ingest_once(info, sha256, entries, now)
+                return self._ingest_once(info, sha256, entries, now, stems or {})
             except (DBAPIError, self._driver_error) as exc:
                 if self._group is not None and _retryable(exc):
                     raise  # the group's transaction is lost: grouped() runs it again
@@ -103,7 +104,7 @@ class IngestMixin:
         raise StorageError(f"{shown(info.path)}: still conflicting after {INGEST_ATTEMPTS} attempts")
 
     def _ingest_once(self, info: FileInfo, sha256: str, entries: Sequence[tuple[Item, Fingerprint]],
-                     now: dt.datetime) -> FileOutcome | None:
+                     now: dt.datetime, stems: Mapping[str, str]) -> FileOutcome | None:
         key: BulletinKey = (info.mtime_ns, info.path)
         sql = self._sql
         with self._write(retry=True) as conn, cursor(conn) as cur:
@@ -113,14 +114,14 @@ class IngestMixin:
             hashes = [fp.text_hash for _, fp in entries]
             known = dict(cur.execute(sql.known, (sql.array(hashes),)).fetchall()) if hashes else {}
             fresh = [fp for _, fp in entries if fp.text_hash not in known]
-            candidates = self._candidates(cur, fresh)
-            decisions = decide(entries, known, candidates, key)
-            outcome = self._apply(cur, entries, decisions, key, now)
+            shortlist = self._candidate_ids(cur, fresh)
+            candidates = self._candidates(cur, set().union(*shortlist.values()))
+            decisions = decide(entries, known, candidates, key, shortlist)
+            outcome = self._apply(cur, entries, decisions, key, now, stems)
             upsert_file(sql, cur, info, sha256, len(entries), None, now)
         return outcome
 
-    def _candidates(self, cur: Any, fps: Sequence[Fingerprint]) -> list[Candidate]:
-        ids = self._candidate_ids(cur, fps)
+    def _candidates(self, cur: Any, ids: set[int]) -> list[Candidate]:
         if not ids:
             return []
         found = []
@@ -135,20 +136,20 @@ class IngestMixin:
             found.append(Candidate(sid, fp, len(item.paragraphs), (mtime_ns, path), kind, day))
         return found
 
-    def _candidate_ids(self, cur: Any, fps: Sequence[Fingerprint]) -> set[int]:
-        """For each item, the MAX_CANDIDATES stories whose shared index keys weigh the
-        most (ties to the lower id), from one query for the whole file."""
+    def _candidate_ids(self, cur: Any, fps: Sequence[Fingerprint]) -> dict[str, set[int]]:
+        """For each item (by text hash), the MAX_CANDIDATES stories whose shared index keys
+        weigh the most (ties to the lower id), from one query for the whole file."""
         sql = self._sql
         wanted = [_item_keys(fp) for fp in fps]
         pkeys = sorted({k for keys in wanted for src, k in keys if src == 0})
         bkeys = sorted({k for keys in wanted for src, k in keys if src == 1})
         if not pkeys and not bkeys:
-            return set()
+            return {}
         hits: dict[tuple[int, int], list[int]] = {}
         for src, key, sid in cur.execute(sql.file_hits, (sql.array(pkeys), sql.array(bkeys), KEY_ROWS + 1)).fetchall():
             hits.setdefault((src, key), []).append(sid)
-        ids: set[int] = set()
-        for keys in wanted:
+        ids: dict[str, set[int]] = {}
+        for fp, keys in zip(fps, wanted, strict=True):
             weight: dict[int, float] = {}
             for k in keys:
                 holders = hits.get(k, ())
@@ -156,11 +157,12 @@ class IngestMixin:
                     continue
                 for sid in holders:
                     weight[sid] = weight.get(sid, 0.0) + 1.0 / len(holders)
-            ids.update(sorted(weight, key=lambda sid: (-weight[sid], sid))[:MAX_CANDIDATES])
+            ids[fp.text_hash] = set(sorted(weight, key=lambda sid: (-weight[sid], sid))[:MAX_CANDIDATES])
         return ids
 
     def _apply(self, cur: Any, entries: Sequence[tuple[Item, Fingerprint]],
-               decisions: Sequence[Decision], key: BulletinKey, now: dt.datetime) -> FileOutcome:
+               decisions: Sequence[Decision], key: BulletinKey, now: dt.datetime,
+               stems: Mapping[str, str]) -> FileOutcome:
         # The file's versions and index keys are written with one executemany each; the
         # new stories one by one in file order, so their ids follow the file.
         sql = self._sql
@@ -197,7 +199,7 @@ class IngestMixin:
             if rows:
                 cur.executemany(statement, rows)
         # In this transaction: a search never sees half a file (monitor/storage/search.py).
-        index_versions(self.dialect, cur, entries, decisions)
+        index_versions(self.dialect, cur, entries, decisions, stems)
         return FileOutcome(new=len(real), revised=len(revised), unchanged=unchanged)
 
 

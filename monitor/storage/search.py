@@ -24,7 +24,7 @@ only the newest matching versions until it has its `limit` stories.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -80,9 +80,10 @@ def compiled(dialect: str, query: Query) -> str:
 
 
 def index_versions(dialect: str, cur: Any, entries: Sequence[tuple[Item, Fingerprint]],
-                   decisions: Sequence[Decision]) -> None:
-    """Index the versions ingest just inserted (every item not a repeat), in its transaction."""
-    rows = [_row(dialect, index_text(item.title, item.paragraphs), fp.text_hash)
+                   decisions: Sequence[Decision], stems: Mapping[str, str]) -> None:
+    """Index the versions ingest just inserted (every item not a repeat), in its transaction;
+    `stems` has the index texts made already (monitor/prepare.py), by text hash."""
+    rows = [_row(dialect, stems.get(fp.text_hash) or index_text(item.title, item.paragraphs), fp.text_hash)
             for (item, fp), decision in zip(entries, decisions, strict=True) if decision.action != "repeat"]
     if rows:
         cur.executemany(_INSERT[dialect], rows)

@@ -1,0 +1,220 @@
+"""The work on a file that needs no store, and a helper process that does it ahead.
+
+Reading, decoding and segmenting a file, normalising and hashing its items,
+fingerprinting them (shingles, band keys) and making their search stems is about
+40 % of a pass and needs nothing from the store. On a pass with many files a helper
+process (`monitor.prepare.main`, started by `Ahead`) does that work for the next
+files while the pass decides and writes the current one, so on two cores the two
+halves overlap instead of adding up.
+
+The helper is a shortcut, never a dependency: what it does not deliver (it could not
+start, it died, a read failed there, or a text was left out because the helper
+fingerprinted it for an earlier file of the pass) is done in the pass by the same
+`digest()`, so a pass decides exactly the same with or without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from monitor import bulletin, dropfolder
+from monitor.identity import Fingerprint, fingerprint, normalized_paragraphs, text_hash
+from monitor.models import Bulletin, FileInfo, Item, Rejected
+from monitor.query import index_text
+
+log = logging.getLogger(__name__)
+
+# Below this many files a pass does the work itself: starting the helper (an
+# interpreter and the parser's imports) costs about as much as 20 files.
+AHEAD_MIN_FILES = 20
+# Files asked for ahead of the one being decided: enough to keep the helper busy
+# while a file waits for its commit, few enough that what waits in memory stays small.
+WINDOW = 8
+# Prepared files kept after they were taken, for a group that runs again (a lost race).
+KEEP = 64
+# The texts the helper fingerprinted this pass (their fingerprints went with the first
+# file that carried them): bounded, as a service pass can be long.
+SEEN_LIMIT = 200_000
+
+
+@dataclass
+class Prepared:
+    """A file as the pass needs it: its content hash, its items and their text hashes,
+    and fingerprints and search stems for the texts that `digest()` was asked for."""
+
+    sha256: str
+    parsed: Bulletin | Rejected
+    hashes: tuple[str, ...]
+    fingerprints: dict[str, Fingerprint] = field(default_factory=dict)
+    stems: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def items(self) -> tuple[Item, ...]:
+        return () if isinstance(self.parsed, Rejected) else self.parsed.items
+
+    def fingerprint(self, index: int) -> Fingerprint:
+        """The fingerprint of item `index`: prepared, or made now."""
+        found = self.fingerprints.get(self.hashes[index])
+        if found is None:
+            item = self.items[index]
+            found = self.fingerprints[self.hashes[index]] = fingerprint(item, normalized_paragraphs(item))
+        return found
+
+
+def digest(data: bytes, seen: set[str] | None = None) -> Prepared:
+    """Parse `data` and hash its items. With `seen` (the helper), also fingerprint and
+    stem every text not in it, and add them: a text met in an earlier file of the pass
+    is in the store by the time the pass decides this file."""
+    parsed = bulletin.parse(data)
+    items = () if isinstance(parsed, Rejected) else parsed.items
+    forms = [normalized_paragraphs(item) for item in items]
+    hashes = tuple(text_hash(item, form) for item, form in zip(items, forms, strict=True))
+    prepared = Prepared(hashlib.sha256(data).hexdigest(), parsed, hashes)
+    if seen is not None:
+        for item, form, h in zip(items, forms, hashes, strict=True):
+            if h not in seen and h not in prepared.fingerprints:
+                prepared.fingerprints[h] = fingerprint(item, form)
+                prepared.stems[h] = index_text(item.title, item.paragraphs)
+        if len(seen) > SEEN_LIMIT:
+            seen.clear()
+        seen.update(hashes)
+    return prepared
+
+
+class Ahead:
+    """The helper process, and the files of a pass it prepares, in pass order.
+
+    `take(entry)` returns the entry's `Prepared`, or None for the pass to do it. Any
+    fault of the helper (it cannot start, it exits, it sends garbage) ends it quietly:
+    the rest of the pass goes without it.
+    """
+
+    def __init__(self, entries: Sequence[dropfolder.Entry], max_bytes: int) -> None:
+        self._entries = list(entries)
+        self._position = {entry.where: i for i, entry in enumerate(self._entries)}
+        self._max_bytes = max_bytes
+        self._sent = self._received = 0
+        self._kept: OrderedDict[int, Prepared | None] = OrderedDict()
+        self._proc: subprocess.Popen[bytes] | None = None
+        try:
+            self._proc = subprocess.Popen(
+                helper_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                # Its faults end it and the pass does its work: nothing of it reaches the operator.
+                stderr=subprocess.DEVNULL, env=_helper_env())
+            while self._sent < min(WINDOW, len(self._entries)):
+                self._send()
+        except (OSError, ValueError) as exc:
+            self._end(f"could not start ({exc})")
+
+    def take(self, entry: dropfolder.Entry) -> Prepared | None:
+        index = self._position.get(entry.where)
+        if index is None or self._entries[index].info != entry.info:
+            return None
+        if index < self._received:
+            return self._kept.get(index)
+        while self._proc is not None and self._received <= index:
+            self._receive()
+        return self._kept.get(index)
+
+    def close(self) -> None:
+        self._end(None)
+
+    def __enter__(self) -> Ahead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _send(self) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        entry = self._entries[self._sent]
+        info = entry.info
+        pickle.dump((info.path, entry.where, info.size, info.mtime_ns, self._max_bytes), self._proc.stdin)
+        self._proc.stdin.flush()
+        self._sent += 1
+
+    def _receive(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        try:
+            prepared = pickle.load(self._proc.stdout)
+            if prepared is not None and not isinstance(prepared, Prepared):
+                raise ValueError(f"sent a {type(prepared).__name__}")
+            self._kept[self._received] = prepared
+            self._received += 1
+            while len(self._kept) > KEEP:
+                self._kept.popitem(last=False)
+            if self._sent < len(self._entries):
+                self._send()
+        except Exception as exc:  # it exited, or sent what is not a Prepared: either way, it is done
+            self._end(f"stopped ({type(exc).__name__}: {exc})")
+
+    def _end(self, why: str | None) -> None:
+        proc, self._proc = self._proc, None
+        if why is not None:
+            log.info("the helper that reads files ahead %s; the pass goes on without it", why)
+        if proc is None:
+            return
+        for stream in (proc.stdin, proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        try:
+            proc.wait(timeout=2)  # it exits at the end of its input
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def helper_command() -> list[str]:
+    # Not `-m monitor.prepare`: run as __main__, its classes would not unpickle here.
+    return [sys.executable, "-c", "from monitor.prepare import main; main()"]
+
+
+def _helper_env() -> dict[str, str]:
+    """The environment, with this package importable however it was installed."""
+    here = str(Path(__file__).resolve().parent.parent)
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": here if not path else f"{here}{os.pathsep}{path}"}
+
+
+def serve(requests: IO[bytes], replies: IO[bytes]) -> None:
+    """The helper: for each (path, where, size, mtime_ns, max_bytes) read, a Prepared or
+    None (the pass then reads the file itself, and reports what goes wrong)."""
+    seen: set[str] = set()
+    while True:
+        try:
+            path, where, size, mtime_ns, max_bytes = pickle.load(requests)
+        except EOFError:
+            return
+        try:
+            data = dropfolder.read(dropfolder.Entry(FileInfo(path, size, mtime_ns), where), max_bytes)
+            reply: Prepared | None = digest(data, seen)
+        except Exception:  # whatever it is, the pass meets it again and says so
+            reply = None
+        pickle.dump(reply, replies, protocol=pickle.HIGHEST_PROTOCOL)
+        replies.flush()
+
+
+def main() -> None:
+    # Ctrl-C reaches the whole process group: the pass decides what it means.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(BrokenPipeError):  # the pass ended (or was killed) first
+        serve(sys.stdin.buffer, sys.stdout.buffer)
+
+
+if __name__ == "__main__":
+    main()
