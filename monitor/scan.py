@@ -5,7 +5,8 @@ each file's decisions and the record that it was read commit together with the r
 its group, so a crash at any moment leaves whole groups or none of them, and the next
 pass picks up exactly the files that were not recorded. A group ends after GROUP_FILES
 files or GROUP_SECONDS, or when the folder has nothing more to read, so a single new
-file is committed (and published) at once.
+file is committed (and published) at once. On a pass with many files, a helper process
+reads and fingerprints the next files meanwhile (monitor/prepare.py).
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ def scan(settings: Settings, storage: Storage, *, clock: Clock = utcnow,
     return report
 
 
-def _ahead(settings: Settings, todo: list[dropfolder.Entry], now: dt.datetime) -> contextlib.AbstractContextManager[
-        prepare.Ahead | None]:
+def _ahead(settings: Settings, todo: list[dropfolder.Entry],
+           now: dt.datetime) -> contextlib.AbstractContextManager[prepare.Ahead | None]:
     """The helper that prepares files ahead (monitor/prepare.py), for a pass with enough
     files that _one will surely read: regular, not too large, settled by their mtime."""
     now_ns = int(now.timestamp() * 1e9)
@@ -117,15 +118,9 @@ def _one(settings: Settings, storage: Storage, entry: dropfolder.Entry, report: 
     # these bytes were ingested already and which of their texts the store has.
     prepared = ahead.take(entry) if ahead is not None else None
     if prepared is None:
-        try:
-            data = dropfolder.read(entry, settings.drop.max_bytes)
-        except PermissionError:
-            return _reject(storage, entry, None, dropfolder.UNREADABLE, report, now), True
-        except (FileNotFoundError, dropfolder.FileChanged) as exc:
-            log.info("%s: %s, left for a later pass", shown(info.path), getattr(exc, "strerror", None) or exc)
-            return replace(report, skipped=report.skipped + 1), False
-        except OSError as exc:
-            return _reject(storage, entry, None, f"cannot read: {exc.strerror or exc}", report, now), True
+        data = _read(settings, storage, entry, report, now)
+        if not isinstance(data, bytes):
+            return data
         prepared = prepare.digest(data)
     sha, hashes = prepared.sha256, prepared.hashes
     report = replace(report, files_read=report.files_read + 1)
@@ -147,6 +142,20 @@ def _one(settings: Settings, storage: Storage, entry: dropfolder.Entry, report: 
         return report, False
     log.debug("%s: %s items, %s new, %s revised", shown(info.path), len(entries), outcome.new, outcome.revised)
     return _add(report, outcome), True
+
+
+def _read(settings: Settings, storage: Storage, entry: dropfolder.Entry, report: ScanReport,
+          now: dt.datetime) -> bytes | tuple[ScanReport, bool]:
+    """The file's bytes, or what _one returns for a file that cannot be read now."""
+    try:
+        return dropfolder.read(entry, settings.drop.max_bytes)
+    except PermissionError:
+        return _reject(storage, entry, None, dropfolder.UNREADABLE, report, now), True
+    except (FileNotFoundError, dropfolder.FileChanged) as exc:
+        log.info("%s: %s, left for a later pass", shown(entry.info.path), getattr(exc, "strerror", None) or exc)
+        return replace(report, skipped=report.skipped + 1), False
+    except OSError as exc:
+        return _reject(storage, entry, None, f"cannot read: {exc.strerror or exc}", report, now), True
 
 
 def _settle(settings: Settings, storage: Storage, info: FileInfo, now: dt.datetime) -> str | None:
