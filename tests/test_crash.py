@@ -89,10 +89,11 @@ def test_sigkill_during_scan_loses_and_doubles_nothing(tmp_path: Path, exe: str)
     reference = _setup(tmp_path / "reference")
     proc = _scan(exe, reference)
     assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
-    # Each kill lands at a random moment up to about the time a scan takes to its first
-    # commit, whatever the commit granularity (one file or a group of files): in the
-    # start-up, inside the first transaction, and now and then after a commit, so the
-    # store the next run starts from grows by a transaction now and then.
+    # Two runs in three are killed at a random moment up to about the time a scan takes to
+    # its first commit, whatever the commit granularity (one file or a group of files): in
+    # the start-up, inside the first transaction, now and then after a commit. The third
+    # is killed at a random moment after its first commit, inside its next group, so the
+    # store the next run starts from grows by a transaction, however fast the machine is.
     first_commit = _first_commit_seconds(exe, _setup(tmp_path / "timing"))
 
     crashed = _setup(tmp_path / "crashed")
@@ -103,7 +104,13 @@ def test_sigkill_during_scan_loses_and_doubles_nothing(tmp_path: Path, exe: str)
         runs += 1
         partial += recorded > 0
         proc = _scan(exe, crashed)
-        time.sleep(rng.uniform(0.0, first_commit))
+        if runs % 3:
+            time.sleep(rng.uniform(0.0, first_commit))
+        else:
+            deadline = time.monotonic() + 60
+            while proc.poll() is None and _files_recorded(crashed.parent) == recorded and time.monotonic() < deadline:
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0.0, 0.3))
         if proc.poll() is None:
             killed_running += 1
             proc.kill()
