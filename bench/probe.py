@@ -81,23 +81,27 @@ def rss(cmd: list[str]) -> dict[str, object]:
 
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # The command may start a process of its own (monitor/prepare.py's helper): each
-    # process's peak, read from /proc while it runs, and their sum, an upper bound of what
-    # they held at once (ru_maxrss below is only the largest single process).
+    # The command may start a process of its own (monitor/prepare.py's helper): what its
+    # processes held at once, read from /proc every 20 ms while they run (ru_maxrss below
+    # is only the largest single process), and each one's own peak.
     peaks: dict[int, int] = {}
+    together = 0
     out: list[str] = []
     reader = threading.Thread(target=lambda: out.extend(proc.communicate()))
     reader.start()
     while reader.is_alive():
+        now = 0
         for pid in _tree(proc.pid):
-            peaks[pid] = max(peaks.get(pid, 0), _rss_kib(pid))
+            peaks[pid] = max(peaks.get(pid, 0), _status_kib(pid, "VmHWM"))
+            now += _status_kib(pid, "VmRSS")
+        together = max(together, now)
         reader.join(0.02)
     # The only child this process ever had: the largest RSS of all reaped descendants is its.
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     stdout, stderr = out
     return {"seconds": time.perf_counter() - t0, "stdout": stdout, "stderr": stderr[-2000:],
             "returncode": proc.returncode, "maxrss_kib": usage.ru_maxrss,
-            "tree_kib": max(sum(peaks.values()), usage.ru_maxrss), "processes": len(peaks),
+            "tree_kib": max(together, usage.ru_maxrss), "peaks_kib": sorted(peaks.values(), reverse=True),
             "cpu_seconds": usage.ru_utime + usage.ru_stime}
 
 
@@ -112,10 +116,11 @@ def _tree(pid: int) -> list[int]:
     return found
 
 
-def _rss_kib(pid: int) -> int:
+def _status_kib(pid: int, field: str) -> int:
+    """VmRSS (resident now) or VmHWM (the process's own peak so far) of a process, in KiB."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):  # the process's own peak so far
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
     except OSError:
         pass

@@ -77,8 +77,8 @@ def write_config(folder: Path, db: Path) -> Path:
 
 
 def run_rss(cmd: list[str]) -> tuple[float, str, int]:
-    """Run `cmd` through bench/probe.py; return (seconds, stdout, peak RSS in KiB): the sum
-    of the peaks of its processes (a long scan has a helper, monitor/prepare.py)."""
+    """Run `cmd` through bench/probe.py; return (seconds, stdout, peak RSS in KiB): the most
+    its processes held at once (a long scan has a helper, monitor/prepare.py)."""
     done = subprocess.run([PYTHON, str(HERE / "probe.py"), "rss", *cmd], capture_output=True, text=True, check=True)
     result = json.loads(done.stdout)
     if result["returncode"] != 0:
@@ -215,7 +215,7 @@ def bench_rss(work: Path, scale: Scale) -> Row:
     seconds, out, kib = run_rss([MONITOR, "--config", str(config), "--log-level", "WARNING", "scan"])
     return Row(f"Peak RSS ingesting a {total / 1e6:.0f} MB drop folder ({files:,} files)",
                f"{kib / 1024:.0f} MB", f"{floor_kib / 1024:.0f} MB", kib / 1024 / 150, 1,
-               f"ratio is against the 150 MB budget; the scan and its helper process, their peaks added; "
+               f"ratio is against the 150 MB budget; the scan and its helper process together (sampled); "
                f"floor = RSS of importing the modules alone; "
                f"took {seconds:.0f} s, {new_stories(out):,} stories")
 

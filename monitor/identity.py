@@ -87,7 +87,7 @@ _INVISIBLE = [(0x00, 0x1F), (0x7F, 0x9F), (0x200B, 0x200F), (0x202A, 0x202E), (0
 _FOLD = {**_QUOTES, **{c: None for first, last in _INVISIBLE for c in range(first, last + 1)}}
 _MASK64 = (1 << 64) - 1
 # Distinct words whose hashes are kept: a bulletin's vocabulary, a few megabytes at most.
-WORD_CACHE = 1 << 15
+WORD_CACHE = 1 << 14
 # A word's three hashes, one table per place in a shingle, so that a text's shingle hashes
 # are three C-level lookups per word and two XORs, with no Python loop (most of a
 # fingerprint's cost was that loop).

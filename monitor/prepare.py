@@ -23,7 +23,6 @@ import pickle
 import signal
 import subprocess
 import sys
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +41,6 @@ AHEAD_MIN_FILES = 20
 # Files asked for ahead of the one being decided: enough to keep the helper busy
 # while a file waits for its commit, few enough that what waits in memory stays small.
 WINDOW = 8
-# Prepared files kept after they were taken, for a group that runs again (a lost race).
-KEEP = 64
 # The texts the helper fingerprinted this pass (their fingerprints went with the first
 # file that carried them): bounded, as a service pass can be long.
 SEEN_LIMIT = 200_000
@@ -106,7 +103,6 @@ class Ahead:
         self._position = {entry.where: i for i, entry in enumerate(self._entries)}
         self._max_bytes = max_bytes
         self._sent = self._received = 0
-        self._kept: OrderedDict[int, Prepared | None] = OrderedDict()
         self._proc: subprocess.Popen[bytes] | None = None
         try:
             self._proc = subprocess.Popen(
@@ -119,14 +115,16 @@ class Ahead:
             self._end(f"could not start ({exc})")
 
     def take(self, entry: dropfolder.Entry) -> Prepared | None:
+        """The entry's Prepared, once: a group that runs again (a lost race) does its files
+        itself, as what was handed out is not kept (a Prepared of long articles holds
+        their shingles: megabytes)."""
         index = self._position.get(entry.where)
-        if index is None or self._entries[index].info != entry.info:
+        if index is None or self._entries[index].info != entry.info or index < self._received:
             return None
-        if index < self._received:
-            return self._kept.get(index)
+        prepared = None
         while self._proc is not None and self._received <= index:
-            self._receive()
-        return self._kept.get(index)
+            prepared = self._receive()
+        return prepared if self._received == index + 1 else None
 
     def close(self) -> None:
         self._end(None)
@@ -145,20 +143,20 @@ class Ahead:
         self._proc.stdin.flush()
         self._sent += 1
 
-    def _receive(self) -> None:
+    def _receive(self) -> Prepared | None:
+        """The next file's Prepared (None: the pass does that file), and one more asked for."""
         assert self._proc is not None and self._proc.stdout is not None
         try:
             prepared = pickle.load(self._proc.stdout)
             if prepared is not None and not isinstance(prepared, Prepared):
                 raise ValueError(f"sent a {type(prepared).__name__}")
-            self._kept[self._received] = prepared
             self._received += 1
-            while len(self._kept) > KEEP:
-                self._kept.popitem(last=False)
             if self._sent < len(self._entries):
                 self._send()
+            return prepared
         except Exception as exc:  # it exited, or sent what is not a Prepared: either way, it is done
             self._end(f"stopped ({type(exc).__name__}: {exc})")
+            return None
 
     def _end(self, why: str | None) -> None:
         proc, self._proc = self._proc, None

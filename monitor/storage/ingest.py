@@ -52,10 +52,11 @@ INGEST_ATTEMPTS = 5
 # Fingerprints of stored texts kept in memory, by text hash (a text never changes), up to
 # this many shingles in all: a store of very long articles keeps fewer. Measured over
 # `bench/run.py`'s RSS folder, a fingerprint costs about 190 bytes a shingle (its sets,
-# words, item and slots): 200,000 took 38 MB, this 19 MB, which leaves room for SQLite's
-# page cache (monitor.storage.ledger.CACHE_KIB) within the 150 MB budget, at no measured
-# cost in ingest (the candidates are mostly recent stories).
-FINGERPRINT_CACHE = 100_000
+# words, item and slots): 200,000 took 38 MB, this 10 MB, which leaves room for SQLite's
+# page cache (monitor.storage.ledger.CACHE_KIB) and the helper process that prepares files
+# ahead (monitor/prepare.py) within the 150 MB budget, at no measured cost in ingest (the
+# candidates are mostly recent stories).
+FINGERPRINT_CACHE = 30_000
 _FINGERPRINTS: dict[str, Fingerprint] = {}
 _CACHED = [0]  # shingles held by _FINGERPRINTS
 RETRY_SQLSTATES = {"23505", "40001", "40P01"}  # unique_violation, serialization_failure, deadlock_detected
