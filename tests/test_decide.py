@@ -229,3 +229,21 @@ def test_the_seed_briefs_of_december_11_stay_two_stories() -> None:
     assert got[0].action == "new"
     got = decide(entries(masadykov), {}, [stored(1, afghanistan, EARLY)], LATE)
     assert got[0].action == "new"
+
+
+def test_an_item_meets_only_the_candidates_its_own_keys_found() -> None:
+    """With a shortlist (what ingest passes), each item is decided against the stories its
+    own index keys found: another item of the file bringing a story in changes nothing."""
+    edited, other = brief(EDITED), brief("On 9 May 2025, the CSTO Council of Foreign Ministers met in Minsk "
+                                        "and adopted a statement on the anniversary of the Victory.")
+    candidates = [stored(3, brief(TEXT), EARLY)]
+    items = entries(other, edited)
+    both = {fp.text_hash: {3} for _, fp in items}
+    own = {items[0][1].text_hash: set(), items[1][1].text_hash: {3}}
+    assert [d.action for d in decide(items, {}, candidates, LATE, both)] == ["new", "revise"]
+    assert [d.action for d in decide(items, {}, candidates, LATE, own)] == ["new", "revise"]
+    # ...and the edited brief, had its keys not found story 3, is a new story, even though
+    # the file's other item brought story 3 in as a candidate.
+    unlisted = {items[0][1].text_hash: {3}, items[1][1].text_hash: set()}
+    assert [d.action for d in decide(items, {}, candidates, LATE, unlisted)] == ["new", "new"]
+    assert [d.action for d in decide(items, {}, candidates, LATE)] == ["new", "revise"]  # no shortlist: all
