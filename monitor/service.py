@@ -314,7 +314,10 @@ class Service:
             log.log(level, "scan failed: %s", error, exc_info=not isinstance(exc, (MonitorError, OSError)))
             self._failing = error
         seconds = time.perf_counter() - t0
-        if report is not None and report.observing:
+        if report is not None and (report.observing or report.skipped):
+            # A file still settling (dropped just before the service started, say: no event
+            # follows) or left for later is read once it can have settled, not at the next
+            # interval pass.
             self._look_again(self.settings.drop.settle_seconds + PICKUP_MARGIN)
         if report is not None and self._failing is not None:
             log.info("scans succeed again")

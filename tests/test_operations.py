@@ -228,6 +228,21 @@ def test_the_service_reads_a_file_from_the_future_soon_after_it_settles(tmp_path
     assert code == 0
 
 
+def test_a_file_dropped_just_before_the_service_starts_is_read_once_it_settles(tmp_path: Path, exe: str) -> None:
+    (tmp_path / "drop").mkdir()
+    drop_file(tmp_path / "drop", "fresh.txt", LATE, age=0)  # no event will follow: it is there already
+    t0 = time.monotonic()
+    svc = Service(exe, tmp_path, scan_seconds=60, settle_seconds=2)  # no interval pass during the test
+    try:
+        svc.wait_ready()
+        wait_for(lambda: stored(svc) == 1, 20, "the file, once still for settle_seconds")
+        took = time.monotonic() - t0
+        assert took >= 2, f"read after {took:.2f}s, before it was still for settle_seconds"
+    finally:
+        code, _ = svc.stop()
+    assert code == 0
+
+
 # -- hostile names ----------------------------------------------------------------------------
 
 
