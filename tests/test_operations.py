@@ -394,6 +394,41 @@ def small_disk(tmp_path: Path) -> Path:
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
 
 
+DRIVER_FAILURE = "<built-in method commit of sqlite3.Connection object> returned NULL without setting an exception"
+
+
+@pytest.mark.parametrize("disk", ["roomy", "small"])
+def test_a_commit_the_sqlite_driver_fails_without_a_reason_is_one_line(tmp_path: Path, disk: str,
+                                                                        request: pytest.FixtureRequest) -> None:
+    """CPython's sqlite3 can fail a COMMIT on a full disk with a SystemError and no SQLite
+    code (seen in the disk-full test below): a StorageError, which the free space explains."""
+    import datetime as dt
+
+    from sqlalchemy import event
+
+    from monitor.errors import StorageError
+    from monitor.models import FileInfo
+    from monitor.storage import Storage
+
+    where = request.getfixturevalue("small_disk") if disk == "small" else tmp_path
+    storage = Storage.open(f"sqlite:///{where}/monitor.db")
+    try:
+        def fail(conn: object) -> None:
+            raise SystemError(DRIVER_FAILURE)
+
+        event.listen(storage.engine, "commit", fail)
+        with pytest.raises(StorageError) as raised:
+            storage.record_file(FileInfo("a.txt", 1, 1), None, reason="test", now=dt.datetime.now(dt.UTC))
+        line = str(raised.value)
+        assert "\n" not in line and str(where / "monitor.db") in line
+        if disk == "small":  # 4 MB in all: short of space
+            assert "is full" in line and "free some space" in line, line
+        else:
+            assert "the SQLite driver failed" in line and "is full" not in line, line
+    finally:
+        storage.close()
+
+
 def test_disk_full_then_freed_the_next_pass_completes_the_work(tmp_path: Path, exe: str, small_disk: Path) -> None:
     db = small_disk / "monitor.db"
     filler = small_disk / "filler"

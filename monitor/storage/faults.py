@@ -8,6 +8,7 @@ ledger's path never imports SQLAlchemy.
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import urllib.parse
@@ -24,6 +25,9 @@ SQLITE_FULL = 13
 SQLITE_CANTOPEN = 14
 SQLITE_NOTADB = 26
 
+# Free space below which a commit the driver failed without a reason is taken for a full
+# disk (a group's WAL frames are a few megabytes).
+FULL_BYTES = 16 * 1024 * 1024
 REBUILD_HINT = "restore it from a backup, or build a new one from the drop folder with `monitor rebuild`"
 
 
@@ -36,6 +40,8 @@ def store_error(exc: BaseException, url: str) -> StorageError:
         return StoreConflict(f"database error: {detail}")
     if isinstance(orig, sqlite3.Error):
         return _sqlite_error(orig, detail, sqlite_path(url))
+    if isinstance(orig, SystemError) and (path := sqlite_path(url)) is not None:
+        return _driver_failure(path, detail)
     if type(orig).__name__ == "OperationalError":  # DBAPI's name for "could not talk to the server"
         return StorageError(f"database unreachable: {detail}")
     return StorageError(f"database error: {detail}")
@@ -56,6 +62,20 @@ def _sqlite_error(exc: sqlite3.Error, detail: str, path: Path | None) -> Storage
     if code == SQLITE_IOERR:
         return StorageError(f"input/output error on the store {where} ({detail})")
     return StorageError(f"database error: {detail}")
+
+
+def _driver_failure(path: Path, detail: str) -> StorageError:
+    """CPython's sqlite3 can fail a COMMIT that met a full disk with "returned NULL without
+    setting an exception", no SQLite code attached: the disk tells what happened."""
+    try:
+        st = os.statvfs(path.parent)
+        short = st.f_bavail * st.f_frsize < FULL_BYTES
+    except OSError:
+        short = False
+    if short:
+        return StorageError(f"the disk holding the store {path} is full (the SQLite driver failed: {detail}): "
+                            "free some space; the next pass completes the work")
+    return StorageError(f"database error on the store {path}: the SQLite driver failed ({detail})")
 
 
 def missing(path: Path) -> StoreMissing:

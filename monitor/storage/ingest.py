@@ -16,8 +16,6 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
-
 from monitor.decide import BulletinKey, Candidate, Decision, decide
 from monitor.dropfolder import shown
 from monitor.errors import StorageError
@@ -63,13 +61,13 @@ RETRY_SQLSTATES = {"23505", "40001", "40P01"}  # unique_violation, serialization
 
 
 class IngestMixin:
-    """The ingest methods of `Storage` (which provides _write, _short, _error, _sql and _driver_error)."""
+    """The ingest methods of `Storage` (which provides _write, _short, _error, _sql and _faults)."""
 
     _write: Callable[..., Any]
     _short: Callable[[BaseException], str]
     _error: Callable[[BaseException], StorageError]
     _sql: SQL
-    _driver_error: type[Exception]
+    _faults: tuple[type[Exception], ...]
     dialect: str
     _group: Any
 
@@ -95,7 +93,7 @@ class IngestMixin:
         for attempt in range(1, INGEST_ATTEMPTS + 1):
             try:
                 return self._ingest_once(info, sha256, entries, now, stems or {})
-            except (DBAPIError, self._driver_error) as exc:
+            except self._faults as exc:
                 if self._group is not None and _retryable(exc):
                     raise  # the group's transaction is lost: grouped() runs it again
                 if not _retryable(exc):

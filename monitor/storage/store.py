@@ -64,7 +64,10 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
         # so its exceptions are caught alongside SQLAlchemy's.
         self._sql = SQL.for_dialect(self.dialect)
         dbapi = engine.dialect.loaded_dbapi
-        self._driver_error: type[Exception] = dbapi.Error
+        # What store_error() translates: SQLAlchemy's errors, the driver's, and on SQLite the
+        # SystemError CPython's sqlite3 can fail a COMMIT on a full disk with.
+        self._faults: tuple[type[Exception], ...] = (
+            (DBAPIError, dbapi.Error, SystemError) if self.dialect == "sqlite" else (DBAPIError, dbapi.Error))
         self.path = sqlite_path(url)
         self._identity = _identity(self.path)
         # The connection of the group transaction open (grouped()), which every read and
@@ -123,7 +126,7 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
 
         try:
             upgrade(self.engine)
-        except (DBAPIError, self._driver_error) as exc:
+        except self._faults as exc:
             raise store_error(exc, self.url) from None
         self._identity = _identity(self.path)  # the file exists now, if it did not before
 
@@ -133,7 +136,7 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
 
         try:
             return current(self.engine)
-        except (DBAPIError, self._driver_error) as exc:
+        except self._faults as exc:
             raise store_error(exc, self.url) from None
 
     def replaced(self) -> str | None:
@@ -159,7 +162,7 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
                         return work()
                     finally:
                         self._group = None
-            except (DBAPIError, self._driver_error) as exc:
+            except self._faults as exc:
                 if not _retryable(exc):
                     raise self._error(exc) from None
                 log.info("a group of files lost a race (%s), deciding it again (attempt %s)",
@@ -174,7 +177,7 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
         try:
             with self.engine.connect() as conn, conn.begin():
                 yield conn
-        except (DBAPIError, self._driver_error) as exc:
+        except self._faults as exc:
             raise store_error(exc, self.url) from None
 
     @contextmanager
@@ -191,7 +194,7 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
                     if self.dialect == "postgresql":
                         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": INGEST_LOCK})
                     yield conn
-        except (DBAPIError, self._driver_error) as exc:
+        except self._faults as exc:
             if retry and _retryable(exc):
                 raise  # the caller decides again
             raise store_error(exc, self.url) from None
