@@ -54,6 +54,9 @@ class Prepared:
     sha256: str
     parsed: Bulletin | Rejected
     hashes: tuple[str, ...]
+    # The items' normalized paragraphs, kept for fingerprint() in the pass's own digest;
+    # None from the helper (not worth their bytes in the pipe for the few it leaves out).
+    forms: list[list[str]] | None = None
     fingerprints: dict[str, Fingerprint] = field(default_factory=dict)
     stems: dict[str, str] = field(default_factory=dict)
 
@@ -66,7 +69,8 @@ class Prepared:
         found = self.fingerprints.get(self.hashes[index])
         if found is None:
             item = self.items[index]
-            found = self.fingerprints[self.hashes[index]] = fingerprint(item, normalized_paragraphs(item))
+            form = self.forms[index] if self.forms is not None else normalized_paragraphs(item)
+            found = self.fingerprints[self.hashes[index]] = fingerprint(item, form)
         return found
 
 
@@ -78,7 +82,7 @@ def digest(data: bytes, seen: set[str] | None = None) -> Prepared:
     items = () if isinstance(parsed, Rejected) else parsed.items
     forms = [normalized_paragraphs(item) for item in items]
     hashes = tuple(text_hash(item, form) for item, form in zip(items, forms, strict=True))
-    prepared = Prepared(hashlib.sha256(data).hexdigest(), parsed, hashes)
+    prepared = Prepared(hashlib.sha256(data).hexdigest(), parsed, hashes, forms if seen is None else None)
     if seen is not None:
         for item, form, h in zip(items, forms, hashes, strict=True):
             if h not in seen and h not in prepared.fingerprints:
@@ -165,11 +169,9 @@ class Ahead:
         if proc is None:
             return
         for stream in (proc.stdin, proc.stdout):
-            try:
-                if stream is not None:
+            if stream is not None:
+                with contextlib.suppress(OSError):
                     stream.close()
-            except OSError:
-                pass
         try:
             proc.wait(timeout=2)  # it exits at the end of its input
         except subprocess.TimeoutExpired:
