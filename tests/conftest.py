@@ -92,6 +92,12 @@ def drop_file(folder: Path, name: str, data: bytes, age: float = 30.0) -> Path:
     return path
 
 
+def drop_seeds(folder: Path, age: float = 30.0) -> None:
+    """Put both seed bulletins in the drop folder (see drop_file)."""
+    for path in sorted(SEEDS.glob("*.txt")):
+        drop_file(folder, path.name, path.read_bytes(), age)
+
+
 class Monitor:
     """The real console script against one config, in a subprocess."""
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SEEDS, Monitor, drop_file, validate_atom, write_config
+from conftest import Monitor, drop_seeds, validate_atom, write_config
 from ports import free_port
 from servicekit import wait_for
 
@@ -100,11 +100,6 @@ def feed_entries(base: str, count: int) -> list[dict[str, str]] | None:
         return None
     entries = validate_atom(answer[1])
     return entries if len(entries) == count else None
-
-
-def drop_seeds(drop: Path) -> None:
-    for seed in sorted(SEEDS.glob("*.txt")):
-        drop_file(drop, seed.name, seed.read_bytes())
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SEEDS, Monitor, write_config
+from conftest import ROOT, SEEDS, Monitor, drop_seeds, write_config
 from mailserver import MailServer
 from ports import free_port
 from servicekit import Service, wait_for
@@ -351,9 +351,7 @@ def test_a_running_service_is_refused(tmp_path: Path, exe: str) -> None:
     service = Service(exe, tmp_path)
     try:
         service.drop.mkdir(exist_ok=True)
-        for path in sorted(SEEDS.glob("*.txt")):
-            shutil.copy(path, service.drop / path.name)
-            os.utime(service.drop / path.name, (time.time() - 60,) * 2)
+        drop_seeds(service.drop, age=60)
         service.wait_ready()
         db = tmp_path / "monitor.db"
         before = stories(db)
@@ -529,9 +527,7 @@ def test_postgres_rebuild_under_a_running_service(tmp_path: Path, exe: str, pg_u
     service = Service(exe, tmp_path, state={"database_url": pg_url})
     try:
         service.drop.mkdir(exist_ok=True)
-        for path in sorted(SEEDS.glob("*.txt")):
-            shutil.copy(path, service.drop / path.name)
-            os.utime(service.drop / path.name, (time.time() - 60,) * 2)
+        drop_seeds(service.drop, age=60)
         service.wait_ready()
         before = pg_stories(pg_url)
         lines, kept = rebuild(Monitor(exe, service.config))
