@@ -1,9 +1,10 @@
 """Four `monitor scan` processes at once on one PostgreSQL give what one process gives alone.
 
-200 generated bulletins shaped like the seeds (briefs first, then articles with a title
-line and a DD.MM.YYYY date line) carry new stories, word-for-word repeats, one-word
-revisions, briefs later published in full, and exact copies of earlier files under
-other names. The generator is seeded, so every run sees the same folder.
+More generated bulletins than one group of files takes (scan.GROUP_FILES), shaped like
+the seeds (briefs first, then articles with a title line and a DD.MM.YYYY date line),
+carry new stories, word-for-word repeats, one-word revisions, briefs later published in
+full, and exact copies of earlier files under other names. The generator is seeded, so
+every run sees the same folder.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from pathlib import Path
 from conftest import write_config
 from pgserver import PostgresServer
 
+from monitor.scan import GROUP_FILES
 from monitor.storage import Storage
 
 SEED = 20261123
-FILES = 200
+# More files than one write group takes, so the others, waiting at the lock, must get
+# some of them however fast the first one runs (its group also ends after GROUP_SECONDS).
+FILES = GROUP_FILES + 150
 PROCESSES = 4
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
           "October", "November", "December"]
