@@ -36,6 +36,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 STORIES = 100
@@ -288,53 +289,77 @@ def cases_for(base: str) -> list[tuple[str, dict[str, str], int]]:
             ("200 gzip, slow clients held", {"Accept-Encoding": "gzip"}, len(gz))]
 
 
-def measure(servers: dict[str, str], load: Load, args: argparse.Namespace) -> Results:
+@dataclass(frozen=True)
+class Options:
+    seconds: float = 3.0  # load per case and server
+    rounds: int = 3  # alternating rounds
+    connections: int = 32  # concurrent keep-alive connections
+    threads: int = 2  # wrk threads
+    nginx_workers: int = 1  # one event loop, like monitor's
+    slow_clients: int = 200  # slow connections held open during the last case
+    tool: str = "auto"  # wrk, or the Python client without it
+
+
+@dataclass(frozen=True)
+class Case:
+    """One request's figures over the rounds: medians, and monitor/nginx per round."""
+
+    name: str
+    body_bytes: int
+    rps: dict[str, float]  # median requests/s by server
+    p99_ms: float  # monitor's
+    errors: int
+    ratios: list[float]  # monitor/nginx, round by round (empty without nginx)
+
+
+def measure(servers: dict[str, str], load: Load, options: Options) -> Results:
     cases = {name: cases_for(base) for name, base in servers.items()}
     results: Results = {}
-    for round_no in range(args.rounds):
+    for round_no in range(options.rounds):
         order = list(servers) if round_no % 2 == 0 else list(reversed(servers))
         for index in range(len(cases["monitor"])):
             for name in order:
                 case, headers, _ = cases[name][index]
-                with SlowClients(servers[name], args.slow_clients if "slow" in case else 0):
-                    r = load(servers[name] + "feed.atom", headers, args.seconds, args.connections, args.threads)
+                with SlowClients(servers[name], options.slow_clients if "slow" in case else 0):
+                    r = load(servers[name] + "feed.atom", headers, options.seconds, options.connections,
+                             options.threads)
                 results.setdefault((name, case), []).append(r)
     return results
 
 
-def report(servers: dict[str, str], results: Results, sizes: dict[str, int]) -> None:
-    names = list(servers)
-    print("| request | body bytes | " + " | ".join(f"{n} requests/s" for n in names)
-          + " | monitor p99 ms | errors |" + (" monitor/nginx (rounds) |" if "nginx" in names else ""))
-    print("|---|---:|" + "---:|" * len(names) + "---:|---:|" + ("---:|" if "nginx" in names else ""))
+def summarize(results: Results, sizes: dict[str, int]) -> list[Case]:
+    names = sorted({name for name, _ in results}, key=["monitor", "nginx"].index)
+    found = []
     for case, size in sizes.items():
         runs = {n: results[(n, case)] for n in names}
-        med = {n: statistics.median(r["rps"] for r in runs[n]) for n in names}
-        p99 = statistics.median(r["p99"] for r in runs["monitor"])
-        errors = sum(r["errors"] for n in names for r in runs[n])
-        row = f"| {case} | {size:,} | " + " | ".join(f"{med[n]:,.0f}" for n in names) + f" | {p99:.2f} | {errors:.0f} |"
-        if "nginx" in names:
-            ratios = [m["rps"] / g["rps"] for m, g in zip(runs["monitor"], runs["nginx"], strict=True) if g["rps"]]
-            spread = f"{min(ratios):.0%}–{max(ratios):.0%}" if ratios else "n/a"
-            row += f" {med['monitor'] / med['nginx']:.0%} ({spread}) |"
+        ratios = ([m["rps"] / g["rps"] for m, g in zip(runs["monitor"], runs["nginx"], strict=True) if g["rps"]]
+                  if "nginx" in runs else [])
+        found.append(Case(case, size, {n: statistics.median(r["rps"] for r in runs[n]) for n in names},
+                          statistics.median(r["p99"] for r in runs["monitor"]),
+                          int(sum(r["errors"] for n in names for r in runs[n])), ratios))
+    return found
+
+
+def report(cases: list[Case]) -> None:
+    names = list(cases[0].rps)
+    nginx = "nginx" in names
+    print("| request | body bytes | " + " | ".join(f"{n} requests/s" for n in names)
+          + " | monitor p99 ms | errors |" + (" monitor/nginx (rounds) |" if nginx else ""))
+    print("|---|---:|" + "---:|" * len(names) + "---:|---:|" + ("---:|" if nginx else ""))
+    for c in cases:
+        row = (f"| {c.name} | {c.body_bytes:,} | " + " | ".join(f"{c.rps[n]:,.0f}" for n in names)
+               + f" | {c.p99_ms:.2f} | {c.errors} |")
+        if nginx:
+            spread = f"{min(c.ratios):.0%}–{max(c.ratios):.0%}" if c.ratios else "n/a"
+            row += f" {c.rps['monitor'] / c.rps['nginx']:.0%} ({spread}) |"
         print(row)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0, help="load per case and server (default 3)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (default 3)")
-    parser.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections (default 32)")
-    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
-    parser.add_argument("--nginx-workers", type=int, default=1,
-                        help="nginx worker processes (default 1: one event loop, like monitor's)")
-    parser.add_argument("--slow-clients", type=int, default=200,
-                        help="slow connections held open during the last case (default 200)")
-    parser.add_argument("--tool", choices=["auto", "wrk", "python"], default="auto")
-    args = parser.parse_args()
-    tool = args.tool if args.tool != "auto" else ("wrk" if shutil.which("wrk") else "python")
+def run(options: Options) -> tuple[str, list[Case]]:
+    """Start both servers, load them, stop them: the run's description and its cases.
+    Without nginx, the description says the comparison was skipped, and why."""
+    tool = options.tool if options.tool != "auto" else ("wrk" if shutil.which("wrk") else "python")
     load: Load = run_wrk if tool == "wrk" else run_python
-
     with tempfile.TemporaryDirectory(prefix="monitor-bench-") as tmp:
         folder = Path(tmp)
         (folder / "drop").mkdir()
@@ -353,24 +378,41 @@ def main() -> int:
                 assert gzip.decompress(gz) == body
                 servers = {"monitor": base}
                 if shutil.which("nginx"):
-                    nginx, servers["nginx"] = start_nginx(folder, body, gz, args.nginx_workers)
-                    workers = f"{args.nginx_workers} worker" + ("s" if args.nginx_workers > 1 else "")
+                    nginx, servers["nginx"] = start_nginx(folder, body, gz, options.nginx_workers)
+                    workers = f"{options.nginx_workers} worker" + ("s" if options.nginx_workers > 1 else "")
                     against = f"nginx ({workers}) on the same bytes"
                 else:
-                    print("nginx not found (apt-get install nginx): comparison skipped, monitor alone")
-                    against = "no comparison"
-                print(f"monitor run on {base}, feed of {body.count(b'<entry>')} entries, against {against}; "
-                      f"tool {tool}, {args.threads} threads, {args.connections} connections, "
-                      f"{args.rounds} rounds of {args.seconds:g} s per case and server; {os.cpu_count()} cores")
-                print()
-                results = measure(servers, load, args)
-                sizes = {case: size for case, _, size in cases_for(base)}
-                report(servers, results, sizes)
+                    against = "nginx not found (apt-get install nginx): comparison skipped, monitor alone"
+                described = (f"monitor run on {base}, feed of {body.count(b'<entry>')} entries, against {against}; "
+                             f"tool {tool}, {options.threads} threads, {options.connections} connections, "
+                             f"{options.rounds} rounds of {options.seconds:g} s per case and server; "
+                             f"{os.cpu_count()} cores")
+                results = measure(servers, load, options)
+                return described, summarize(results, {case: size for case, _, size in cases_for(base)})
             finally:
                 for child in (proc, nginx):
                     if child is not None:
                         child.send_signal(signal.SIGTERM)
                         child.wait(timeout=15)
+
+
+def main() -> int:
+    defaults = Options()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=defaults.seconds, help="load per case and server (default 3)")
+    parser.add_argument("--rounds", type=int, default=defaults.rounds, help="alternating rounds (default 3)")
+    parser.add_argument("--connections", type=int, default=defaults.connections,
+                        help="concurrent keep-alive connections (default 32)")
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="wrk threads (default 2)")
+    parser.add_argument("--nginx-workers", type=int, default=defaults.nginx_workers,
+                        help="nginx worker processes (default 1: one event loop, like monitor's)")
+    parser.add_argument("--slow-clients", type=int, default=defaults.slow_clients,
+                        help="slow connections held open during the last case (default 200)")
+    parser.add_argument("--tool", choices=["auto", "wrk", "python"], default=defaults.tool)
+    described, cases = run(Options(**vars(parser.parse_args())))
+    print(described)
+    print()
+    report(cases)
     return 0
 
 
