@@ -181,7 +181,8 @@ def fetch(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes
 
 
 def run_wrk(url: str, headers: dict[str, str], seconds: float, connections: int, threads: int) -> dict[str, float]:
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
+    # wrk takes whole seconds only (-d0.5s is an error).
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
     out = subprocess.run([*command, url], capture_output=True, text=True, check=True,
