@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
+from typing import TypeVar
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -32,6 +34,9 @@ from bench import bigstore, gen, http_bench, search_bench  # noqa: E402
 
 PYTHON = sys.executable
 MONITOR = str(Path(PYTHON).with_name("monitor"))
+# Rounds of the whole-command comparisons (ingest vs its floor, growth's two stores).
+ROUNDS = 3
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,30 @@ def best(times: int, fn: Callable[[], float]) -> float:
     return min(fn() for _ in range(times))
 
 
+def alternating(rounds: int, first: Callable[[], T], second: Callable[[], T]) -> list[tuple[T, T]]:
+    """`first` and `second` in turn, `rounds` times, the order swapped every round: a shared
+    machine's speed drifts over minutes, and pairing lets the drift hit both alike."""
+    pairs = []
+    for i in range(rounds):
+        if i % 2 == 0:
+            x = first()
+            y = second()
+        else:
+            y = second()
+            x = first()
+        pairs.append((x, y))
+    return pairs
+
+
+def spread(ratios: list[float]) -> str:
+    return f"{min(ratios):.2f}–{max(ratios):.2f}"
+
+
+def remove_store(db: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+
+
 def new_stories(summary: str) -> int:
     return int(summary.split("stories new ")[1].split(",")[0])
 
@@ -119,14 +148,27 @@ def bench_ingest(work: Path, scale: Scale) -> tuple[list[Row], Path]:
     folder = work / "ingest"
     config = write_config(folder, folder / "monitor.db")
     gen.write(folder / "drop", scale.ingest_files)
-    floor_seconds, _, _ = run_rss([PYTHON, str(HERE / "floors.py"), "ingest", str(folder / "drop"),
-                                   str(work / "floor.db")])
-    seconds, summary = scan(config)
+
+    def floor() -> float:
+        remove_store(work / "floor.db")
+        return run_rss([PYTHON, str(HERE / "floors.py"), "ingest", str(folder / "drop"), str(work / "floor.db")])[0]
+
+    def ours() -> tuple[float, str]:
+        remove_store(folder / "monitor.db")
+        return scan(config)
+
+    pairs = alternating(ROUNDS, ours, floor)
+    ratios = [run[0] / floor_run for run, floor_run in pairs]
+    seconds, floor_seconds = median(run[0] for run, _ in pairs), median(f for _, f in pairs)
+    summaries = {run[1] for run, _ in pairs}
+    assert len(summaries) == 1, summaries  # every round stores the same; the last one's is kept
+    summary = summaries.pop()
     stories = new_stories(summary)
     row = Row(f"Ingest {scale.ingest_files:,} bulletins (`monitor scan`)",
               f"{stories / seconds:,.0f} stories/s ({seconds:.1f} s)",
               f"{stories / floor_seconds:,.0f} stories/s ({floor_seconds:.1f} s)",
-              seconds / floor_seconds, 3, f"{stories:,} stories; {summary.split(', ', 1)[1]}")
+              median(ratios), 3, f"{stories:,} stories; {summary.split(', ', 1)[1]}; median of {ROUNDS} "
+              f"alternating rounds, ratio by round {spread(ratios)}")
     # The same scan against the least its own store must write: where the time goes.
     _, out, _ = run_rss([PYTHON, str(HERE / "floors.py"), "replay", str(folder / "monitor.db"),
                          str(work / "replay.db")])
@@ -170,24 +212,34 @@ def bench_growth(work: Path, scale: Scale) -> list[Row]:
     feed = [feed_render(db, f"{n:,}") for db, n in ((small_db, 1_000), (big_db, scale.growth_stories))]
     drop = work / "growth" / "new"
     gen.write(drop, scale.growth_files, seed=99, start_mtime=1_750_000_000.0)
-    times = []
-    for name, db in (("empty", work / "growth" / "empty.db"), ("small", small_db), ("big", big_db)):
+    configs = {}
+    for name in ("empty", "big"):
         folder = work / "growth" / name
-        config = write_config(folder, db)
+        configs[name] = write_config(folder, folder / "store.db")
         shutil.rmtree(folder / "drop")
         shutil.copytree(drop, folder / "drop")
-        if name == "small":
-            continue  # the 1,000-story store only serves the feed benchmark
-        times.append(scan_cpu(config))
-    (empty_s, empty_cpu, empty_sum), (big_s, big_cpu, big_sum) = times
-    assert new_stories(empty_sum) == new_stories(big_sum), (empty_sum, big_sum)
+
+    def into(name: str) -> tuple[float, float, str]:
+        db = configs[name].parent / "store.db"
+        remove_store(db)
+        if name == "big":
+            shutil.copyfile(big_db, db)  # a fresh copy each round (not timed)
+        return scan_cpu(configs[name])
+
+    pairs = alternating(ROUNDS, lambda: into("big"), lambda: into("empty"))
+    assert len({new_stories(run[2]) for pair in pairs for run in pair}) == 1, pairs
+    walls = [big[0] / empty[0] for big, empty in pairs]
+    cpus = [big[1] / empty[1] for big, empty in pairs]
+    big_s, empty_s = median(big[0] for big, _ in pairs), median(empty[0] for _, empty in pairs)
+    big_cpu, empty_cpu = median(big[1] for big, _ in pairs), median(empty[1] for _, empty in pairs)
     # The CPU ratio beside the wall-clock one: what the big store costs in work, apart from
     # waiting for its pages (and for a shared machine).
     growth = Row(f"Growth: ingest {scale.growth_files:,} new bulletins, empty store vs "
                  f"{scale.growth_stories:,} stories",
-                 f"{big_s:.2f} s", f"{empty_s:.2f} s", big_s / empty_s, 1.5,
-                 f"{new_stories(big_sum):,} new stories each; CPU {big_cpu:.2f} s vs {empty_cpu:.2f} s "
-                 f"(ratio {big_cpu / empty_cpu:.2f}); big store built in {build_seconds:.0f} s")
+                 f"{big_s:.2f} s", f"{empty_s:.2f} s", median(walls), 1.5,
+                 f"{new_stories(pairs[0][0][2]):,} new stories each; median of {ROUNDS} alternating rounds, "
+                 f"ratio by round {spread(walls)}; CPU {big_cpu:.2f} s vs {empty_cpu:.2f} s "
+                 f"(ratio {median(cpus):.2f}, by round {spread(cpus)}); big store built in {build_seconds:.0f} s")
     (small_ms, _), (big_ms, _) = feed
     render = Row(f"Feed render, 1,000 vs {scale.growth_stories:,} stories stored",
                  f"{big_ms:.1f} ms", f"{small_ms:.1f} ms", big_ms / small_ms, 1.2,
