@@ -36,6 +36,7 @@ PYTHON = sys.executable
 MONITOR = str(Path(PYTHON).with_name("monitor"))
 # Rounds of the whole-command comparisons (ingest vs its floor, growth's two stores).
 ROUNDS = 3
+IDLE_ROUNDS = 9  # the idle rescan takes a tenth of a second
 T = TypeVar("T")
 
 
@@ -109,10 +110,6 @@ def scan_cpu(config: Path) -> tuple[float, float, str]:
     return result["seconds"], result["cpu_seconds"], result["stdout"].strip()
 
 
-def best(times: int, fn: Callable[[], float]) -> float:
-    return min(fn() for _ in range(times))
-
-
 def alternating(rounds: int, first: Callable[[], T], second: Callable[[], T]) -> list[tuple[T, T]]:
     """`first` and `second` in turn, `rounds` times, the order swapped every round: a shared
     machine's speed drifts over minutes, and pairing lets the drift hit both alike."""
@@ -183,8 +180,10 @@ def bench_ingest(work: Path, scale: Scale) -> tuple[list[Row], Path]:
 
 def bench_idle(work: Path, config: Path, scale: Scale) -> list[Row]:
     drop = str(config.parent / "drop")
-    floor = best(5, lambda: run_rss([PYTHON, str(HERE / "floors.py"), "scandir", drop])[0])
-    whole = best(5, lambda: scan(config)[0])
+    pairs = alternating(IDLE_ROUNDS, lambda: scan(config)[0],
+                        lambda: run_rss([PYTHON, str(HERE / "floors.py"), "scandir", drop])[0])
+    ratios = [whole / floor for whole, floor in pairs]
+    whole, floor = median(w for w, _ in pairs), median(f for _, f in pairs)
     profiled = subprocess.run([MONITOR, "--config", str(config), "--log-level", "WARNING", "scan"], check=True,
                               capture_output=True, text=True, env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
     path = ("the full pass (SQLAlchemy imported)" if "sqlalchemy" in profiled.stderr
@@ -194,8 +193,9 @@ def bench_idle(work: Path, config: Path, scale: Scale) -> list[Row]:
     inner_floor = probe["scandir_seconds"]
     return [
         Row(f"Idle rescan of {scale.ingest_files:,} unchanged files, whole command",
-            f"{whole * 1000:.0f} ms", f"{floor * 1000:.0f} ms", whole / floor, 2,
-            f"fresh interpreter each; files opened: {probe['opened']}; {path}"),
+            f"{whole * 1000:.0f} ms", f"{floor * 1000:.0f} ms", median(ratios), 2,
+            f"fresh interpreter each, median of {IDLE_ROUNDS} alternating rounds, ratio by round {spread(ratios)}; "
+            f"files opened: {probe['opened']}; {path}"),
         Row(f"Idle rescan of {scale.ingest_files:,} unchanged files, the scan itself",
             f"{probe['scan_seconds'] * 1000:.0f} ms", f"{inner_floor * 1000:.0f} ms",
             probe["scan_seconds"] / inner_floor, 2,
@@ -278,7 +278,7 @@ def bench_rss(work: Path, scale: Scale) -> Row:
 def bench_search(work: Path, scale: Scale) -> list[Row]:
     """Indexing cost at ingest, search times on the big store, topic vs main feed (bench/search_bench.py)."""
     files = scale.ingest_files
-    ing = search_bench.ingest_overhead(work / "search", files, rounds=2)
+    ing = search_bench.ingest_overhead(work / "search", files, rounds=ROUNDS)
     out = search_bench.run(work / "search", scale.growth_stories, files, 3, 40, skip_ingest=True)
     typical = out["typical"]
     queries = out["queries"]
@@ -287,8 +287,10 @@ def bench_search(work: Path, scale: Scale) -> list[Row]:
     n = f"{scale.growth_stories:,}"
     return [
         Row(f"Ingest {files:,} bulletins with the search index vs without (CPU time)",
-            f"{ing['with_cpu_s']:.2f} s", f"{ing['without_cpu_s']:.2f} s", ing["with_cpu_s"] / ing["without_cpu_s"],
-            1.2, f"wall {ing['with_s']:.2f} s vs {ing['without_s']:.2f} s; best of 2, fresh process and store each"),
+            f"{ing['with_cpu_s']:.2f} s", f"{ing['without_cpu_s']:.2f} s", median(ing["cpu_ratios"]), 1.2,
+            f"median of {ROUNDS} alternating rounds, ratio by round {spread(ing['cpu_ratios'])}; wall "
+            f"{ing['with_s']:.2f} s vs {ing['without_s']:.2f} s (ratio {median(ing['wall_ratios']):.2f}); "
+            "a fresh process and store each"),
         Row(f"Search on {n} stories, typical queries, median", f"{typical['median_ms']:.1f} ms", "20 ms budget",
             typical["median_ms"] / 20, 1, f"first page of 20 (Storage.search); median ms: {names}"),
         Row(f"Search on {n} stories, typical queries, p95", f"{typical['p95_ms']:.1f} ms", "100 ms budget",

@@ -35,6 +35,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -274,7 +275,7 @@ def _scan(config: Path, index: bool) -> None:
     storage.close()
 
 
-def ingest_overhead(work: Path, files: int, rounds: int) -> dict[str, float]:
+def ingest_overhead(work: Path, files: int, rounds: int) -> dict[str, Any]:
     folder = work / "ingest-index"
     (folder / "drop").mkdir(parents=True, exist_ok=True)
     gen.write(folder / "drop", files)
@@ -284,12 +285,16 @@ def ingest_overhead(work: Path, files: int, rounds: int) -> dict[str, float]:
                       encoding="utf-8")
     with_index: list[tuple[float, float]] = []
     without: list[tuple[float, float]] = []
-    for _ in range(rounds):
-        without.append(scan_seconds(config, index=False))
-        with_index.append(scan_seconds(config, index=True))
+    for i in range(rounds):  # the order alternates, so a machine's drift hits both alike
+        for index in ((False, True) if i % 2 == 0 else (True, False)):
+            (with_index if index else without).append(scan_seconds(config, index=index))
     # CPU time decides the ratio: on a shared machine the wall clock mostly measures the neighbours.
-    return {"with_s": min(w for w, _ in with_index), "without_s": min(w for w, _ in without),
-            "with_cpu_s": min(c for _, c in with_index), "without_cpu_s": min(c for _, c in without),
+    return {"with_s": statistics.median(w for w, _ in with_index),
+            "without_s": statistics.median(w for w, _ in without),
+            "with_cpu_s": statistics.median(c for _, c in with_index),
+            "without_cpu_s": statistics.median(c for _, c in without),
+            "cpu_ratios": [w[1] / o[1] for w, o in zip(with_index, without, strict=True)],
+            "wall_ratios": [w[0] / o[0] for w, o in zip(with_index, without, strict=True)],
             "files": files}
 
 
