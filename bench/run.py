@@ -35,7 +35,7 @@ from bench import bigstore, gen, http_bench, search_bench  # noqa: E402
 PYTHON = sys.executable
 MONITOR = str(Path(PYTHON).with_name("monitor"))
 # Rounds of the whole-command comparisons (ingest vs its floor, growth's two stores).
-ROUNDS = 3
+ROUNDS = 5
 IDLE_ROUNDS = 9  # the idle rescan takes a tenth of a second
 T = TypeVar("T")
 
