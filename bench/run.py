@@ -20,24 +20,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
-from typing import TypeVar
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import bigstore, gen, http_bench, search_bench  # noqa: E402
+from bench.rounds import alternating, remove_store, spread  # noqa: E402
 
 PYTHON = sys.executable
 MONITOR = str(Path(PYTHON).with_name("monitor"))
-# Rounds of the whole-command comparisons (ingest vs its floor, growth's two stores).
+# Rounds of the whole-command comparisons (ingest vs its floor, growth's two stores, the
+# index overhead).
 ROUNDS = 5
 IDLE_ROUNDS = 9  # the idle rescan takes a tenth of a second
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -108,30 +107,6 @@ def scan_cpu(config: Path) -> tuple[float, float, str]:
     if result["returncode"] != 0:
         raise SystemExit(f"monitor scan exited {result['returncode']}:\n{result['stderr']}")
     return result["seconds"], result["cpu_seconds"], result["stdout"].strip()
-
-
-def alternating(rounds: int, first: Callable[[], T], second: Callable[[], T]) -> list[tuple[T, T]]:
-    """`first` and `second` in turn, `rounds` times, the order swapped every round: a shared
-    machine's speed drifts over minutes, and pairing lets the drift hit both alike."""
-    pairs = []
-    for i in range(rounds):
-        if i % 2 == 0:
-            x = first()
-            y = second()
-        else:
-            y = second()
-            x = first()
-        pairs.append((x, y))
-    return pairs
-
-
-def spread(ratios: list[float]) -> str:
-    return f"{min(ratios):.2f}–{max(ratios):.2f}"
-
-
-def remove_store(db: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
 
 
 def new_stories(summary: str) -> int:
@@ -319,9 +294,9 @@ def bench_http(scale: Scale) -> tuple[list[Row], str]:
             rows.append(Row(f"HTTP /feed.atom, {case.name}", measured, "nginx not installed", None, target,
                             f"comparison skipped (apt-get install nginx); {errors}"))
             continue
-        spread = f"{min(case.ratios):.0%}–{max(case.ratios):.0%}"
+        shares = f"{min(case.ratios):.0%}–{max(case.ratios):.0%}"
         rows.append(Row(f"HTTP /feed.atom, {case.name}", measured, f"{nginx:,.0f} requests/s (nginx)", nginx / ours,
-                        target, f"monitor at {ours / nginx:.0%} of nginx (rounds {spread}); {errors}"))
+                        target, f"monitor at {ours / nginx:.0%} of nginx (rounds {shares}); {errors}"))
     return rows, described
 
 

@@ -42,6 +42,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import gen  # noqa: E402
+from bench.rounds import alternating, remove_store  # noqa: E402
 
 PYTHON = sys.executable
 BATCH = 50_000
@@ -263,8 +264,7 @@ def _scan(config: Path, index: bool) -> None:
                                           "p.index_text = lambda *args: ''; p.main()"]
     settings = load_settings(config)
     db = Path(settings.state.database_url.removeprefix("sqlite:///"))
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    remove_store(db)
     storage = Storage.open(settings.state.database_url)
     t0, c0 = time.perf_counter(), time.process_time()
     scan_and_publish(settings, storage)
@@ -283,11 +283,8 @@ def ingest_overhead(work: Path, files: int, rounds: int) -> dict[str, Any]:
     config.write_text(f'[drop]\nfolder = "drop"\nsettle_seconds = 0\n[state]\ndatabase_url = '
                       f'"sqlite:///{folder}/m.db"\n[feed]\npath = "feed.atom"\n[http]\nenabled = false\n',
                       encoding="utf-8")
-    with_index: list[tuple[float, float]] = []
-    without: list[tuple[float, float]] = []
-    for i in range(rounds):  # the order alternates, so a machine's drift hits both alike
-        for index in ((False, True) if i % 2 == 0 else (True, False)):
-            (with_index if index else without).append(scan_seconds(config, index=index))
+    pairs = alternating(rounds, lambda: scan_seconds(config, index=True), lambda: scan_seconds(config, index=False))
+    with_index, without = [w for w, _ in pairs], [o for _, o in pairs]
     # CPU time decides the ratio: on a shared machine the wall clock mostly measures the neighbours.
     return {"with_s": statistics.median(w for w, _ in with_index),
             "without_s": statistics.median(w for w, _ in without),
