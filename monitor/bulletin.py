@@ -118,7 +118,12 @@ def decode(data: bytes) -> tuple[str, str] | Rejected:
 
 def clean_line(line: str) -> str:
     """A line as shown to readers: no control characters, no outer whitespace."""
-    line = _BIDI.sub("", _CONTROL.sub("", line.replace("\t", " ")))
+    # Tabs, control and bidi characters are all unprintable: a printable line (most are)
+    # has none to remove, and an ASCII one is in NFC already.
+    if not line.isprintable():
+        line = _BIDI.sub("", _CONTROL.sub("", line.replace("\t", " ")))
+    elif line.isascii():
+        return line.strip()
     return unicodedata.normalize("NFC", line).strip()
 
 

@@ -25,6 +25,9 @@ from functools import lru_cache
 # Letters and digits: the tokens of both stores (FTS5's unicode61 and PostgreSQL's
 # parser also split on everything else, so quoting these is always safe).
 WORD = re.compile(r"[^\W_]+")
+# On ASCII, a word character is a letter or a digit: every other character becomes a space,
+# and split() then gives what WORD.findall() does, three times as fast.
+_ASCII_NON_WORD = str.maketrans({chr(c): " " for c in range(128) if not chr(c).isalnum()})
 _CYRILLIC = re.compile(r"[\u0400-\u04ff]")
 _LATIN = re.compile(r"[a-z]")
 _PHRASE = re.compile(r'(-?)"([^"]*)"|(\S+)')
@@ -78,7 +81,13 @@ def normalize(text: str) -> str:
 
 
 def words(text: str) -> list[str]:
-    return WORD.findall(normalize(text))
+    return _tokens(normalize(text))
+
+
+def _tokens(text: str) -> list[str]:
+    if text.isascii():
+        return text.translate(_ASCII_NON_WORD).split()
+    return WORD.findall(text)
 
 
 @lru_cache(maxsize=1)
@@ -126,7 +135,7 @@ def _stem(word: str) -> str:
 def stems(text: str) -> list[str]:
     # The hot loop of indexing: a dict lookup per word (a bulletin's words are mostly known).
     cache, slow = _STEMS, stem
-    return [cache.get(w) or slow(w) for w in WORD.findall(normalize(text))]
+    return [cache.get(w) or slow(w) for w in _tokens(normalize(text))]
 
 
 def index_text(title: str | None, paragraphs: Sequence[str]) -> str:

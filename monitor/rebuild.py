@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from monitor.errors import ConfigError, MonitorError, StorageError
 from monitor.identity import text_hash
 from monitor.idle import Clock, utcnow
 from monitor.models import Item, ScanReport
-from monitor.storage.ingest import STORY_NAMESPACE
+from monitor.storage.ingest import story_uid
 from monitor.storage.outbox import START
 from monitor.storage.schema import EVERYONE
 
@@ -246,11 +245,6 @@ def _backup_name(path: Path, now: dt.datetime) -> Path:
 
 
 # -- the plan (pure) -----------------------------------------------------------------
-
-
-def story_uid(text: str) -> str:
-    """The id the ingest gives a story created by the text with this hash."""
-    return f"urn:uuid:{uuid.uuid5(STORY_NAMESPACE, text)}"
 
 
 @dataclass

@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import gc
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -42,6 +44,9 @@ log = logging.getLogger(__name__)
 # group holds the write lock: GROUP_SECONDS bounds how long another instance waits for it.
 GROUP_FILES = 500
 GROUP_SECONDS = 1.0
+# Allocations between two runs of the cyclic garbage collector's youngest generation
+# during a pass (Python's default is 700).
+PASS_GC_THRESHOLD = 10_000
 
 
 def scan(settings: Settings, storage: Storage, *, clock: Clock = utcnow,
@@ -51,7 +56,7 @@ def scan(settings: Settings, storage: Storage, *, clock: Clock = utcnow,
     report = ScanReport()
     # Names unchanged since they were recorded are left out by the listing: never opened.
     todo = dropfolder.to_read(settings.drop.folder, storage.file_states(), storage.rejected_files())
-    with _ahead(settings, todo, started) as ahead:
+    with _ahead(settings, todo, started) as ahead, _fewer_collections():
         while todo:
             if stop is not None and stop.is_set():
                 report = replace(report, interrupted=True)
@@ -68,6 +73,19 @@ def scan(settings: Settings, storage: Storage, *, clock: Clock = utcnow,
             todo = todo[done:]
     storage.record_scan(report, started, clock())
     return report
+
+
+@contextlib.contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """A pass allocates rows, tuples and sets by the million, nearly all freed at once by
+    their reference counts and none in a cycle: the cyclic collector's default of a pass
+    every 700 allocations spent 0.6 s of a 15 s pass on 10,000 bulletins walking them."""
+    threshold = gc.get_threshold()
+    gc.set_threshold(max(threshold[0], PASS_GC_THRESHOLD), *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
 
 
 def _ahead(settings: Settings, todo: list[dropfolder.Entry],

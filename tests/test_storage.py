@@ -434,7 +434,7 @@ def test_a_group_commits_all_or_nothing_and_runs_again_after_a_conflict(storage:
         if len(runs) == 1:  # the first run collides on a story id the group itself just wrote
             uid = storage.latest_stories(1)[0].uid
             with storage._write() as conn, cursor(conn) as cur:
-                cur.execute(storage._sql.new_story, (uid, storage._sql.stamp(T0), storage._sql.stamp(T0), "x"))
+                cur.execute(storage._sql.new_stories(1), (uid, storage._sql.stamp(T0), storage._sql.stamp(T0), "x"))
         ingest(storage, "second.txt", SEED4, 200)
         return len(runs)
 

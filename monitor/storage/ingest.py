@@ -9,6 +9,7 @@ keys are written together with the record that the file was read.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import sqlite3
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 # Story ids are derived from the text that created the story, so the same bulletins
 # give the same ids in any store, on any instance.
 STORY_NAMESPACE = uuid.UUID("6f1c8f52-3a0e-4b8e-9d1e-5b2a7f0c9e41")
+_NAMESPACE_BYTES = STORY_NAMESPACE.bytes
 # How many stories one item is verified against at most: the ones whose shared index
 # keys weigh the most, a key weighing 1 / (the stories holding it). A true revision
 # shares its own keys (a paragraph kept, band keys of its own wording); a formula's
@@ -55,9 +57,22 @@ INGEST_ATTEMPTS = 5
 # ahead (monitor/prepare.py) within the 150 MB budget, at no measured cost in ingest (the
 # candidates are mostly recent stories).
 FINGERPRINT_CACHE = 30_000
-_FINGERPRINTS: dict[str, Fingerprint] = {}
-_CACHED = [0]  # shingles held by _FINGERPRINTS
 RETRY_SQLSTATES = {"23505", "40001", "40P01"}  # unique_violation, serialization_failure, deadlock_detected
+# At most this many new stories per INSERT (four parameters each, far below SQLite's 32,766).
+NEW_STORIES_PER_INSERT = 500
+# json.dumps(..., ensure_ascii=False) builds an encoder per call: a third of its cost here.
+_PARAGRAPHS_JSON = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def story_uid(text_hash: str) -> str:
+    """The story id ingest gives the story created by the text with this hash: uuid5 in
+    STORY_NAMESPACE, built from the SHA-1 digest directly (uuid.UUID's checks cost four
+    times as much, once per new story)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + text_hash.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"urn:uuid:{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class IngestMixin:
@@ -70,6 +85,7 @@ class IngestMixin:
     _faults: tuple[type[Exception], ...]
     dialect: str
     _group: Any
+    _known: tuple[tuple[str, ...], dict[str, int]] | None
 
     def ingest(self, info: FileInfo, sha256: str, entries: Sequence[tuple[Item, Fingerprint]],
                now: dt.datetime, stems: Mapping[str, str] | None = None) -> FileOutcome | None:
@@ -110,8 +126,7 @@ class IngestMixin:
             done = cur.execute(sql.file_done, (info.path,)).fetchone()
             if done is not None and tuple(done) == (info.size, info.mtime_ns, sha256):
                 return None
-            hashes = [fp.text_hash for _, fp in entries]
-            known = dict(cur.execute(sql.known, (sql.array(hashes),)).fetchall()) if hashes else {}
+            known = self._stored(cur, tuple(fp.text_hash for _, fp in entries))
             fresh = [fp for _, fp in entries if fp.text_hash not in known]
             shortlist = self._candidate_ids(cur, fresh)
             candidates = self._candidates(cur, set().union(*shortlist.values()))
@@ -120,19 +135,37 @@ class IngestMixin:
             upsert_file(sql, cur, info, sha256, len(entries), None, now)
         return outcome
 
+    def _stored(self, cur: Any, hashes: tuple[str, ...]) -> dict[str, int]:
+        """The story of each of these texts the store has: known_content()'s answer when it
+        was asked in this group (under the same lock), else read now."""
+        if self._known is not None and self._known[0] == hashes:
+            return self._known[1]
+        sql = self._sql
+        return dict(cur.execute(sql.known, (sql.array(hashes),)).fetchall()) if hashes else {}
+
     def _candidates(self, cur: Any, ids: set[int]) -> list[Candidate]:
+        """The stories `ids` as candidates, by their current versions. A text's fingerprint
+        comes from RECENT; the texts it lacks are read (a second query, so that the texts
+        of the cached ones, most of them, are not) and fingerprinted."""
         if not ids:
             return []
+        sql = self._sql
+        rows = cur.execute(sql.current_texts, (sql.array(sorted(ids)),)).fetchall()
+        fps = {text_hash: fp for _, text_hash, *_ in rows
+               if (fp := RECENT.get(text_hash)) is not None and fp.item is not None}
+        missing = [text_hash for _, text_hash, *_ in rows if text_hash not in fps]
+        texts = dict(((h, (json.loads(paragraphs), title)) for h, title, paragraphs
+                      in cur.execute(sql.version_texts, (sql.array(missing),)).fetchall()) if missing else ())
         found = []
-        for sid, text_hash, kind, title, paragraphs, published, mtime_ns, path in cur.execute(
-                self._sql.candidate_texts, (self._sql.array(sorted(ids)),)).fetchall():
+        for sid, text_hash, kind, published, mtime_ns, path in rows:
             day = dt.date.fromisoformat(published) if isinstance(published, str) else published
-            fp = _FINGERPRINTS.get(text_hash)
-            item = fp.item if fp is not None else None
-            if fp is None or item is None:  # the text is parsed only when its fingerprint is not kept
-                item = Item(kind=kind, paragraphs=tuple(json.loads(paragraphs)), title=title, published=day)
-                fp = _remember(fingerprint(item, keys=False))
-            found.append(Candidate(sid, fp, len(item.paragraphs), (mtime_ns, path), kind, day))
+            fp = fps.get(text_hash)
+            if fp is None:  # the text is parsed only when its fingerprint is not kept
+                paragraphs, title = texts[text_hash]
+                fp = RECENT.add(fingerprint(Item(kind=kind, paragraphs=tuple(paragraphs), title=title,
+                                                 published=day), keys=False))
+            assert fp.item is not None
+            found.append(Candidate(sid, fp, len(fp.item.paragraphs), (mtime_ns, path), kind, day))
         return found
 
     def _candidate_ids(self, cur: Any, fps: Sequence[Fingerprint]) -> dict[str, set[int]]:
@@ -162,44 +195,52 @@ class IngestMixin:
     def _apply(self, cur: Any, entries: Sequence[tuple[Item, Fingerprint]],
                decisions: Sequence[Decision], key: BulletinKey, now: dt.datetime,
                stems: Mapping[str, str]) -> FileOutcome:
-        # The file's versions and index keys are written with one executemany each; the
-        # new stories one by one in file order, so their ids follow the file.
+        # The file's new stories, versions and index keys are written with a few statements
+        # each: the new stories first, in file order (so their ids follow the file), then
+        # the versions and keys that refer to them.
         sql = self._sql
         stamps = _Ticks(cur, sql, now)
-        real: dict[int, int] = {}
+        written = [(item, fp, decision, *stamps.next(decision.action))
+                   for (item, fp), decision in zip(entries, decisions, strict=True) if decision.action != "repeat"]
+        born = [(decision.story, (story_uid(fp.text_hash), stamp, stamp, fp.text_hash))
+                for _, fp, decision, stamp, _ in written if decision.action == "new"]
+        real = dict(zip([story for story, _ in born], _new_stories(sql, cur, [row for _, row in born]), strict=True))
         revised: set[int] = set()
-        unchanged = 0
         versions: list[tuple[Any, ...]] = []
         pkeys: list[tuple[int, int]] = []
         bkeys: list[tuple[int, int]] = []
-        for (item, fp), decision in zip(entries, decisions, strict=True):
-            if decision.action == "repeat":
-                unchanged += 1
-                continue
-            stamp, seq = stamps.next(decision.action)
-            if decision.action == "new":
-                uid = f"urn:uuid:{uuid.uuid5(STORY_NAMESPACE, fp.text_hash)}"
-                real[decision.story] = cur.execute(sql.new_story, (uid, stamp, stamp, fp.text_hash)).fetchone()[0]
+        for item, fp, decision, stamp, seq in written:
             sid = real.get(decision.story, decision.story)
             versions.append((sid, fp.text_hash, item.kind, item.title, item.headline or item.title or "",
-                             json.dumps(list(item.paragraphs), ensure_ascii=False), sql.day(decision.published),
+                             _PARAGRAPHS_JSON(list(item.paragraphs)), sql.day(decision.published),
                              key[0], key[1], stamp, seq, decision.action == "revise"))
             pkeys += [(k, sid) for k in fp.paragraph_keys]
             bkeys += [(k, sid) for k in fp.band_keys + stored_date_keys(fp)]
-            _remember(fp)
+            RECENT.add(fp)
             if decision.action == "revise":
                 cur.execute(sql.make_current, (fp.text_hash, stamp, sid))
                 if decision.story not in real:
                     revised.add(sid)
-            elif decision.action == "older":
-                unchanged += 1
         for statement, rows in ((sql.new_version, versions), (sql.add_paragraph_key, pkeys),
                                 (sql.add_band_key, bkeys)):
             if rows:
                 cur.executemany(statement, rows)
         # In this transaction: a search never sees half a file (monitor/storage/search.py).
         index_versions(self.dialect, cur, entries, decisions, stems)
+        unchanged = len(entries) - len(written) + sum(decision.action == "older" for _, _, decision, _, _ in written)
         return FileOutcome(new=len(real), revised=len(revised), unchanged=unchanged)
+
+
+def _new_stories(sql: SQL, cur: Any, rows: Sequence[tuple[Any, ...]]) -> list[int]:
+    """Insert stories (uid, first_seen, updated, current_hash) in this order; their ids, in
+    the same order. One statement per NEW_STORIES_PER_INSERT rows instead of one per story;
+    RETURNING gives no order, so the ids are matched by uid."""
+    ids: dict[str, int] = {}
+    for at in range(0, len(rows), NEW_STORIES_PER_INSERT):
+        chunk = rows[at : at + NEW_STORIES_PER_INSERT]
+        params = [value for row in chunk for value in row]
+        ids.update((uid, sid) for sid, uid in cur.execute(sql.new_stories(len(chunk)), params).fetchall())
+    return [ids[row[0]] for row in rows]
 
 
 class _Ticks:
@@ -233,15 +274,54 @@ def upsert_file(sql: SQL, cur: Any, info: FileInfo, sha256: str | None, items: i
                                   reason, items, sql.stamp(now)))
 
 
-def _remember(fp: Fingerprint) -> Fingerprint:
-    """Keep the fingerprint of a stored text: candidates are mostly recent stories, and a
-    fingerprint (shingles, slots) costs more to compute than to look up."""
-    if _CACHED[0] >= FINGERPRINT_CACHE:
-        _FINGERPRINTS.clear()
-        _CACHED[0] = 0
-    _FINGERPRINTS[fp.text_hash] = fp
-    _CACHED[0] += len(fp.shingles) + 1
-    return fp
+class _Recent:
+    """Fingerprints of stored texts, by text hash (a text never changes), the most recently
+    used kept up to `limit` shingles in all: candidates are mostly recent stories, and a
+    fingerprint (shingles, slots) costs more to compute than to look up. Only the text's own
+    (no story id, no date): they hold in any store, after any rollback. Full, it drops the
+    less recent half at once (one pass over the dict instead of one per fingerprint)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._fingerprints: dict[str, Fingerprint] = {}
+        self._size = 0  # shingles held, one more per fingerprint
+
+    def get(self, text_hash: str) -> Fingerprint | None:
+        fp = self._fingerprints.pop(text_hash, None)
+        if fp is not None:
+            self._fingerprints[text_hash] = fp  # now the most recent
+        return fp
+
+    def add(self, fp: Fingerprint) -> Fingerprint:
+        old = self._fingerprints.pop(fp.text_hash, None)
+        if old is not None:
+            self._size -= len(old.shingles) + 1
+        self._fingerprints[fp.text_hash] = fp
+        self._size += len(fp.shingles) + 1
+        if self._size > self.limit:
+            self._drop_older_half()
+        return fp
+
+    def clear(self) -> None:
+        self._fingerprints.clear()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return len(self._fingerprints)
+
+    def _drop_older_half(self) -> None:
+        older, size = [], self._size
+        for text_hash, fp in self._fingerprints.items():  # least recently used first
+            if size <= self.limit // 2:
+                break
+            older.append(text_hash)
+            size -= len(fp.shingles) + 1
+        for text_hash in older:
+            del self._fingerprints[text_hash]
+        self._size = size
+
+
+RECENT = _Recent(FINGERPRINT_CACHE)
 
 
 def _item_keys(fp: Fingerprint) -> set[tuple[int, int]]:

@@ -18,12 +18,10 @@ run once per scan or per request) stays SQLAlchemy Core.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
-
-# SQLAlchemy's storage format for DateTime on SQLite, which the rest of the store reads.
-_SQLITE_STAMP = "%Y-%m-%d %H:%M:%S.%f"
 
 _SCAN_COLUMNS = ("started", "finished", "files_read", "new", "revised", "unchanged", "skipped", "rejected")
 _FILE_COLUMNS = ("path", "size", "mtime_ns", "sha256", "status", "reason", "item_count", "seen_at")
@@ -40,8 +38,8 @@ class SQL(NamedTuple):
     content: str
     known: str
     file_hits: str
-    candidate_texts: str
-    new_story: str
+    current_texts: str
+    version_texts: str
     new_version: str
     add_paragraph_key: str
     add_band_key: str
@@ -53,6 +51,7 @@ class SQL(NamedTuple):
     rejected_files: str
     observe: str
     observed_since: str
+    new_stories: Callable[[int], str]  # the INSERT of this many stories, RETURNING (id, uid)
     array: Callable[[Sequence[Any]], Any]  # a list as one parameter (the SQL casts it)
     stamp: Callable[[dt.datetime], Any]
     day: Callable[[dt.date | None], Any]
@@ -65,15 +64,22 @@ class SQL(NamedTuple):
                           array=list, stamp=naive_utc, day=lambda d: d,
                           read_stamp=lambda v: v.replace(tzinfo=dt.UTC))
         return _build(lambda column, kind: f"{column} IN (SELECT value FROM json_each(?))", "?",
-                      array=_json_array, stamp=lambda t: naive_utc(t).strftime(_SQLITE_STAMP),
+                      array=_json_array, stamp=_sqlite_stamp,
                       day=lambda d: d.isoformat() if d else None,
                       read_stamp=lambda v: dt.datetime.fromisoformat(v).replace(tzinfo=dt.UTC))
 
 
 def _json_array(values: Sequence[Any]) -> str:
+    if values and type(values[0]) is int:  # keys and ids: the lists are of one type
+        return f"[{','.join(map(str, values))}]"
     import json  # not at module level: the idle scan imports this module and never needs it
 
     return json.dumps(values)
+
+
+def _sqlite_stamp(value: dt.datetime) -> str:
+    # SQLAlchemy's "%Y-%m-%d %H:%M:%S.%f", which isoformat writes in half the time.
+    return naive_utc(value).isoformat(" ", "microseconds")
 
 
 def naive_utc(value: dt.datetime) -> dt.datetime:
@@ -98,12 +104,12 @@ def _build(in_list: Callable[[str, str], str], placeholder: str, **conversions: 
         "content": "SELECT item_count FROM files WHERE sha256 = ? AND status = 'read' LIMIT 1",
         "known": f"SELECT text_hash, story_id FROM versions WHERE {in_list('text_hash', 'text')}",
         "file_hits": f"SELECT src, key, story_id FROM ({ranked}) AS hits WHERE rn <= ?",
-        "candidate_texts": ("SELECT s.id, v.text_hash, v.kind, v.title, v.paragraphs, v.published, "
-                            "v.key_mtime_ns, v.key_path "
-                            "FROM stories AS s JOIN versions AS v ON v.text_hash = s.current_hash "
-                            f"WHERE {in_list('s.id', 'bigint')}"),
-        "new_story": ("INSERT INTO stories (uid, first_seen, updated, current_hash) "
-                      "VALUES (?, ?, ?, ?) RETURNING id"),
+        # The current version of each story, without its text (what the fingerprint cache lacks
+        # is read by version_texts): most candidates are recent stories whose text is cached.
+        "current_texts": ("SELECT s.id, v.text_hash, v.kind, v.published, v.key_mtime_ns, v.key_path "
+                          "FROM stories AS s JOIN versions AS v ON v.text_hash = s.current_hash "
+                          f"WHERE {in_list('s.id', 'bigint')}"),
+        "version_texts": f"SELECT text_hash, title, paragraphs FROM versions WHERE {in_list('text_hash', 'text')}",
         "new_version": ("INSERT INTO versions (story_id, text_hash, kind, title, headline, paragraphs, published, "
                         "key_mtime_ns, key_path, seen_at, seq, correction) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
@@ -131,7 +137,14 @@ def _build(in_list: Callable[[str, str], str], placeholder: str, **conversions: 
     }
     # No statement here has a literal "?" or "%", so the placeholder swap is safe.
     fields: dict[str, Any] = {name: sql.replace("?", placeholder) for name, sql in statements.items()}
-    return SQL(**fields, **conversions)
+    row = f"({', '.join([placeholder] * 4)})"
+
+    @functools.lru_cache(maxsize=64)
+    def new_stories(n: int) -> str:
+        return (f"INSERT INTO stories (uid, first_seen, updated, current_hash) VALUES {', '.join([row] * n)} "
+                "RETURNING id, uid")
+
+    return SQL(**fields, new_stories=new_stories, **conversions)
 
 
 # The reads and the write an idle pass needs, on a DBAPI cursor or sqlite3 connection:

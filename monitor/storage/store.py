@@ -73,6 +73,9 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
         # The connection of the group transaction open (grouped()), which every read and
         # write of this Storage joins until it ends.
         self._group: Connection | None = None
+        # The last known_content() answer in a group: (text hashes, story id by stored hash),
+        # which ingest() of the same file takes instead of asking again under the same lock.
+        self._known: tuple[tuple[str, ...], dict[str, int]] | None = None
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True, create: bool = True) -> Storage:
@@ -161,7 +164,7 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
                     try:
                         return work()
                     finally:
-                        self._group = None
+                        self._group = self._known = None
             except self._faults as exc:
                 if not _retryable(exc):
                     raise self._error(exc) from None
@@ -220,7 +223,10 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
             row = cur.execute(sql.content, (sha256,)).fetchone()
             if row is not None or not text_hashes:
                 return (row[0] if row else None), set()
-            return None, {h for h, _ in cur.execute(sql.known, (sql.array(text_hashes),))}
+            known = dict(cur.execute(sql.known, (sql.array(text_hashes),)).fetchall())
+        if self._group is not None:
+            self._known = (tuple(text_hashes), known)
+        return None, set(known)
 
     def record_file(self, info: FileInfo, sha256: str | None, *, items: int = 0,
                     reason: str | None = None, now: dt.datetime) -> None:

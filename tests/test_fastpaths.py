@@ -1,0 +1,124 @@
+"""The ingest's fast paths give exactly what the general code they stand in for gives.
+
+Each shortcut (a text check before a dict-based translate, split() for a regex on ASCII,
+a uuid5 built by hand, a batch INSERT) is checked against the plain code it replaces,
+on hostile text from hypothesis as well as on examples: story ids, band keys and search
+stems are stored, so a fast path that differed would split or merge stories.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import string
+import unicodedata
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import text as sql
+
+from monitor import bulletin, identity, query
+from monitor.identity import Fingerprint, fingerprint
+from monitor.models import FileInfo, Item
+from monitor.storage import STORY_NAMESPACE, Storage
+from monitor.storage.ingest import NEW_STORIES_PER_INSERT, _Recent, story_uid
+from monitor.storage.sql import _json_array, _sqlite_stamp
+
+# The characters the folds and splits treat specially, mixed into ordinary text.
+SPECIAL = "".join(chr(c) for c in identity._FOLD) + "\t\u202a\u2066\u00e9\u0451\u0401\u0410\u2028_-'\"\u00b2\u2460"
+TEXT = st.text(alphabet=st.sampled_from(string.printable + SPECIAL + "абвгдеёжз"), max_size=80)
+ASCII = st.text(alphabet=st.characters(max_codepoint=127), max_size=80)
+
+
+@given(TEXT)
+def test_fold_is_the_translate_it_replaces(text: str) -> None:
+    assert identity._fold(text) == text.translate(identity._FOLD)
+
+
+@pytest.mark.parametrize("text", ["«Вопросы» — безопасности\u00a0и", "a\u00adb", "plain", "tab\there", "\ufeffbom"])
+def test_fold_examples(text: str) -> None:
+    assert identity._fold(text) == text.translate(identity._FOLD)
+
+
+@given(st.one_of(TEXT, ASCII))
+def test_identity_tokens_are_the_regex_words(text: str) -> None:
+    assert identity.tokens(text) == identity._WORD.findall(text)
+
+
+@given(st.one_of(TEXT, ASCII))
+def test_search_tokens_are_the_regex_words(text: str) -> None:
+    assert query._tokens(text) == query.WORD.findall(text)
+
+
+def _clean_line_in_full(line: str) -> str:
+    line = bulletin._BIDI.sub("", bulletin._CONTROL.sub("", line.replace("\t", " ")))
+    return unicodedata.normalize("NFC", line).strip()
+
+
+@given(st.one_of(TEXT, ASCII, st.text(max_size=40)))
+def test_clean_line_is_the_full_cleaning(line: str) -> None:
+    assert bulletin.clean_line(line) == _clean_line_in_full(line)
+
+
+@given(st.text(max_size=64))
+def test_story_uid_is_uuid5_in_the_story_namespace(text_hash: str) -> None:
+    assert story_uid(text_hash) == f"urn:uuid:{uuid.uuid5(STORY_NAMESPACE, text_hash)}"
+
+
+@given(st.lists(st.integers(min_value=-(2**63), max_value=2**63 - 1), max_size=20))
+def test_int_arrays_are_json(values: list[int]) -> None:
+    assert json.loads(_json_array(values)) == values
+    assert _json_array(values) == json.dumps(values).replace(" ", "")
+
+
+@given(st.datetimes(min_value=dt.datetime(1970, 1, 2), timezones=st.just(dt.UTC)))
+def test_sqlite_stamps_are_sqlalchemys_format(moment: dt.datetime) -> None:
+    assert _sqlite_stamp(moment) == moment.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _fp(n: int, shingles: int = 9) -> Fingerprint:
+    return Fingerprint(f"h{n}", (), (), frozenset(range(shingles)), frozenset())
+
+
+def test_recent_keeps_the_most_recently_used_within_its_limit() -> None:
+    recent = _Recent(limit=100)  # ten fingerprints of 9 shingles (10 with the entry)
+    for n in range(10):
+        recent.add(_fp(n))
+    assert recent.get("h0") is not None  # h0 is now the most recent
+    recent.add(_fp(10))  # over the limit: the less recent half goes, h0 stays
+    assert recent.get("h0") is not None and recent.get("h10") is not None
+    assert recent.get("h1") is None
+    assert len(recent) * 10 <= recent.limit
+
+
+def test_recent_counts_a_text_added_again_once() -> None:
+    recent = _Recent(limit=100)
+    for _ in range(50):
+        recent.add(_fp(1))
+    assert len(recent) == 1 and recent.get("h1") is not None
+
+
+@pytest.fixture
+def storage(store_url: str) -> Iterator[Storage]:
+    store = Storage.open(store_url)
+    yield store
+    store.close()
+
+
+def test_many_new_stories_in_one_file_get_ids_in_file_order(storage: Storage) -> None:
+    """More new stories than one INSERT takes: ids still follow the file, uids the texts."""
+    count = NEW_STORIES_PER_INSERT + 37
+    items = [Item(kind="brief", paragraphs=(f"Brief number {n} on the visit of delegation {n} to the capital.",))
+             for n in range(count)]
+    entries = [(item, fingerprint(item)) for item in items]
+    now = dt.datetime(2025, 1, 6, 9, 0, tzinfo=dt.UTC)
+    outcome = storage.ingest(FileInfo("many.txt", 1, 1), hashlib.sha256(b"many").hexdigest(), entries, now)
+    assert outcome is not None and outcome.new == count
+    with storage.engine.connect() as conn:
+        rows = conn.execute(sql("SELECT uid, current_hash FROM stories ORDER BY id")).fetchall()
+    assert [h for _, h in rows] == [fp.text_hash for _, fp in entries]
+    assert [uid for uid, _ in rows] == [story_uid(fp.text_hash) for _, fp in entries]
