@@ -18,6 +18,7 @@ import functools
 import hashlib
 import re
 import unicodedata
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import xor
@@ -98,10 +99,11 @@ WORD_CACHE = 1 << 14
 # fingerprint's cost was that loop).
 _PLACES: tuple[dict[str, int], dict[str, int], dict[str, int]] = ({}, {}, {})
 # For a word that counts for Fingerprint.words (not a stopword, a single letter or a
-# number), the one string object that stands for it in every fingerprint, else "";
-# learned with its hashes. One object per word keeps fingerprints small in memory and
-# in a pickle (monitor/prepare.py sends them between processes).
-_CONTENT: dict[str, str] = {}
+# number), the 64-bit value that stands for it there (its first place's hash), else 0;
+# learned with its hashes. Sets of ints compare as sets of the words would (two words
+# share a value with a chance of 2**-64), and are built from the helper's pipe
+# (monitor/prepare.py) in a third of the time: a str must be hashed, an int is its hash.
+_CONTENT: dict[str, int] = {}
 _BIN = BINS.__rmod__  # h -> h % BINS
 _BAND_PREFIXES = [f"{band}:" for band in range(BANDS)]
 
@@ -151,10 +153,10 @@ def _learn(words: set[str]) -> None:
         d = hashlib.blake2b(word.encode(), digest_size=24).digest()
         h0[word], h1[word], h2[word] = (int.from_bytes(d[:8], "big"), int.from_bytes(d[8:16], "big"),
                                         int.from_bytes(d[16:], "big"))
-        _CONTENT[word] = word if word not in slot.STOPWORDS and len(word) > 1 and not word.isdigit() else ""
+        _CONTENT[word] = h0[word] if word not in slot.STOPWORDS and len(word) > 1 and not word.isdigit() else 0
 
 
-def _content_words(words: list[str]) -> frozenset[str]:
+def _content_words(words: list[str]) -> frozenset[int]:
     distinct = set(words)
     try:
         return frozenset(filter(None, map(_CONTENT.__getitem__, distinct)))
@@ -254,10 +256,18 @@ class Fingerprint:
     # article of a day against each other would cost more than it finds.
     date_keys: tuple[int, ...] = ()
     length: int = 0  # words
-    # Distinct words, casefolded, without stopwords and numbers: the cheap measure of
-    # what two texts share, taken before the slots are.
-    words: frozenset[str] = frozenset()
+    # Distinct words, casefolded, without stopwords and numbers (as _CONTENT's values):
+    # the cheap measure of what two texts share, taken before the slots are.
+    words: frozenset[int] = frozenset()
     item: Item | None = field(default=None, compare=False, repr=False)
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        # What the helper process sends for every fresh text (monitor/prepare.py): the
+        # sets of 64-bit values as raw arrays, which load several times faster than a
+        # pickled int per element. The slots are not sent.
+        lead = None if self.lead_shingles is self.shingles else array("Q", self.lead_shingles).tobytes()
+        return _unpickled, (self.text_hash, self.paragraph_keys, self.band_keys, array("Q", self.shingles).tobytes(),
+                            lead, self.date_keys, self.length, array("Q", self.words).tobytes(), self.item)
 
     @functools.cached_property
     def slots(self) -> Slots:
@@ -265,6 +275,15 @@ class Fingerprint:
         on shared words and shingles without them (a fingerprint is immutable, so the
         cache is its own)."""
         return slot.extract(self.item) if self.item is not None else slot.EMPTY
+
+
+def _unpickled(text_hash: str, paragraph_keys: tuple[int, ...], band_keys: tuple[int, ...], shingles: bytes,
+               lead: bytes | None, date_keys: tuple[int, ...], length: int, words: bytes,
+               item: Item | None) -> Fingerprint:
+    all_shingles = frozenset(array("Q", shingles))
+    return Fingerprint(text_hash, paragraph_keys, band_keys, all_shingles,
+                       all_shingles if lead is None else frozenset(array("Q", lead)), date_keys, length,
+                       frozenset(array("Q", words)), item)
 
 
 def normalized_paragraphs(item: Item) -> list[str]:

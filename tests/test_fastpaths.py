@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import pickle
 import string
 import unicodedata
 import uuid
@@ -122,3 +123,19 @@ def test_many_new_stories_in_one_file_get_ids_in_file_order(storage: Storage) ->
         rows = conn.execute(sql("SELECT uid, current_hash FROM stories ORDER BY id")).fetchall()
     assert [h for _, h in rows] == [fp.text_hash for _, fp in entries]
     assert [uid for uid, _ in rows] == [story_uid(fp.text_hash) for _, fp in entries]
+
+
+@pytest.mark.parametrize("item", [
+    Item(kind="brief", paragraphs=("On 11 December 2024, the delegation of Belarus arrived in Minsk for talks.",)),
+    Item(kind="article", title="Talks", paragraphs=("The delegation arrived.", "Talks began at noon in Minsk.")),
+    Item(kind="article", title="Empty lead", paragraphs=("...", "Talks began at noon in Minsk.")),
+    Item(kind="brief", paragraphs=("x",)),
+])
+def test_a_fingerprint_arrives_from_the_helper_as_it_left(item: Item) -> None:
+    """Fingerprints cross the helper's pipe in a packed form (Fingerprint.__reduce__)."""
+    fp = fingerprint(item)
+    back = pickle.loads(pickle.dumps(fp, protocol=pickle.HIGHEST_PROTOCOL))
+    assert back == fp and back.item == fp.item and back.words == fp.words
+    assert back.lead_shingles == fp.lead_shingles and (back.lead_shingles is back.shingles) == (
+        fp.lead_shingles is fp.shingles)
+    assert back.slots == fp.slots
