@@ -23,6 +23,7 @@ from monitor.errors import StorageError
 from monitor.identity import Fingerprint, fingerprint
 from monitor.models import FileInfo, FileOutcome, Item, ScanReport, Story
 from monitor.storage import STORY_NAMESPACE, Storage, migrate
+from monitor.storage.ingest import KEY_ROWS, MAX_CANDIDATES
 
 T0 = dt.datetime(2025, 1, 6, 9, 0, tzinfo=dt.UTC)
 SEED0 = seed("000")
@@ -451,3 +452,24 @@ def test_a_group_commits_all_or_nothing_and_runs_again_after_a_conflict(storage:
         storage.grouped(broken)
     assert "third.txt" not in storage.file_states()
     assert len(storage.latest_stories(1000)) == len(stories)
+
+
+@pytest.mark.parametrize("holders", [KEY_ROWS, KEY_ROWS + 1])
+def test_a_crowded_key_finds_no_candidates_and_the_others_still_do(storage: Storage, holders: int) -> None:
+    """A key held by more than KEY_ROWS stories (boilerplate) weighs nothing, and is known
+    to be crowded after KEY_ROWS + 1 index entries, however many stories hold it."""
+    from monitor.storage.sql import cursor
+
+    sql = storage._sql
+    stamp = sql.stamp(T0)
+    with storage._write() as conn, cursor(conn) as cur:
+        rows = [(f"urn:test:{n}", stamp, stamp, f"hash{n}") for n in range(holders + 2)]
+        ids = [sid for sid, _ in cur.execute(sql.new_stories(len(rows)), [v for row in rows for v in row]).fetchall()]
+        common, own = 4242, 4343
+        cur.executemany(sql.add_paragraph_key, [(common, sid) for sid in ids[:holders]])
+        cur.executemany(sql.add_paragraph_key, [(own, sid) for sid in ids[-2:]])
+        fp = Fingerprint("new", (common, own), (), frozenset(), frozenset())
+        found = storage._candidate_ids(cur, [fp])["new"]
+    crowded = holders > KEY_ROWS
+    assert set(ids[-2:]) <= found
+    assert found == set(ids[-2:]) if crowded else len(found) == MAX_CANDIDATES

@@ -177,15 +177,15 @@ class IngestMixin:
         bkeys = sorted({k for keys in wanted for src, k in keys if src == 1})
         if not pkeys and not bkeys:
             return {}
-        hits: dict[tuple[int, int], list[int]] = {}
-        for src, key, sid in cur.execute(sql.file_hits, (sql.array(pkeys), sql.array(bkeys), KEY_ROWS + 1)).fetchall():
-            hits.setdefault((src, key), []).append(sid)
+        limits = (KEY_ROWS, KEY_ROWS + 1)
+        hits = {(src, key): sql.ids(held) for src, key, held in cur.execute(
+            sql.file_hits, (*limits, sql.array(pkeys), *limits, sql.array(bkeys))).fetchall() if held}
         ids: dict[str, set[int]] = {}
         for fp, keys in zip(fps, wanted, strict=True):
             weight: dict[int, float] = {}
             for k in keys:
-                holders = hits.get(k, ())
-                if not holders or len(holders) > KEY_ROWS:
+                holders = hits.get(k)
+                if holders is None:  # held by no story, or crowded
                     continue
                 for sid in holders:
                     weight[sid] = weight.get(sid, 0.0) + 1.0 / len(holders)

@@ -53,6 +53,7 @@ class SQL(NamedTuple):
     observed_since: str
     new_stories: Callable[[int], str]  # the INSERT of this many stories, RETURNING (id, uid)
     array: Callable[[Sequence[Any]], Any]  # a list as one parameter (the SQL casts it)
+    ids: Callable[[Any], list[int]]  # file_hits' stories of a key, as a list
     stamp: Callable[[dt.datetime], Any]
     day: Callable[[dt.date | None], Any]
     read_stamp: Callable[[Any], dt.datetime]
@@ -61,10 +62,12 @@ class SQL(NamedTuple):
     def for_dialect(cls, name: str) -> SQL:
         if name == "postgresql":
             return _build(lambda column, kind: f"{column} = ANY(?::{kind}[])", "%s",
-                          array=list, stamp=naive_utc, day=lambda d: d,
+                          "unnest(?::bigint[]) AS k(value)", "array_agg(story_id)",
+                          array=list, ids=lambda v: v, stamp=naive_utc, day=lambda d: d,
                           read_stamp=lambda v: v.replace(tzinfo=dt.UTC))
         return _build(lambda column, kind: f"{column} IN (SELECT value FROM json_each(?))", "?",
-                      array=_json_array, stamp=_sqlite_stamp,
+                      "json_each(?) AS k", "group_concat(story_id)",
+                      array=_json_array, ids=lambda v: list(map(int, v.split(","))), stamp=_sqlite_stamp,
                       day=lambda d: d.isoformat() if d else None,
                       read_stamp=lambda v: dt.datetime.fromisoformat(v).replace(tzinfo=dt.UTC))
 
@@ -89,13 +92,15 @@ def naive_utc(value: dt.datetime) -> dt.datetime:
     return value.astimezone(dt.UTC).replace(tzinfo=None)
 
 
-def _build(in_list: Callable[[str, str], str], placeholder: str, **conversions: Any) -> SQL:
-    # Index hits for a whole file: (0 for paragraph keys or 1 for band keys, key, story_id),
-    # at most ? rows per key, so a boilerplate key shared by thousands of stories costs
-    # a bounded number of rows (see ingest._candidate_ids).
-    ranked = " UNION ALL ".join(
-        f"SELECT {src} AS src, key, story_id, row_number() OVER (PARTITION BY key ORDER BY story_id) AS rn "
-        f"FROM {table} WHERE {in_list('key', 'bigint')}"
+def _build(in_list: Callable[[str, str], str], placeholder: str, each_key: str, id_list: str,
+           **conversions: Any) -> SQL:
+    # Index hits for a whole file: (0 for paragraph keys or 1 for band keys, key, its
+    # stories), a key's stories only when it has at most ? of them: a boilerplate key held
+    # by thousands of stories says nothing (ingest._candidate_ids), and SQLite steps
+    # through at most ? more index entries to know it, however large the store grows.
+    hits = " UNION ALL ".join(
+        f"SELECT {src}, k.value, (SELECT CASE WHEN count(*) <= ? THEN {id_list} END "
+        f"FROM (SELECT story_id FROM {table} WHERE key = k.value LIMIT ?) AS held) FROM {each_key}"
         for src, table in ((0, "paragraph_keys"), (1, "band_keys")))
     statements = {
         # A settling row is an observation, not a record: the file is still to be read.
@@ -103,7 +108,7 @@ def _build(in_list: Callable[[str, str], str], placeholder: str, **conversions: 
         "file_done": "SELECT size, mtime_ns, sha256 FROM files WHERE path = ?",
         "content": "SELECT item_count FROM files WHERE sha256 = ? AND status = 'read' LIMIT 1",
         "known": f"SELECT text_hash, story_id FROM versions WHERE {in_list('text_hash', 'text')}",
-        "file_hits": f"SELECT src, key, story_id FROM ({ranked}) AS hits WHERE rn <= ?",
+        "file_hits": hits,
         # The current version of each story, without its text (what the fingerprint cache lacks
         # is read by version_texts): most candidates are recent stories whose text is cached.
         "current_texts": ("SELECT s.id, v.text_hash, v.kind, v.published, v.key_mtime_ns, v.key_path "
