@@ -139,3 +139,15 @@ def test_a_fingerprint_arrives_from_the_helper_as_it_left(item: Item) -> None:
     assert back.lead_shingles == fp.lead_shingles and (back.lead_shingles is back.shingles) == (
         fp.lead_shingles is fp.shingles)
     assert back.slots == fp.slots
+
+
+def test_a_pass_collects_less_often_and_restores_the_collector_even_when_it_fails() -> None:
+    import gc
+
+    from monitor import scan
+
+    before = gc.get_threshold()
+    with pytest.raises(RuntimeError), scan._fewer_collections():
+        assert gc.get_threshold()[0] >= scan.PASS_GC_THRESHOLD
+        raise RuntimeError("the pass failed")
+    assert gc.get_threshold() == before
