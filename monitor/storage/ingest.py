@@ -137,9 +137,11 @@ class IngestMixin:
 
     def _stored(self, cur: Any, hashes: tuple[str, ...]) -> dict[str, int]:
         """The story of each of these texts the store has: known_content()'s answer when it
-        was asked in this group (under the same lock), else read now."""
-        if self._known is not None and self._known[0] == hashes:
-            return self._known[1]
+        was asked for them last in this group (under the same lock), else read now. Taken
+        once: after this file's writes it would be stale."""
+        asked, self._known = self._known, None
+        if asked is not None and asked[0] == hashes:
+            return asked[1]
         sql = self._sql
         return dict(cur.execute(sql.known, (sql.array(hashes),)).fetchall()) if hashes else {}
 
@@ -301,10 +303,6 @@ class _Recent:
         if self._size > self.limit:
             self._drop_older_half()
         return fp
-
-    def clear(self) -> None:
-        self._fingerprints.clear()
-        self._size = 0
 
     def __len__(self) -> int:
         return len(self._fingerprints)
