@@ -7,9 +7,9 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hypothesis import settings as hypothesis_settings
@@ -27,6 +27,9 @@ _FILES = SHARED if (SHARED / "atom.rng").is_file() else Path(__file__).resolve()
 SEEDS = _FILES / "seeds"
 ATOM_RNG = _FILES / "atom.rng"
 DATA = Path(__file__).resolve().parent / "data"
+
+if TYPE_CHECKING:
+    from monitor.storage import Storage
 
 
 def monitor_exe() -> str:
@@ -177,7 +180,6 @@ ValidateAtom = Callable[[bytes], list[dict[str, str]]]
 
 # -- PostgreSQL: a throwaway server for the session, a fresh database per test ---------
 
-from collections.abc import Iterator  # noqa: E402
 
 from pgserver import PostgresServer, find_bindir  # noqa: E402 - tests/ is on sys.path under pytest
 
@@ -211,6 +213,16 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/store.db"
     return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def storage(store_url: str) -> Iterator[Storage]:
+    """An open store of each kind (see store_url), closed after the test."""
+    from monitor.storage import Storage
+
+    store = Storage.open(store_url)
+    yield store
+    store.close()
 
 
 def schema_diffs(url: str) -> list[Any]:

@@ -15,7 +15,6 @@ import pickle
 import string
 import unicodedata
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import given
@@ -102,12 +101,6 @@ def test_recent_counts_a_text_added_again_once() -> None:
         recent.add(_fp(1))
     assert len(recent) == 1 and recent.get("h1") is not None
 
-
-@pytest.fixture
-def storage(store_url: str) -> Iterator[Storage]:
-    store = Storage.open(store_url)
-    yield store
-    store.close()
 
 
 def test_many_new_stories_in_one_file_get_ids_in_file_order(storage: Storage) -> None:

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from conftest import seed
@@ -53,12 +52,6 @@ def find(storage: Storage, start: str) -> list[Story]:
     """The stories with a paragraph that starts so."""
     return [s for s in storage.latest_stories(1000) if any(p.startswith(start) for p in s.paragraphs)]
 
-
-@pytest.fixture
-def storage(store_url: str) -> Iterator[Storage]:
-    store = Storage.open(store_url)
-    yield store
-    store.close()
 
 
 # -- ingest: new, repeat, revise, older -------------------------------------------------
