@@ -14,7 +14,7 @@ COPY requirements.lock ./
 # only what the service needs: runtime and the postgres extra, not the test tools.
 RUN python3 -m venv /opt/monitor \
     && /opt/monitor/bin/pip install -q -c requirements.lock setuptools
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY monitor ./monitor
 RUN /opt/monitor/bin/pip install -q --no-build-isolation --use-pep517 -c requirements.lock ".[postgres]"
 

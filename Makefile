@@ -1,8 +1,9 @@
 # From a fresh clone, two commands (only Python 3.11+ and make assumed):
 #   make run     the service on the embedded defaults (config/monitor.toml)
 #   make test    lint, type check and the test suite (what .ci/run runs)
-# Both set up .venv from requirements.lock on first use, again whenever the lock or
-# pyproject.toml changes, and do nothing else on later uses.
+# Both set up .venv from requirements.lock on first use, again whenever the lock,
+# pyproject.toml or the C speedups (setup.py, monitor/_speedups.c) change, and do nothing
+# else on later uses. Without a C compiler the speedups are skipped: the same results.
 
 PYTHON ?= python3
 VENV := .venv
@@ -30,7 +31,7 @@ container-test: $(INSTALLED)
 # The lock pins everything the venv and the image install. The monitor package itself is
 # installed editable and without dependencies, so the lock alone decides every version;
 # `pip check` then catches a pyproject.toml whose dependencies the lock does not cover.
-$(INSTALLED): requirements.lock pyproject.toml
+$(INSTALLED): requirements.lock pyproject.toml setup.py monitor/_speedups.c
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 		|| { echo "monitor needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) -V)" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

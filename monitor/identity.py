@@ -28,6 +28,11 @@ from monitor.models import Item
 from monitor.slots import Slots
 from monitor.tokens import splitter
 
+try:  # the inner loops in C, built by setup.py where a compiler is found: the same values
+    from monitor import _speedups
+except ImportError:  # pragma: no cover - exercised where no C compiler built it
+    _speedups = None  # type: ignore[assignment]
+
 SHINGLE_WORDS = 3
 
 # MinHash by one-permutation hashing: every shingle is hashed once and falls into one
@@ -104,6 +109,9 @@ _PLACES: tuple[dict[str, int], dict[str, int], dict[str, int]] = ({}, {}, {})
 # share a value with a chance of 2**-64), and are built from the helper's pipe
 # (monitor/prepare.py) in a third of the time: a str must be hashed, an int is its hash.
 _CONTENT: dict[str, int] = {}
+# For monitor/_speedups.c, each word's 24-byte digest (its three hashes, big-endian) and a
+# byte that is 1 for a content word: one lookup per word instead of four.
+_RECORDS: dict[str, bytes] = {}
 _BIN = BINS.__rmod__  # h -> h % BINS
 _BAND_PREFIXES = [f"{band}:" for band in range(BANDS)]
 
@@ -136,9 +144,12 @@ def _normalize_again(text: str) -> str:
     return text.replace("\n", "") if text.isascii() else normalize(text)
 
 
-def _hash64(text: str) -> int:
+def _py_hash64(text: str) -> int:
     """A signed 64-bit hash of a text (blake2b), to fit a BIGINT column."""
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+_hash64 = _speedups.hash64 if _speedups else _py_hash64
 
 
 def _learn(words: set[str]) -> None:
@@ -146,14 +157,16 @@ def _learn(words: set[str]) -> None:
     h0, h1, h2 = _PLACES
     new = [w for w in words if w not in h0]
     if len(h0) + len(new) > WORD_CACHE:
-        for table in (*_PLACES, _CONTENT):  # a long-running service meets new words forever
+        for table in (*_PLACES, _CONTENT, _RECORDS):  # a long-running service meets new words forever
             table.clear()
         new = list(words)
     for word in new:
         d = hashlib.blake2b(word.encode(), digest_size=24).digest()
         h0[word], h1[word], h2[word] = (int.from_bytes(d[:8], "big"), int.from_bytes(d[8:16], "big"),
                                         int.from_bytes(d[16:], "big"))
-        _CONTENT[word] = h0[word] if word not in slot.STOPWORDS and len(word) > 1 and not word.isdigit() else 0
+        content = word not in slot.STOPWORDS and len(word) > 1 and not word.isdigit()
+        _CONTENT[word] = h0[word] if content else 0
+        _RECORDS[word] = d + (b"\x01" if content else b"\x00")
 
 
 def _content_words(words: list[str]) -> frozenset[int]:
@@ -185,7 +198,23 @@ def _shingle_hash(words: Sequence[str]) -> int:
     return h
 
 
+def _word_sets(words: list[str]) -> tuple[frozenset[int], frozenset[int]]:
+    """The shingle hashes and the content words (as _content_words()) of a text's words."""
+    if _speedups is None:
+        return _py_shingle_hashes(words), _content_words(words)
+    found = _speedups.word_sets(words, _RECORDS)
+    if found is None:  # a word not learned yet
+        _learn(set(words))
+        found = _speedups.word_sets(words, _RECORDS)
+    assert found is not None  # _learn() leaves every one of the words in the table
+    return found
+
+
 def _shingle_hashes(words: list[str]) -> frozenset[int]:
+    return _word_sets(words)[0]
+
+
+def _py_shingle_hashes(words: list[str]) -> frozenset[int]:
     if len(words) <= SHINGLE_WORDS:
         return frozenset([_shingle_hash(words)]) if words else frozenset()
     h0, h1, h2 = _PLACES
@@ -208,6 +237,10 @@ def band_keys(shingle_set: frozenset[str]) -> tuple[int, ...]:
 
 
 def _band_keys(hashes: frozenset[int]) -> tuple[int, ...]:
+    return _speedups.band_keys(hashes, BANDS, ROWS) if _speedups else _py_band_keys(hashes)
+
+
+def _py_band_keys(hashes: frozenset[int]) -> tuple[int, ...]:
     if not hashes:
         return ()
     # Each bin's minimum: sorted largest first, the smallest hash of a bin is written last.
@@ -227,7 +260,7 @@ def _band_keys(hashes: frozenset[int]) -> tuple[int, ...]:
             else:
                 bins[i] = filled[after] ^ (i * 0x9E3779B97F4A7C15 & _MASK64)
     rows = list(map(str, bins))
-    return tuple(_hash64(prefix + ",".join(rows[band * ROWS : (band + 1) * ROWS]))
+    return tuple(_py_hash64(prefix + ",".join(rows[band * ROWS : (band + 1) * ROWS]))
                  for band, prefix in enumerate(_BAND_PREFIXES))
 
 
@@ -313,7 +346,7 @@ def fingerprint(item: Item, normalized: list[str] | None = None, *, keys: bool =
     if normalized is None:
         normalized = normalized_paragraphs(item)
     all_words = tokens(_normalize_again("\n".join(normalized)))
-    all_shingles = _shingle_hashes(all_words)
+    all_shingles, content = _word_sets(all_words)
     # A normalized paragraph's words are separated by single spaces.
     pkeys = tuple(
         dict.fromkeys(_hash64(p) for p in normalized if p.count(" ") >= MIN_KEY_WORDS - 1)
@@ -329,7 +362,7 @@ def fingerprint(item: Item, normalized: list[str] | None = None, *, keys: bool =
         shingles=all_shingles,
         lead_shingles=lead,
         date_keys=(_hash64(f"date:{item.published.isoformat()}"),) if item.published else (),
-        words=_content_words(all_words),
+        words=content,
         length=len(all_words),
         item=item,
     )

@@ -1,0 +1,108 @@
+"""monitor/_speedups.c gives exactly the values of the Python code it stands in for.
+
+Band keys are stored, so a compiled loop that differed from the Python one would split
+stories between a store written with it and one written without (the Docker image has no
+C compiler). Each function is checked against its Python twin on hypothesis input, and
+whole fingerprints of real bulletins are compared with a process that has no extension.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bench import gen
+from monitor import identity
+
+SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
+WORDS = st.lists(st.text(alphabet="abcдеё0123456789_", min_size=1, max_size=6), max_size=60)
+U64 = st.integers(min_value=0, max_value=(1 << 64) - 1)
+
+
+def _compiler() -> bool:
+    return bool(shutil.which((sysconfig.get_config_var("CC") or "cc").split()[0]))
+
+
+def test_the_extension_is_built_where_a_compiler_is() -> None:
+    if not _compiler():
+        pytest.skip("no C compiler here: monitor runs on its Python code")
+    assert identity._speedups is not None, "a C compiler is here, but monitor/_speedups.c was not built (setup.py)"
+
+
+speedups = pytest.mark.skipif(identity._speedups is None, reason="monitor/_speedups.c is not built here")
+
+
+@speedups
+@given(st.text(max_size=300).filter(lambda t: not any(0xD800 <= ord(c) <= 0xDFFF for c in t)))
+def test_hash64_is_blake2b(text: str) -> None:
+    assert identity._speedups.hash64(text) == identity._py_hash64(text)
+
+
+@speedups
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 129, 255, 256, 257, 1000])
+def test_hash64_across_block_boundaries(size: int) -> None:
+    text = "x" * size
+    assert identity._speedups.hash64(text) == identity._py_hash64(text)
+
+
+@speedups
+@given(WORDS)
+def test_word_sets_are_the_python_sets(words: list[str]) -> None:
+    assert identity._word_sets(words) == (identity._py_shingle_hashes(words), identity._content_words(words))
+
+
+@speedups
+def test_word_sets_ask_for_words_not_learned() -> None:
+    assert identity._speedups.word_sets(["never-learned-word"], {}) is None
+    with pytest.raises(TypeError):
+        identity._speedups.word_sets(["w"], {"w": b"short"})
+
+
+@speedups
+@given(st.frozensets(U64, max_size=120))
+def test_band_keys_are_the_python_keys(hashes: frozenset[int]) -> None:
+    assert identity._band_keys(hashes) == identity._py_band_keys(hashes)
+
+
+@speedups
+def test_band_keys_refuse_what_is_not_a_64_bit_hash() -> None:
+    with pytest.raises(OverflowError):
+        identity._speedups.band_keys(frozenset({-1}), identity.BANDS, identity.ROWS)
+    with pytest.raises(ValueError):
+        identity._speedups.band_keys(frozenset({1}), 100, 100)
+
+
+_FINGERPRINTS = """
+import json, sys
+from pathlib import Path
+if sys.argv[1] == "python":
+    sys.modules["monitor._speedups"] = None  # the import fails, as where nothing was compiled
+from monitor import bulletin, identity
+assert (identity._speedups is None) == (sys.argv[1] == "python")
+out = []
+for path in sorted(p for folder in sys.argv[2:] for p in Path(folder).iterdir()):
+    for item in bulletin.parse(path.read_bytes()).items:
+        fp = identity.fingerprint(item)
+        out.append([fp.text_hash, fp.paragraph_keys, fp.band_keys, sorted(fp.shingles),
+                    sorted(fp.lead_shingles), fp.date_keys, fp.length, sorted(fp.words)])
+print(json.dumps(out))
+"""
+
+
+@speedups
+def test_fingerprints_are_the_same_without_the_extension(tmp_path: Path) -> None:
+    gen.write(tmp_path, 40, article_paragraphs=3)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    runs = [json.loads(subprocess.run([sys.executable, "-c", _FINGERPRINTS, mode, str(SEEDS), str(tmp_path)],
+                                      env=env, capture_output=True, text=True, check=True).stdout)
+            for mode in ("python", "compiled")]
+    assert len(runs[0]) > 200 and runs[0] == runs[1]
