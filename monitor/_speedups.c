@@ -2,11 +2,15 @@
  * stays the reference (tests/test_speedups.py holds the two equal) and the fallback where
  * no C compiler built this (setup.py marks the extension optional).
  *
- * Three functions, each replacing a Python one that costs a dict lookup, an int object and
- * a set insertion per word or per shingle at the interpreter's speed:
- *   hash64(text)                   identity._hash64: blake2b, 8 bytes, as a signed int
- *   word_sets(words, table)        identity._shingle_hashes and _content_words
- *   band_keys(hashes, bands, rows) identity._band_keys
+ * A set of 64-bit hashes (a text's shingles, its content words) is here a "packed set":
+ * bytes holding the distinct values in ascending order, 8 bytes each in this machine's
+ * order. It is made, sent through a pipe, compared and freed as one object, where a
+ * frozenset costs an int object and a hash-table slot per value.
+ *   hash64(text)                   identity._py_hash64: blake2b, 8 bytes, as a signed int
+ *   word_sets(words, table)        identity._py_shingle_hashes and _content_words, packed
+ *   band_keys(packed, bands, rows) identity._py_band_keys
+ *   shared(a, b)                   len(a & b) of two packed sets
+ *   pack(ints)                     the packed set of an iterable of ints
  * BLAKE2b is RFC 7693's, unkeyed, for inputs below 2**64 bytes.
  */
 #define PY_SSIZE_T_CLEAN
@@ -118,24 +122,72 @@ static PyObject *hash64(PyObject *self, PyObject *text) {
  * each of a shingle's three places, big-endian) and one byte, 1 for a content word. */
 #define RECORD 25
 
-static int add_u64(PyObject *set, uint64_t value) {
-    PyObject *number = PyLong_FromUnsignedLongLong(value);
-    if (number == NULL) return -1;
-    int failed = PySet_Add(set, number);
-    Py_DECREF(number);
-    return failed;
+static void sort_u64(uint64_t *a, Py_ssize_t n) {
+    /* Insertion sort below 16 values, else quicksort on the middle value: a text's few
+     * hundred shingles, sorted in place without a comparison callback. */
+    while (n > 16) {
+        uint64_t pivot = a[n / 2];
+        Py_ssize_t i = 0, j = n - 1;
+        for (;;) {
+            while (a[i] < pivot) i++;
+            while (a[j] > pivot) j--;
+            if (i >= j) break;
+            uint64_t x = a[i];
+            a[i++] = a[j];
+            a[j--] = x;
+        }
+        Py_ssize_t left = j + 1; /* the smaller side recursed on, the larger looped on */
+        if (left <= n - left) {
+            sort_u64(a, left);
+            a += left;
+            n -= left;
+        } else {
+            sort_u64(a + left, n - left);
+            n = left;
+        }
+    }
+    for (Py_ssize_t i = 1; i < n; i++) {
+        uint64_t x = a[i];
+        Py_ssize_t j = i;
+        for (; j > 0 && a[j - 1] > x; j--) a[j] = a[j - 1];
+        a[j] = x;
+    }
 }
 
-/* word_sets(words, table): the shingle hashes of `words` and the values of its content
- * words, two frozensets; None when a word is not in `table` yet (the caller learns the
- * words and asks again). */
+/* The packed set of a[0..n): sorted, duplicates dropped. */
+static PyObject *packed(uint64_t *a, Py_ssize_t n) {
+    sort_u64(a, n);
+    Py_ssize_t m = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (m == 0 || a[i] != a[m - 1]) a[m++] = a[i];
+    return PyBytes_FromStringAndSize((const char *)a, m * (Py_ssize_t)sizeof(uint64_t));
+}
+
+static int packed_view(PyObject *obj, const uint64_t **values, Py_ssize_t *n) {
+    if (!PyBytes_Check(obj) || PyBytes_GET_SIZE(obj) % 8) {
+        PyErr_SetString(PyExc_TypeError, "a packed set is bytes of 8-byte values");
+        return -1;
+    }
+    *values = (const uint64_t *)PyBytes_AS_STRING(obj); /* bytes data is aligned for this */
+    *n = PyBytes_GET_SIZE(obj) / 8;
+    return 0;
+}
+
+/* word_sets(words, table): the packed shingle hashes of `words` and the packed values of
+ * its content words; None when a word is not in `table` yet (the caller learns the words
+ * and asks again). */
 static PyObject *word_sets(PyObject *self, PyObject *args) {
     PyObject *words, *table;
     if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &words, &PyDict_Type, &table)) return NULL;
     Py_ssize_t n = PyList_GET_SIZE(words);
+    /* The words' records, then room for n shingles and n content words. */
     const uint8_t **records = PyMem_Malloc(sizeof(uint8_t *) * (size_t)(n ? n : 1));
-    if (records == NULL) return PyErr_NoMemory();
+    uint64_t *values = PyMem_Malloc(sizeof(uint64_t) * (size_t)(2 * n + 1));
     PyObject *shingles = NULL, *content = NULL, *result = NULL;
+    if (records == NULL || values == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *record = PyDict_GetItemWithError(table, PyList_GET_ITEM(words, i));
         if (record == NULL) {
@@ -148,26 +200,66 @@ static PyObject *word_sets(PyObject *self, PyObject *args) {
         }
         records[i] = (const uint8_t *)PyBytes_AS_STRING(record);
     }
-    if ((shingles = PyFrozenSet_New(NULL)) == NULL) goto done;
+    Py_ssize_t count = 0;
     if (n > 0 && n <= 3) { /* one shingle of the words there are */
         uint64_t h = 0;
         for (Py_ssize_t i = 0; i < n; i++) h ^= load64be(records[i] + 8 * i);
-        if (add_u64(shingles, h)) goto done;
+        values[count++] = h;
     }
-    for (Py_ssize_t i = 0; n > 3 && i < n - 2; i++) {
-        uint64_t h = load64be(records[i]) ^ load64be(records[i + 1] + 8) ^ load64be(records[i + 2] + 16);
-        if (add_u64(shingles, h)) goto done;
-    }
-    if ((content = PyFrozenSet_New(NULL)) == NULL) goto done;
+    for (Py_ssize_t i = 0; n > 3 && i < n - 2; i++)
+        values[count++] = load64be(records[i]) ^ load64be(records[i + 1] + 8) ^ load64be(records[i + 2] + 16);
+    if ((shingles = packed(values, count)) == NULL) goto done;
+    count = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         uint64_t h = load64be(records[i]);
-        if (records[i][24] && h && add_u64(content, h)) goto done;
+        if (records[i][24] && h) values[count++] = h;
     }
+    if ((content = packed(values, count)) == NULL) goto done;
     result = PyTuple_Pack(2, shingles, content);
 done:
     PyMem_Free(records);
+    PyMem_Free(values);
     Py_XDECREF(shingles);
     Py_XDECREF(content);
+    return result;
+}
+
+static PyObject *shared(PyObject *self, PyObject *args) {
+    PyObject *a, *b;
+    const uint64_t *x, *y;
+    Py_ssize_t nx, ny, i = 0, j = 0, both = 0;
+    if (!PyArg_ParseTuple(args, "OO", &a, &b)) return NULL;
+    if (packed_view(a, &x, &nx) || packed_view(b, &y, &ny)) return NULL;
+    while (i < nx && j < ny) {
+        if (x[i] < y[j]) i++;
+        else if (x[i] > y[j]) j++;
+        else {
+            both++;
+            i++;
+            j++;
+        }
+    }
+    return PyLong_FromSsize_t(both);
+}
+
+static PyObject *pack(PyObject *self, PyObject *ints) {
+    PyObject *seq = PySequence_Fast(ints, "pack() takes an iterable of ints");
+    if (seq == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    uint64_t *values = PyMem_Malloc(sizeof(uint64_t) * (size_t)(n ? n : 1));
+    PyObject *result = NULL;
+    if (values == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        values[i] = PyLong_AsUnsignedLongLong(PySequence_Fast_GET_ITEM(seq, i));
+        if (values[i] == (uint64_t)-1 && PyErr_Occurred()) goto done;
+    }
+    result = packed(values, n);
+done:
+    PyMem_Free(values);
+    Py_DECREF(seq);
     return result;
 }
 
@@ -184,13 +276,16 @@ static char *write_u64(char *out, uint64_t value) {
     return out;
 }
 
-/* band_keys(hashes, bands, rows): MinHash over bands * rows bins of the set's 64-bit
- * values, the empty bins filled from the next filled one, and each band's key the
- * signed blake2b of "band:v1,v2,...". */
+/* band_keys(packed, bands, rows): MinHash over bands * rows bins of the set's values, the
+ * empty bins filled from the next filled one, and each band's key the signed blake2b of
+ * "band:v1,v2,...". */
 static PyObject *band_keys(PyObject *self, PyObject *args) {
     PyObject *hashes;
+    const uint64_t *values;
+    Py_ssize_t n;
     int bands, rows;
     if (!PyArg_ParseTuple(args, "Oii", &hashes, &bands, &rows)) return NULL;
+    if (packed_view(hashes, &values, &n)) return NULL;
     if (bands < 1 || rows < 1 || bands * rows > MAX_BINS || bands > 999) {
         PyErr_SetString(PyExc_ValueError, "bands * rows must be 1 to 256 bins");
         return NULL;
@@ -198,23 +293,12 @@ static PyObject *band_keys(PyObject *self, PyObject *args) {
     int nbins = bands * rows;
     uint64_t least[MAX_BINS], bins[MAX_BINS];
     char filled[MAX_BINS] = {0};
-    PyObject *it = PyObject_GetIter(hashes), *item;
-    if (it == NULL) return NULL;
-    int any = 0;
-    while ((item = PyIter_Next(it)) != NULL) {
-        uint64_t h = PyLong_AsUnsignedLongLong(item);
-        Py_DECREF(item);
-        if (h == (uint64_t)-1 && PyErr_Occurred()) {
-            Py_DECREF(it);
-            return NULL;
-        }
-        int b = (int)(h % (uint64_t)nbins);
-        if (!filled[b] || h < least[b]) least[b] = h;
-        filled[b] = any = 1;
+    if (n == 0) return PyTuple_New(0);
+    for (Py_ssize_t i = n - 1; i >= 0; i--) { /* largest first: a bin's least is written last */
+        int b = (int)(values[i] % (uint64_t)nbins);
+        least[b] = values[i];
+        filled[b] = 1;
     }
-    Py_DECREF(it);
-    if (PyErr_Occurred()) return NULL;
-    if (!any) return PyTuple_New(0);
     int after = 0;
     while (!filled[after]) after++;
     for (int i = nbins - 1; i >= 0; i--) {
@@ -248,7 +332,9 @@ static PyObject *band_keys(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"hash64", hash64, METH_O, "blake2b(text.encode(), digest_size=8) as a signed big-endian int."},
     {"word_sets", word_sets, METH_VARARGS, "Shingle hashes (and content-word values) of a word list."},
-    {"band_keys", band_keys, METH_VARARGS, "MinHash band keys of a set of 64-bit hashes."},
+    {"band_keys", band_keys, METH_VARARGS, "MinHash band keys of a packed set of 64-bit hashes."},
+    {"shared", shared, METH_VARARGS, "How many values two packed sets have in common."},
+    {"pack", pack, METH_O, "The packed set (sorted distinct 64-bit values as bytes) of some ints."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -17,7 +17,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from monitor.identity import LEAD_CONTAINMENT, MIN_SHARED_WORDS, Fingerprint, containment, similarity
+from monitor.identity import LEAD_CONTAINMENT, MIN_SHARED_WORDS, Fingerprint, containment, shared, similarity
 from monitor.models import Item, Kind
 
 BulletinKey = tuple[int, str]  # (mtime_ns, path) of the bulletin that carried a version
@@ -132,7 +132,7 @@ def _assign(items: Sequence[tuple[Item, Fingerprint]], first_of: Sequence[bool],
         for c in candidates:
             if listed is not None and c.story not in listed:
                 continue
-            if len(words & c.fingerprint.words) < MIN_SHARED_WORDS:
+            if shared(words, c.fingerprint.words) < MIN_SHARED_WORDS:
                 continue  # similarity()'s first test, inline: most of a day's stories stop here
             score = similarity(fp, c.fingerprint, len(item.paragraphs), c.paragraphs, new_is_older=key < c.key)
             if score > 0:

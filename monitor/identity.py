@@ -19,9 +19,10 @@ import hashlib
 import re
 import unicodedata
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import xor
+from typing import cast
 
 from monitor import slots as slot
 from monitor.models import Item
@@ -32,6 +33,50 @@ try:  # the inner loops in C, built by setup.py where a compiler is found: the s
     from monitor import _speedups
 except ImportError:  # pragma: no cover - exercised where no C compiler built it
     _speedups = None  # type: ignore[assignment]
+
+# A set of 64-bit hashes (a text's shingles, its content words). With the extension it is
+# packed: bytes of the sorted distinct values, made, piped, compared and freed as one
+# object (a frozenset costs an int object and a table slot per value, and a pass makes
+# and frees millions). Without it, a frozenset of ints. Either way it is only made and
+# measured here: pack(), shared(), size(), values().
+HashSet = bytes | frozenset[int]
+
+
+def _py_shared(a: HashSet, b: HashSet) -> int:
+    return len(a & b)  # type: ignore[operator]  # frozensets, without the extension
+
+
+if _speedups is not None:
+    EMPTY: HashSet = b""
+    # The C functions take bytes only: with the extension, every HashSet is bytes.
+    pack = cast(Callable[[Iterable[int]], HashSet], _speedups.pack)
+    shared = cast(Callable[[HashSet, HashSet], int], _speedups.shared)
+
+    def size(hashes: HashSet) -> int:
+        return len(hashes) >> 3
+
+    def values(hashes: HashSet) -> list[int]:
+        """The set's values in ascending order."""
+        return array("Q", hashes).tolist()
+
+    def _from_wire(data: bytes) -> HashSet:
+        return data  # the packed set itself went through the pipe
+else:  # pragma: no cover - exercised where no C compiler built the extension
+    EMPTY = frozenset()
+    pack = frozenset
+    shared = _py_shared
+    size = len
+
+    def values(hashes: HashSet) -> list[int]:
+        return sorted(hashes)
+
+    def _from_wire(data: bytes) -> HashSet:
+        return frozenset(array("Q", data))
+
+
+def _to_wire(hashes: HashSet) -> bytes:
+    """A set as the helper's pipe carries it: the packed form, whichever the sender has."""
+    return hashes if type(hashes) is bytes else array("Q", values(hashes)).tobytes()
 
 SHINGLE_WORDS = 3
 
@@ -169,7 +214,7 @@ def _learn(words: set[str]) -> None:
         _RECORDS[word] = d + (b"\x01" if content else b"\x00")
 
 
-def _content_words(words: list[str]) -> frozenset[int]:
+def _content_words(words: list[str]) -> frozenset[int]:  # without the extension
     distinct = set(words)
     try:
         return frozenset(filter(None, map(_CONTENT.__getitem__, distinct)))
@@ -198,7 +243,7 @@ def _shingle_hash(words: Sequence[str]) -> int:
     return h
 
 
-def _word_sets(words: list[str]) -> tuple[frozenset[int], frozenset[int]]:
+def _word_sets(words: list[str]) -> tuple[HashSet, HashSet]:
     """The shingle hashes and the content words (as _content_words()) of a text's words."""
     if _speedups is None:
         return _py_shingle_hashes(words), _content_words(words)
@@ -210,7 +255,7 @@ def _word_sets(words: list[str]) -> tuple[frozenset[int], frozenset[int]]:
     return found
 
 
-def _shingle_hashes(words: list[str]) -> frozenset[int]:
+def _shingle_hashes(words: list[str]) -> HashSet:
     return _word_sets(words)[0]
 
 
@@ -226,18 +271,20 @@ def _py_shingle_hashes(words: list[str]) -> frozenset[int]:
     return frozenset(map(xor, map(xor, first, map(h1.__getitem__, words[1:])), map(h2.__getitem__, words[2:])))
 
 
-def shingle_hashes(text: str) -> frozenset[int]:
+def shingle_hashes(text: str) -> HashSet:
     """The 64-bit hashes of a text's shingles: what fingerprints and band keys are made of."""
     return _shingle_hashes(_words(text))
 
 
 def band_keys(shingle_set: frozenset[str]) -> tuple[int, ...]:
     """The band keys of a set of shingles given as text (see shingles())."""
-    return _band_keys(frozenset(_shingle_hash(s.split(" ")) for s in shingle_set))
+    return _band_keys(pack({_shingle_hash(s.split(" ")) for s in shingle_set}))
 
 
-def _band_keys(hashes: frozenset[int]) -> tuple[int, ...]:
-    return _speedups.band_keys(hashes, BANDS, ROWS) if _speedups else _py_band_keys(hashes)
+def _band_keys(hashes: HashSet) -> tuple[int, ...]:
+    if _speedups is None:
+        return _py_band_keys(hashes)
+    return _speedups.band_keys(hashes, BANDS, ROWS)  # type: ignore[arg-type]
 
 
 def _py_band_keys(hashes: frozenset[int]) -> tuple[int, ...]:
@@ -271,8 +318,8 @@ class Fingerprint:
     text_hash: str
     paragraph_keys: tuple[int, ...]
     band_keys: tuple[int, ...]
-    shingles: frozenset[int]  # shingle_hashes(): Jaccard on hashes, as on the texts
-    lead_shingles: frozenset[int]
+    shingles: HashSet  # shingle_hashes(): Jaccard on hashes, as on the texts
+    lead_shingles: HashSet
     # The event-date key (none without a full date), looked up with the band keys: a large
     # edit or a reworded brief published in full shares few shingles, and so few band
     # keys, with its earlier self, but keeps its date. A press office publishes a bounded
@@ -284,16 +331,16 @@ class Fingerprint:
     length: int = 0  # words
     # Distinct words, casefolded, without stopwords and numbers (as _CONTENT's values):
     # the cheap measure of what two texts share, taken before the slots are.
-    words: frozenset[int] = frozenset()
+    words: HashSet = EMPTY
     item: Item | None = field(default=None, compare=False, repr=False)
 
     def __reduce__(self) -> tuple[object, tuple[object, ...]]:
         # What the helper process sends for every fresh text (monitor/prepare.py): the
-        # sets of 64-bit values as raw arrays, which load several times faster than a
-        # pickled int per element. The slots are not sent.
-        lead = None if self.lead_shingles is self.shingles else array("Q", self.lead_shingles).tobytes()
-        return _unpickled, (self.text_hash, self.paragraph_keys, self.band_keys, array("Q", self.shingles).tobytes(),
-                            lead, self.date_keys, self.length, array("Q", self.words).tobytes(), self.item)
+        # sets of 64-bit values packed, which load many times faster than a pickled int
+        # per element. The slots are not sent.
+        lead = None if self.lead_shingles is self.shingles else _to_wire(self.lead_shingles)
+        return _unpickled, (self.text_hash, self.paragraph_keys, self.band_keys, _to_wire(self.shingles),
+                            lead, self.date_keys, self.length, _to_wire(self.words), self.item)
 
     @functools.cached_property
     def slots(self) -> Slots:
@@ -306,10 +353,10 @@ class Fingerprint:
 def _unpickled(text_hash: str, paragraph_keys: tuple[int, ...], band_keys: tuple[int, ...], shingles: bytes,
                lead: bytes | None, date_keys: tuple[int, ...], length: int, words: bytes,
                item: Item | None) -> Fingerprint:
-    all_shingles = frozenset(array("Q", shingles))
+    all_shingles = _from_wire(shingles)
     return Fingerprint(text_hash, paragraph_keys, band_keys, all_shingles,
-                       all_shingles if lead is None else frozenset(array("Q", lead)), date_keys, length,
-                       frozenset(array("Q", words)), item)
+                       all_shingles if lead is None else _from_wire(lead), date_keys, length,
+                       _from_wire(words), item)
 
 
 def normalized_paragraphs(item: Item) -> list[str]:
@@ -337,7 +384,7 @@ def _repeat_key(item: Item, normalized: list[str]) -> str:
 def known_fingerprint(text_hash: str) -> Fingerprint:
     """The fingerprint of a text the store already has: an exact repeat is decided on its
     hash alone (decide.py), so its shingles and index keys are never computed."""
-    return Fingerprint(text_hash, (), (), frozenset(), frozenset())
+    return Fingerprint(text_hash, (), (), EMPTY, EMPTY)
 
 
 def fingerprint(item: Item, normalized: list[str] | None = None, *, keys: bool = True) -> Fingerprint:
@@ -354,7 +401,7 @@ def fingerprint(item: Item, normalized: list[str] | None = None, *, keys: bool =
     if len(normalized) == 1:
         lead = all_shingles
     else:
-        lead = _shingle_hashes(tokens(_normalize_again(normalized[0]))) if normalized else frozenset()
+        lead = _shingle_hashes(tokens(_normalize_again(normalized[0]))) if normalized else EMPTY
     return Fingerprint(
         text_hash=_repeat_key(item, normalized),
         paragraph_keys=pkeys,
@@ -376,15 +423,15 @@ def stored_date_keys(fp: Fingerprint) -> tuple[int, ...]:
     return fp.date_keys if fp.length <= DATE_KEY_WORDS else ()
 
 
-def jaccard(a: frozenset[int], b: frozenset[int]) -> float:
+def jaccard(a: HashSet, b: HashSet) -> float:
     if not a or not b:
         return 0.0
-    shared = len(a & b)  # the union's size from the intersection's: no union set built
-    return shared / (len(a) + len(b) - shared)
+    both = shared(a, b)  # the union's size from the intersection's: no union set built
+    return both / (size(a) + size(b) - both)
 
 
-def containment(small: frozenset[int], big: frozenset[int]) -> float:
-    return len(small & big) / len(small) if small else 0.0
+def containment(small: HashSet, big: HashSet) -> float:
+    return shared(small, big) / size(small) if small else 0.0
 
 
 def similarity(new: Fingerprint, old: Fingerprint, new_paragraphs: int, old_paragraphs: int,
@@ -401,17 +448,17 @@ def similarity(new: Fingerprint, old: Fingerprint, new_paragraphs: int, old_para
     bulletin than `old` (a late copy), so `new` is the text whose words must stay.
     """
     # The cheap measures first (sets the fingerprint has), the slots last.
-    shared = new.words & old.words
-    if len(shared) < MIN_SHARED_WORDS:
+    both = shared(new.words, old.words)
+    if both < MIN_SHARED_WORDS:
         return 0.0
-    score = _closeness(new, old, new_paragraphs, old_paragraphs, len(shared), new_is_older)
+    score = _closeness(new, old, new_paragraphs, old_paragraphs, both, new_is_older)
     same_lead = bool(new.lead_shingles) and new.lead_shingles == old.lead_shingles
     if not score or conflict(new.slots, old.slots, same_lead=same_lead):
         return 0.0
     return score
 
 
-def _closeness(new: Fingerprint, old: Fingerprint, new_paragraphs: int, old_paragraphs: int, shared: int,
+def _closeness(new: Fingerprint, old: Fingerprint, new_paragraphs: int, old_paragraphs: int, both: int,
                new_is_older: bool) -> float:
     score = jaccard(new.shingles, old.shingles)
     if score >= SAME_STORY_JACCARD:
@@ -422,7 +469,7 @@ def _closeness(new: Fingerprint, old: Fingerprint, new_paragraphs: int, old_para
         if lead >= LEAD_CONTAINMENT:
             return lead
     older, newer = (new, old) if new_is_older else (old, new)
-    if shared < KEPT_WORDS * len(older.words) or containment(older.shingles, newer.shingles) < KEPT_SHINGLES:
+    if both < KEPT_WORDS * size(older.words) or containment(older.shingles, newer.shingles) < KEPT_SHINGLES:
         return 0.0  # far from half of the words, or not the same text at all
     # Counted on lower-case words: the names agree already (no conflict), and counting
     # them would let two stories of one day about the same people pass on names alone.

@@ -81,7 +81,7 @@ def test_sqlite_stamps_are_sqlalchemys_format(moment: dt.datetime) -> None:
 
 
 def _fp(n: int, shingles: int = 9) -> Fingerprint:
-    return Fingerprint(f"h{n}", (), (), frozenset(range(shingles)), frozenset())
+    return Fingerprint(f"h{n}", (), (), identity.pack(range(shingles)), identity.EMPTY)
 
 
 def test_recent_keeps_the_most_recently_used_within_its_limit() -> None:

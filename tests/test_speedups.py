@@ -57,7 +57,20 @@ def test_hash64_across_block_boundaries(size: int) -> None:
 @speedups
 @given(WORDS)
 def test_word_sets_are_the_python_sets(words: list[str]) -> None:
-    assert identity._word_sets(words) == (identity._py_shingle_hashes(words), identity._content_words(words))
+    shingles, content = identity._word_sets(words)
+    assert identity.values(shingles) == sorted(identity._py_shingle_hashes(words))
+    assert identity.values(content) == sorted(identity._content_words(words))
+
+
+@speedups
+@given(st.lists(U64, max_size=300), st.lists(U64, max_size=300))
+def test_packed_sets_are_sets(a: list[int], b: list[int]) -> None:
+    pa, pb = identity.pack(a), identity.pack(iter(b))
+    assert identity.values(pa) == sorted(set(a)) and identity.size(pa) == len(set(a))
+    assert identity.shared(pa, pb) == len(set(a) & set(b))
+    sa, sb = set(a), set(b)
+    assert identity.jaccard(pa, pb) == (len(sa & sb) / len(sa | sb) if sa and sb else 0.0)
+    assert (pa == identity.pack(reversed(a))) and identity._from_wire(identity._to_wire(pa)) == pa
 
 
 @speedups
@@ -70,15 +83,19 @@ def test_word_sets_ask_for_words_not_learned() -> None:
 @speedups
 @given(st.frozensets(U64, max_size=120))
 def test_band_keys_are_the_python_keys(hashes: frozenset[int]) -> None:
-    assert identity._band_keys(hashes) == identity._py_band_keys(hashes)
+    assert identity._band_keys(identity.pack(hashes)) == identity._py_band_keys(hashes)
 
 
 @speedups
-def test_band_keys_refuse_what_is_not_a_64_bit_hash() -> None:
+def test_what_is_not_a_packed_set_is_refused() -> None:
     with pytest.raises(OverflowError):
-        identity._speedups.band_keys(frozenset({-1}), identity.BANDS, identity.ROWS)
+        identity.pack([-1])
+    with pytest.raises(TypeError):
+        identity._speedups.band_keys(b"1234567", identity.BANDS, identity.ROWS)
+    with pytest.raises(TypeError):
+        identity._speedups.shared(b"", frozenset())  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        identity._speedups.band_keys(frozenset({1}), 100, 100)
+        identity._speedups.band_keys(identity.pack([1]), 100, 100)
 
 
 _FINGERPRINTS = """
@@ -92,8 +109,8 @@ out = []
 for path in sorted(p for folder in sys.argv[2:] for p in Path(folder).iterdir()):
     for item in bulletin.parse(path.read_bytes()).items:
         fp = identity.fingerprint(item)
-        out.append([fp.text_hash, fp.paragraph_keys, fp.band_keys, sorted(fp.shingles),
-                    sorted(fp.lead_shingles), fp.date_keys, fp.length, sorted(fp.words)])
+        out.append([fp.text_hash, fp.paragraph_keys, fp.band_keys, identity.values(fp.shingles),
+                    identity.values(fp.lead_shingles), fp.date_keys, fp.length, identity.values(fp.words)])
 print(json.dumps(out))
 """
 

@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 
 from monitor import bulletin
 from monitor.errors import StorageError
-from monitor.identity import Fingerprint, fingerprint
+from monitor.identity import EMPTY, Fingerprint, fingerprint
 from monitor.models import FileInfo, FileOutcome, Item, ScanReport, Story
 from monitor.storage import STORY_NAMESPACE, Storage, migrate
 from monitor.storage.ingest import KEY_ROWS, MAX_CANDIDATES
@@ -461,7 +461,7 @@ def test_a_crowded_key_finds_no_candidates_and_the_others_still_do(storage: Stor
         common, own = 4242, 4343
         cur.executemany(sql.add_paragraph_key, [(common, sid) for sid in ids[:holders]])
         cur.executemany(sql.add_paragraph_key, [(own, sid) for sid in ids[-2:]])
-        fp = Fingerprint("new", (common, own), (), frozenset(), frozenset())
+        fp = Fingerprint("new", (common, own), (), EMPTY, EMPTY)
         found = storage._candidate_ids(cur, [fp])["new"]
     crowded = holders > KEY_ROWS
     assert set(ids[-2:]) <= found

@@ -20,7 +20,7 @@ from typing import Any
 from monitor.decide import BulletinKey, Candidate, Decision, decide
 from monitor.dropfolder import shown
 from monitor.errors import StorageError
-from monitor.identity import Fingerprint, fingerprint, stored_date_keys
+from monitor.identity import Fingerprint, fingerprint, size, stored_date_keys
 from monitor.models import FileInfo, FileOutcome, Item
 from monitor.storage.search import index_versions
 from monitor.storage.sql import SQL, cursor
@@ -297,9 +297,9 @@ class _Recent:
     def add(self, fp: Fingerprint) -> Fingerprint:
         old = self._fingerprints.pop(fp.text_hash, None)
         if old is not None:
-            self._size -= len(old.shingles) + 1
+            self._size -= size(old.shingles) + 1
         self._fingerprints[fp.text_hash] = fp
-        self._size += len(fp.shingles) + 1
+        self._size += size(fp.shingles) + 1
         if self._size > self.limit:
             self._drop_older_half()
         return fp
@@ -308,15 +308,15 @@ class _Recent:
         return len(self._fingerprints)
 
     def _drop_older_half(self) -> None:
-        older, size = [], self._size
+        older, held = [], self._size
         for text_hash, fp in self._fingerprints.items():  # least recently used first
-            if size <= self.limit // 2:
+            if held <= self.limit // 2:
                 break
             older.append(text_hash)
-            size -= len(fp.shingles) + 1
+            held -= size(fp.shingles) + 1
         for text_hash in older:
             del self._fingerprints[text_hash]
-        self._size = size
+        self._size = held
 
 
 RECENT = _Recent(FINGERPRINT_CACHE)
