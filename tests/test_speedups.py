@@ -99,19 +99,23 @@ def test_what_is_not_a_packed_set_is_refused() -> None:
 
 
 _FINGERPRINTS = """
-import json, sys
+import json, pickle, sys
 from pathlib import Path
 if sys.argv[1] == "python":
     sys.modules["monitor._speedups"] = None  # the import fails, as where nothing was compiled
 from monitor import bulletin, identity
 assert (identity._speedups is None) == (sys.argv[1] == "python")
-out = []
+out, scores, before = [], [], []
 for path in sorted(p for folder in sys.argv[2:] for p in Path(folder).iterdir()):
-    for item in bulletin.parse(path.read_bytes()).items:
-        fp = identity.fingerprint(item)
+    now = [(item, identity.fingerprint(item)) for item in bulletin.parse(path.read_bytes()).items]
+    for item, fp in now:
+        assert pickle.loads(pickle.dumps(fp)) == fp
         out.append([fp.text_hash, fp.paragraph_keys, fp.band_keys, identity.values(fp.shingles),
                     identity.values(fp.lead_shingles), fp.date_keys, fp.length, identity.values(fp.words)])
-print(json.dumps(out))
+        # Against the previous bulletin's items: what decide() measures, revisions among them.
+        scores += [identity.similarity(fp, old, len(item.paragraphs), len(was.paragraphs)) for was, old in before]
+    before = now
+print(json.dumps([out, scores]))
 """
 
 
@@ -122,4 +126,5 @@ def test_fingerprints_are_the_same_without_the_extension(tmp_path: Path) -> None
     runs = [json.loads(subprocess.run([sys.executable, "-c", _FINGERPRINTS, mode, str(SEEDS), str(tmp_path)],
                                       env=env, capture_output=True, text=True, check=True).stdout)
             for mode in ("python", "compiled")]
-    assert len(runs[0]) > 200 and runs[0] == runs[1]
+    (fingerprints, scores), _ = runs
+    assert len(fingerprints) > 200 and any(scores) and runs[0] == runs[1]
