@@ -17,7 +17,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from monitor.identity import LEAD_CONTAINMENT, MIN_SHARED_WORDS, Fingerprint, containment, shared, similarity
+from monitor.hashset import shared
+from monitor.identity import LEAD_CONTAINMENT, MIN_SHARED_WORDS, Fingerprint, containment, similarity
 from monitor.models import Item, Kind
 
 BulletinKey = tuple[int, str]  # (mtime_ns, path) of the bulletin that carried a version

@@ -18,65 +18,16 @@ import functools
 import hashlib
 import re
 import unicodedata
-from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import xor
-from typing import cast
 
 from monitor import slots as slot
+from monitor.hashset import EMPTY, HashSet, from_wire, pack, shared, size, to_wire
+from monitor.hashset import speedups as _speedups
 from monitor.models import Item
 from monitor.slots import Slots
 from monitor.tokens import splitter
-
-try:  # the inner loops in C, built by setup.py where a compiler is found: the same values
-    from monitor import _speedups
-except ImportError:  # pragma: no cover - exercised where no C compiler built it
-    _speedups = None  # type: ignore[assignment]
-
-# A set of 64-bit hashes (a text's shingles, its content words). With the extension it is
-# packed: bytes of the sorted distinct values, made, piped, compared and freed as one
-# object (a frozenset costs an int object and a table slot per value, and a pass makes
-# and frees millions). Without it, a frozenset of ints. Either way it is only made and
-# measured here: pack(), shared(), size(), values().
-HashSet = bytes | frozenset[int]
-
-
-def _py_shared(a: HashSet, b: HashSet) -> int:
-    return len(a & b)  # type: ignore[operator]  # frozensets, without the extension
-
-
-if _speedups is not None:
-    EMPTY: HashSet = b""
-    # The C functions take bytes only: with the extension, every HashSet is bytes.
-    pack = cast(Callable[[Iterable[int]], HashSet], _speedups.pack)
-    shared = cast(Callable[[HashSet, HashSet], int], _speedups.shared)
-
-    def size(hashes: HashSet) -> int:
-        return len(hashes) >> 3
-
-    def values(hashes: HashSet) -> list[int]:
-        """The set's values in ascending order."""
-        return array("Q", hashes).tolist()
-
-    def _from_wire(data: bytes) -> HashSet:
-        return data  # the packed set itself went through the pipe
-else:  # pragma: no cover - exercised where no C compiler built the extension
-    EMPTY = frozenset()
-    pack = frozenset
-    shared = _py_shared
-    size = len
-
-    def values(hashes: HashSet) -> list[int]:
-        return sorted(hashes)
-
-    def _from_wire(data: bytes) -> HashSet:
-        return frozenset(array("Q", data))
-
-
-def _to_wire(hashes: HashSet) -> bytes:
-    """A set as the helper's pipe carries it: the packed form, whichever the sender has."""
-    return hashes if type(hashes) is bytes else array("Q", values(hashes)).tobytes()
 
 SHINGLE_WORDS = 3
 
@@ -338,9 +289,9 @@ class Fingerprint:
         # What the helper process sends for every fresh text (monitor/prepare.py): the
         # sets of 64-bit values packed, which load many times faster than a pickled int
         # per element. The slots are not sent.
-        lead = None if self.lead_shingles is self.shingles else _to_wire(self.lead_shingles)
-        return _unpickled, (self.text_hash, self.paragraph_keys, self.band_keys, _to_wire(self.shingles),
-                            lead, self.date_keys, self.length, _to_wire(self.words), self.item)
+        lead = None if self.lead_shingles is self.shingles else to_wire(self.lead_shingles)
+        return _unpickled, (self.text_hash, self.paragraph_keys, self.band_keys, to_wire(self.shingles),
+                            lead, self.date_keys, self.length, to_wire(self.words), self.item)
 
     @functools.cached_property
     def slots(self) -> Slots:
@@ -353,10 +304,10 @@ class Fingerprint:
 def _unpickled(text_hash: str, paragraph_keys: tuple[int, ...], band_keys: tuple[int, ...], shingles: bytes,
                lead: bytes | None, date_keys: tuple[int, ...], length: int, words: bytes,
                item: Item | None) -> Fingerprint:
-    all_shingles = _from_wire(shingles)
+    all_shingles = from_wire(shingles)
     return Fingerprint(text_hash, paragraph_keys, band_keys, all_shingles,
-                       all_shingles if lead is None else _from_wire(lead), date_keys, length,
-                       _from_wire(words), item)
+                       all_shingles if lead is None else from_wire(lead), date_keys, length,
+                       from_wire(words), item)
 
 
 def normalized_paragraphs(item: Item) -> list[str]:

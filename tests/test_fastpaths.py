@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import text as sql
 
-from monitor import bulletin, identity, query
+from monitor import bulletin, hashset, identity, query
 from monitor.identity import Fingerprint, fingerprint
 from monitor.models import FileInfo, Item
 from monitor.storage import STORY_NAMESPACE, Storage
@@ -81,7 +81,7 @@ def test_sqlite_stamps_are_sqlalchemys_format(moment: dt.datetime) -> None:
 
 
 def _fp(n: int, shingles: int = 9) -> Fingerprint:
-    return Fingerprint(f"h{n}", (), (), identity.pack(range(shingles)), identity.EMPTY)
+    return Fingerprint(f"h{n}", (), (), hashset.pack(range(shingles)), hashset.EMPTY)
 
 
 def test_recent_keeps_the_most_recently_used_within_its_limit() -> None:

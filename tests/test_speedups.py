@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench import gen
-from monitor import identity
+from monitor import hashset, identity
 
 SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
 WORDS = st.lists(st.text(alphabet="abcдеё0123456789_", min_size=1, max_size=6), max_size=60)
@@ -58,19 +58,19 @@ def test_hash64_across_block_boundaries(size: int) -> None:
 @given(WORDS)
 def test_word_sets_are_the_python_sets(words: list[str]) -> None:
     shingles, content = identity._word_sets(words)
-    assert identity.values(shingles) == sorted(identity._py_shingle_hashes(words))
-    assert identity.values(content) == sorted(identity._content_words(words))
+    assert hashset.values(shingles) == sorted(identity._py_shingle_hashes(words))
+    assert hashset.values(content) == sorted(identity._content_words(words))
 
 
 @speedups
 @given(st.lists(U64, max_size=300), st.lists(U64, max_size=300))
 def test_packed_sets_are_sets(a: list[int], b: list[int]) -> None:
-    pa, pb = identity.pack(a), identity.pack(iter(b))
-    assert identity.values(pa) == sorted(set(a)) and identity.size(pa) == len(set(a))
-    assert identity.shared(pa, pb) == len(set(a) & set(b))
+    pa, pb = hashset.pack(a), hashset.pack(iter(b))
+    assert hashset.values(pa) == sorted(set(a)) and hashset.size(pa) == len(set(a))
+    assert hashset.shared(pa, pb) == len(set(a) & set(b))
     sa, sb = set(a), set(b)
     assert identity.jaccard(pa, pb) == (len(sa & sb) / len(sa | sb) if sa and sb else 0.0)
-    assert (pa == identity.pack(reversed(a))) and identity._from_wire(identity._to_wire(pa)) == pa
+    assert (pa == hashset.pack(reversed(a))) and hashset.from_wire(hashset.to_wire(pa)) == pa
 
 
 @speedups
@@ -83,19 +83,19 @@ def test_word_sets_ask_for_words_not_learned() -> None:
 @speedups
 @given(st.frozensets(U64, max_size=120))
 def test_band_keys_are_the_python_keys(hashes: frozenset[int]) -> None:
-    assert identity._band_keys(identity.pack(hashes)) == identity._py_band_keys(hashes)
+    assert identity._band_keys(hashset.pack(hashes)) == identity._py_band_keys(hashes)
 
 
 @speedups
 def test_what_is_not_a_packed_set_is_refused() -> None:
     with pytest.raises(OverflowError):
-        identity.pack([-1])
+        hashset.pack([-1])
     with pytest.raises(TypeError):
         identity._speedups.band_keys(b"1234567", identity.BANDS, identity.ROWS)
     with pytest.raises(TypeError):
         identity._speedups.shared(b"", frozenset())  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        identity._speedups.band_keys(identity.pack([1]), 100, 100)
+        identity._speedups.band_keys(hashset.pack([1]), 100, 100)
 
 
 _FINGERPRINTS = """
@@ -103,15 +103,15 @@ import json, pickle, sys
 from pathlib import Path
 if sys.argv[1] == "python":
     sys.modules["monitor._speedups"] = None  # the import fails, as where nothing was compiled
-from monitor import bulletin, identity
+from monitor import bulletin, hashset, identity
 assert (identity._speedups is None) == (sys.argv[1] == "python")
 out, scores, before = [], [], []
 for path in sorted(p for folder in sys.argv[2:] for p in Path(folder).iterdir()):
     now = [(item, identity.fingerprint(item)) for item in bulletin.parse(path.read_bytes()).items]
     for item, fp in now:
         assert pickle.loads(pickle.dumps(fp)) == fp
-        out.append([fp.text_hash, fp.paragraph_keys, fp.band_keys, identity.values(fp.shingles),
-                    identity.values(fp.lead_shingles), fp.date_keys, fp.length, identity.values(fp.words)])
+        out.append([fp.text_hash, fp.paragraph_keys, fp.band_keys, hashset.values(fp.shingles),
+                    hashset.values(fp.lead_shingles), fp.date_keys, fp.length, hashset.values(fp.words)])
         # Against the previous bulletin's items: what decide() measures, revisions among them.
         scores += [identity.similarity(fp, old, len(item.paragraphs), len(was.paragraphs)) for was, old in before]
     before = now

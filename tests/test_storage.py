@@ -19,7 +19,8 @@ from sqlalchemy import create_engine, text
 
 from monitor import bulletin
 from monitor.errors import StorageError
-from monitor.identity import EMPTY, Fingerprint, fingerprint
+from monitor.hashset import EMPTY
+from monitor.identity import Fingerprint, fingerprint
 from monitor.models import FileInfo, FileOutcome, Item, ScanReport, Story
 from monitor.storage import STORY_NAMESPACE, Storage, migrate
 from monitor.storage.ingest import KEY_ROWS, MAX_CANDIDATES

@@ -20,7 +20,8 @@ from typing import Any
 from monitor.decide import BulletinKey, Candidate, Decision, decide
 from monitor.dropfolder import shown
 from monitor.errors import StorageError
-from monitor.identity import Fingerprint, fingerprint, size, stored_date_keys
+from monitor.hashset import size
+from monitor.identity import Fingerprint, fingerprint, stored_date_keys
 from monitor.models import FileInfo, FileOutcome, Item
 from monitor.storage.search import index_versions
 from monitor.storage.sql import SQL, cursor
