@@ -52,12 +52,14 @@ VERSION_TICKS = dt.timedelta(microseconds=2)
 INGEST_ATTEMPTS = 5
 # Fingerprints of stored texts kept in memory, by text hash (a text never changes), up to
 # this many shingles in all: a store of very long articles keeps fewer. Measured over
-# `bench/run.py`'s RSS folder, a fingerprint costs about 190 bytes a shingle (its sets,
-# words, item and slots): 200,000 took 38 MB, this 10 MB, which leaves room for SQLite's
-# page cache (monitor.storage.ledger.CACHE_KIB) and the helper process that prepares files
-# ahead (monitor/prepare.py) within the 150 MB budget, at no measured cost in ingest (the
-# candidates are mostly recent stories).
-FINGERPRINT_CACHE = 30_000
+# `bench/run.py`'s RSS folder, a fingerprint cost about 190 bytes a shingle (its sets,
+# words, item and slots) while its sets were frozensets; packed (monitor/hashset.py) it
+# costs about 100 (tracemalloc over 1,772 bench/gen.py texts, items and slots included), so
+# this takes about 5 MB, which leaves room for SQLite's page cache
+# (monitor.storage.ledger.CACHE_KIB) and the helper process that prepares files ahead
+# (monitor/prepare.py) within the 150 MB budget. The candidates are mostly recent
+# stories: on 10,000 bench/gen.py bulletins 4,883 of 195,867 lookups miss (6,473 at 30,000).
+FINGERPRINT_CACHE = 50_000
 RETRY_SQLSTATES = {"23505", "40001", "40P01"}  # unique_violation, serialization_failure, deadlock_detected
 # At most this many new stories per INSERT (four parameters each, far below SQLite's 32,766).
 NEW_STORIES_PER_INSERT = 500
