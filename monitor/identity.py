@@ -207,7 +207,8 @@ def _word_sets(words: list[str]) -> tuple[HashSet, HashSet]:
 
 
 def _shingle_hashes(words: list[str]) -> HashSet:
-    return _word_sets(words)[0]
+    # Without the extension, the shingles alone: a lead's content words are never used.
+    return _word_sets(words)[0] if _speedups is not None else _py_shingle_hashes(words)
 
 
 def _py_shingle_hashes(words: list[str]) -> frozenset[int]:
