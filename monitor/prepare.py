@@ -1,8 +1,9 @@
 """The work on a file that needs no store, and a helper process that does it ahead.
 
 Reading, decoding and segmenting a file, normalising and hashing its items,
-fingerprinting them (shingles, band keys) and making their search stems is about
-40 % of a pass and needs nothing from the store. On a pass with many files a helper
+fingerprinting them (shingles, band keys) and making the rows the store writes for
+them (monitor/rows.py: search stems, paragraphs as JSON, the story id) is about half
+of a pass and needs nothing from the store. On a pass with many files a helper
 process (`monitor.prepare.main`, started by `Ahead`) does that work for the next
 files while the pass decides and writes the current one, so on two cores the two
 halves overlap instead of adding up.
@@ -31,7 +32,7 @@ from typing import IO
 from monitor import bulletin, dropfolder
 from monitor.identity import Fingerprint, fingerprint, normalized_paragraphs, text_hash
 from monitor.models import Bulletin, FileInfo, Item, Rejected
-from monitor.query import index_text
+from monitor.rows import TextRow, text_row
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ SEEN_LIMIT = 200_000
 @dataclass
 class Prepared:
     """A file as the pass needs it: its content hash, its items and their text hashes,
-    and fingerprints and search stems for the texts that `digest()` was asked for."""
+    and fingerprints and store rows for the texts that `digest()` was asked for."""
 
     sha256: str
     parsed: Bulletin | Rejected
@@ -58,7 +59,7 @@ class Prepared:
     # None from the helper (not worth their bytes in the pipe for the few it leaves out).
     forms: list[list[str]] | None = None
     fingerprints: dict[str, Fingerprint] = field(default_factory=dict)
-    stems: dict[str, str] = field(default_factory=dict)
+    rows: dict[str, TextRow] = field(default_factory=dict)
 
     @property
     def items(self) -> tuple[Item, ...]:
@@ -87,7 +88,7 @@ def digest(data: bytes, seen: set[str] | None = None) -> Prepared:
         for item, form, h in zip(items, forms, hashes, strict=True):
             if h not in seen and h not in prepared.fingerprints:
                 prepared.fingerprints[h] = fingerprint(item, form)
-                prepared.stems[h] = index_text(item.title, item.paragraphs)
+                prepared.rows[h] = text_row(item, h)
         if len(seen) > SEEN_LIMIT:
             seen.clear()
         seen.update(hashes)

@@ -37,7 +37,7 @@ from monitor.errors import ConfigError, MonitorError, StorageError
 from monitor.identity import text_hash
 from monitor.idle import Clock, utcnow
 from monitor.models import Item, ScanReport
-from monitor.storage.ingest import story_uid
+from monitor.rows import story_uid
 from monitor.storage.outbox import START
 from monitor.storage.schema import EVERYONE
 

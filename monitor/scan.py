@@ -154,7 +154,7 @@ def _one(settings: Settings, storage: Storage, entry: dropfolder.Entry, report: 
     # the store has now it still has under the write lock, as nothing is ever deleted.
     entries = [(item, known_fingerprint(h) if h in stored else prepared.fingerprint(i))
                for i, (item, h) in enumerate(zip(prepared.items, hashes, strict=True))]
-    outcome = storage.ingest(info, sha, entries, now, stems=prepared.stems)
+    outcome = storage.ingest(info, sha, entries, now, rows=prepared.rows)
     if outcome is None:
         log.debug("%s: already ingested by another instance", shown(info.path))
         return report, False

@@ -9,11 +9,9 @@ keys are written together with the record that the file was read.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import sqlite3
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -23,15 +21,12 @@ from monitor.errors import StorageError
 from monitor.hashset import size
 from monitor.identity import Fingerprint, fingerprint, stored_date_keys
 from monitor.models import FileInfo, FileOutcome, Item
+from monitor.rows import TextRow, text_row
 from monitor.storage.search import index_versions
 from monitor.storage.sql import SQL, cursor
 
 log = logging.getLogger(__name__)
 
-# Story ids are derived from the text that created the story, so the same bulletins
-# give the same ids in any store, on any instance.
-STORY_NAMESPACE = uuid.UUID("6f1c8f52-3a0e-4b8e-9d1e-5b2a7f0c9e41")
-_NAMESPACE_BYTES = STORY_NAMESPACE.bytes
 # How many stories one item is verified against at most: the ones whose shared index
 # keys weigh the most, a key weighing 1 / (the stories holding it). A true revision
 # shares its own keys (a paragraph kept, band keys of its own wording); a formula's
@@ -63,19 +58,6 @@ FINGERPRINT_CACHE = 50_000
 RETRY_SQLSTATES = {"23505", "40001", "40P01"}  # unique_violation, serialization_failure, deadlock_detected
 # At most this many new stories per INSERT (four parameters each, far below SQLite's 32,766).
 NEW_STORIES_PER_INSERT = 500
-# json.dumps(..., ensure_ascii=False) builds an encoder per call: a third of its cost here.
-_PARAGRAPHS_JSON = json.JSONEncoder(ensure_ascii=False).encode
-
-
-def story_uid(text_hash: str) -> str:
-    """The story id ingest gives the story created by the text with this hash: uuid5 in
-    STORY_NAMESPACE, built from the SHA-1 digest directly (uuid.UUID's checks cost four
-    times as much, once per new story)."""
-    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + text_hash.encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    h = digest.hex()
-    return f"urn:uuid:{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class IngestMixin:
@@ -91,10 +73,11 @@ class IngestMixin:
     _known: tuple[tuple[str, ...], dict[str, int]] | None
 
     def ingest(self, info: FileInfo, sha256: str, entries: Sequence[tuple[Item, Fingerprint]],
-               now: dt.datetime, stems: Mapping[str, str] | None = None) -> FileOutcome | None:
+               now: dt.datetime, rows: Mapping[str, TextRow] | None = None) -> FileOutcome | None:
         """Decide and write one file's items, and record the file, in one transaction (the
         group's, inside grouped(), which then retries the whole group on a conflict).
-        `stems`: search index texts made already, by text hash (the rest are made here).
+        `rows`: what the store writes for a text, made already (by the helper), by text
+        hash; the rest are made here.
 
         Returns None when this file version, with these bytes, was recorded meanwhile
         (by another instance): the record is the claim, checked under the write lock. A
@@ -111,7 +94,7 @@ class IngestMixin:
         """
         for attempt in range(1, INGEST_ATTEMPTS + 1):
             try:
-                return self._ingest_once(info, sha256, entries, now, stems or {})
+                return self._ingest_once(info, sha256, entries, now, rows or {})
             except self._faults as exc:
                 if self._group is not None and _retryable(exc):
                     raise  # the group's transaction is lost: grouped() runs it again
@@ -122,7 +105,7 @@ class IngestMixin:
         raise StorageError(f"{shown(info.path)}: still conflicting after {INGEST_ATTEMPTS} attempts")
 
     def _ingest_once(self, info: FileInfo, sha256: str, entries: Sequence[tuple[Item, Fingerprint]],
-                     now: dt.datetime, stems: Mapping[str, str]) -> FileOutcome | None:
+                     now: dt.datetime, rows: Mapping[str, TextRow]) -> FileOutcome | None:
         key: BulletinKey = (info.mtime_ns, info.path)
         sql = self._sql
         with self._write(retry=True) as conn, cursor(conn) as cur:
@@ -134,7 +117,7 @@ class IngestMixin:
             shortlist = self._candidate_ids(cur, fresh)
             candidates = self._candidates(cur, set().union(*shortlist.values()))
             decisions = decide(entries, known, candidates, key, shortlist)
-            outcome = self._apply(cur, entries, decisions, key, now, stems)
+            outcome = self._apply(cur, entries, decisions, key, now, rows)
             upsert_file(sql, cur, info, sha256, len(entries), None, now)
         return outcome
 
@@ -199,25 +182,26 @@ class IngestMixin:
 
     def _apply(self, cur: Any, entries: Sequence[tuple[Item, Fingerprint]],
                decisions: Sequence[Decision], key: BulletinKey, now: dt.datetime,
-               stems: Mapping[str, str]) -> FileOutcome:
+               made: Mapping[str, TextRow]) -> FileOutcome:
         # The file's new stories, versions and index keys are written with a few statements
         # each: the new stories first, in file order (so their ids follow the file), then
         # the versions and keys that refer to them.
         sql = self._sql
         stamps = _Ticks(cur, sql, now)
-        written = [(item, fp, decision, *stamps.next(decision.action))
+        written = [(item, fp, decision, made.get(fp.text_hash) or text_row(item, fp.text_hash),
+                    *stamps.next(decision.action))
                    for (item, fp), decision in zip(entries, decisions, strict=True) if decision.action != "repeat"]
-        born = [(decision.story, (story_uid(fp.text_hash), stamp, stamp, fp.text_hash))
-                for _, fp, decision, stamp, _ in written if decision.action == "new"]
+        born = [(decision.story, (row.uid, stamp, stamp, fp.text_hash))
+                for _, fp, decision, row, stamp, _ in written if decision.action == "new"]
         real = dict(zip([story for story, _ in born], _new_stories(sql, cur, [row for _, row in born]), strict=True))
         revised: set[int] = set()
         versions: list[tuple[Any, ...]] = []
         pkeys: list[tuple[int, int]] = []
         bkeys: list[tuple[int, int]] = []
-        for item, fp, decision, stamp, seq in written:
+        for item, fp, decision, row, stamp, seq in written:
             sid = real.get(decision.story, decision.story)
             versions.append((sid, fp.text_hash, item.kind, item.title, item.headline or item.title or "",
-                             _PARAGRAPHS_JSON(list(item.paragraphs)), sql.day(decision.published),
+                             row.paragraphs, sql.day(decision.published),
                              key[0], key[1], stamp, seq, decision.action == "revise"))
             pkeys += [(k, sid) for k in fp.paragraph_keys]
             bkeys += [(k, sid) for k in fp.band_keys + stored_date_keys(fp)]
@@ -231,8 +215,8 @@ class IngestMixin:
             if rows:
                 cur.executemany(statement, rows)
         # In this transaction: a search never sees half a file (monitor/storage/search.py).
-        index_versions(self.dialect, cur, entries, decisions, stems)
-        unchanged = len(entries) - len(written) + sum(decision.action == "older" for _, _, decision, _, _ in written)
+        index_versions(self.dialect, cur, [(row.stems, fp.text_hash) for _, fp, _, row, _, _ in written])
+        unchanged = len(entries) - len(written) + sum(decision.action == "older" for _, _, decision, *_ in written)
         return FileOutcome(new=len(real), revised=len(revised), unchanged=unchanged)
 
 

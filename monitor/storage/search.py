@@ -24,15 +24,13 @@ only the newest matching versions until it has its `limit` stories.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import Connection, text
 
-from monitor.decide import Decision
-from monitor.identity import Fingerprint
-from monitor.models import Item, SearchHit, SearchResults, Story
+from monitor.models import SearchHit, SearchResults, Story
 from monitor.query import Query, index_text, rank, to_fts5, to_tsquery
 from monitor.storage.schema import stories, story_from_row, story_query, versions
 from monitor.storage.sql import cursor
@@ -79,14 +77,10 @@ def compiled(dialect: str, query: Query) -> str:
 # -- writing ------------------------------------------------------------------------------
 
 
-def index_versions(dialect: str, cur: Any, entries: Sequence[tuple[Item, Fingerprint]],
-                   decisions: Sequence[Decision], stems: Mapping[str, str]) -> None:
-    """Index the versions ingest just inserted (every item not a repeat), in its transaction;
-    `stems` has the index texts made already (monitor/prepare.py), by text hash."""
-    rows = [_row(dialect, stems.get(fp.text_hash) or index_text(item.title, item.paragraphs), fp.text_hash)
-            for (item, fp), decision in zip(entries, decisions, strict=True) if decision.action != "repeat"]
-    if rows:
-        cur.executemany(_INSERT[dialect], rows)
+def index_versions(dialect: str, cur: Any, texts: Sequence[tuple[str, str]]) -> None:
+    """Index the versions ingest just inserted, (stems, text hash) each, in its transaction."""
+    if texts:
+        cur.executemany(_INSERT[dialect], [_row(dialect, stems, text_hash) for stems, text_hash in texts])
 
 
 def _row(dialect: str, stems: str, text_hash: str) -> tuple[str, ...]:

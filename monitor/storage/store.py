@@ -30,9 +30,10 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from monitor.errors import StorageError
 from monitor.models import FileInfo, ScanReport
+from monitor.rows import STORY_NAMESPACE
 from monitor.storage import sql as statements
 from monitor.storage.faults import first_line, mask, missing, sqlite_path, store_error
-from monitor.storage.ingest import INGEST_ATTEMPTS, STORY_NAMESPACE, IngestMixin, _retryable, upsert_file
+from monitor.storage.ingest import INGEST_ATTEMPTS, IngestMixin, _retryable, upsert_file
 from monitor.storage.ledger import configure_sqlite
 from monitor.storage.outbox import OutboxMixin
 from monitor.storage.schema import (
