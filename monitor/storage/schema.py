@@ -110,6 +110,7 @@ paragraph_keys = Table(
     metadata,
     Column("key", BigInteger, primary_key=True, autoincrement=False),
     Column("story_id", Integer, ForeignKey("stories.id", ondelete="CASCADE"), primary_key=True),
+    sqlite_with_rowid=False,  # the primary key is the table (migration 0008)
 )
 
 band_keys = Table(
@@ -117,6 +118,7 @@ band_keys = Table(
     metadata,
     Column("key", BigInteger, primary_key=True, autoincrement=False),
     Column("story_id", Integer, ForeignKey("stories.id", ondelete="CASCADE"), primary_key=True),
+    sqlite_with_rowid=False,  # the primary key is the table (migration 0008)
 )
 
 scans = Table(
