@@ -160,18 +160,19 @@ class IngestMixin:
         """For each item (by text hash), the MAX_CANDIDATES stories whose shared index keys
         weigh the most (ties to the lower id), from one query for the whole file."""
         sql = self._sql
-        wanted = [_item_keys(fp) for fp in fps]
-        pkeys = sorted({k for keys in wanted for src, k in keys if src == 0})
-        bkeys = sorted({k for keys in wanted for src, k in keys if src == 1})
+        pkeys = sorted({k for fp in fps for k in fp.paragraph_keys})
+        bkeys = sorted({k for fp in fps for keys in (fp.band_keys, fp.date_keys) for k in keys})
         if not pkeys and not bkeys:
             return {}
         limits = (KEY_ROWS, KEY_ROWS + 1)
         hits = {(src, key): sql.ids(held) for src, key, held in cur.execute(
-            sql.file_hits, (*limits, sql.array(pkeys), *limits, sql.array(bkeys))).fetchall() if held}
+            sql.file_hits, (*limits, sql.array(pkeys), *limits, sql.array(bkeys))).fetchall()}
+        if not hits:  # most files: their fresh items are new stories, sharing no key with any
+            return {}
         ids: dict[str, set[int]] = {}
-        for fp, keys in zip(fps, wanted, strict=True):
+        for fp in fps:
             weight: dict[int, float] = {}
-            for k in keys:
+            for k in _item_keys(fp):
                 holders = hits.get(k)
                 if holders is None:  # held by no story, or crowded
                     continue
