@@ -24,8 +24,9 @@ from sqlalchemy import text as sql
 from monitor import bulletin, hashset, identity, query
 from monitor.identity import Fingerprint, fingerprint
 from monitor.models import FileInfo, Item
+from monitor.rows import story_uid
 from monitor.storage import STORY_NAMESPACE, Storage
-from monitor.storage.ingest import NEW_STORIES_PER_INSERT, _Recent, story_uid
+from monitor.storage.ingest import NEW_STORIES_PER_INSERT, _Recent
 from monitor.storage.sql import _json_array, _sqlite_stamp
 
 # The characters the folds and splits treat specially, mixed into ordinary text.
