@@ -167,7 +167,7 @@ class IngestMixin:
         limits = (KEY_ROWS, KEY_ROWS + 1)
         hits = {(src, key): sql.ids(held) for src, key, held in cur.execute(
             sql.file_hits, (*limits, sql.array(pkeys), *limits, sql.array(bkeys))).fetchall()}
-        if not hits:  # most files: their fresh items are new stories, sharing no key with any
+        if not hits:  # no fresh item shares a key with a stored story
             return {}
         ids: dict[str, set[int]] = {}
         for fp in fps:
