@@ -2,8 +2,8 @@
 
 Reading, decoding and segmenting a file, normalising and hashing its items,
 fingerprinting them (shingles, band keys) and making the rows the store writes for
-them (monitor/rows.py: search stems, paragraphs as JSON, the story id) is about half
-of a pass and needs nothing from the store. On a pass with many files a helper
+them (monitor/rows.py: search stems, paragraphs as JSON, the story id) is over 40 %
+of a pass's work and needs nothing from the store. On a pass with many files a helper
 process (`monitor.prepare.main`, started by `Ahead`) does that work for the next
 files while the pass decides and writes the current one, so on two cores the two
 halves overlap instead of adding up.
