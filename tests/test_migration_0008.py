@@ -3,7 +3,11 @@ with every row kept; a store upgraded from 0007 decides the next files as a new 
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
 import sqlite3
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -87,19 +91,68 @@ def test_an_upgraded_store_goes_on_as_a_new_one(tmp_path: Path) -> None:
 
 
 def test_the_downgrade_gives_back_rowid_tables(tmp_path: Path) -> None:
+    db = _store(tmp_path / "new", 20, None)
+    before = _rows(db)
+    _downgrade(db, "0007")
+    assert _rows(db) == before
+    assert not any("WITHOUT ROWID" in sql for sql in _ddl(db).values())
+
+
+def test_an_upgrade_killed_midway_leaves_the_old_store_and_the_next_one_completes(tmp_path: Path) -> None:
+    """SIGKILL while 0008 copies the key rows, in the first table and in the second: the
+    store is still whole at 0007 (the migration is one transaction), and the next start
+    upgrades it with every row kept."""
+    from bench import bigstore
+
+    built = tmp_path / "built.db"
+    bigstore.build(built, 100_000)
+    _downgrade(built, "0007")
+    before = {t: _count(built, t) for t in TABLES}
+    # The copy writes the new tables' pages to the WAL: 100,000 stories' paragraph keys
+    # fill about 5 MB of it, their band keys about 25 MB more.
+    for wal_bytes in (2_000_000, 12_000_000):
+        db = tmp_path / f"killed-{wal_bytes}.db"
+        shutil.copyfile(built, db)
+        _kill_upgrade_at(db, wal_bytes)
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0007",)
+            assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+            assert not conn.execute("SELECT name FROM sqlite_master WHERE name LIKE '%_new'").fetchall()
+        assert {t: _count(db, t) for t in TABLES} == before
+        assert not any("WITHOUT ROWID" in sql for sql in _ddl(db).values())
+        Storage.open(f"sqlite:///{db}").close()
+        assert {t: _count(db, t) for t in TABLES} == before
+        assert all(sql.rstrip().endswith("WITHOUT ROWID") for sql in _ddl(db).values())
+
+
+def _kill_upgrade_at(db: Path, wal_bytes: int) -> None:
+    """Start the upgrade in a process of its own and SIGKILL it once the WAL holds `wal_bytes`."""
+    wal = db.with_name(db.name + "-wal")
+    code = f"from monitor.storage import Storage; Storage.open('sqlite:///{db}').close()"
+    proc = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + 60
+    while (not wal.exists() or wal.stat().st_size < wal_bytes) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert proc.poll() is None, f"the upgrade ended before its WAL held {wal_bytes} bytes"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def _count(db: Path, table: str) -> int:
+    with sqlite3.connect(db) as conn:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+
+
+def _downgrade(db: Path, revision: str) -> None:
     from alembic import command
     from alembic.config import Config
 
-    db = _store(tmp_path / "new", 20, None)
-    before = _rows(db)
     storage = Storage.open(f"sqlite:///{db}")
     try:
         config = Config()
         config.set_main_option("script_location", str(SCRIPTS))
         with storage.engine.begin() as conn:
             config.attributes["connection"] = conn
-            command.downgrade(config, "0007")
+            command.downgrade(config, revision)
     finally:
         storage.close()
-    assert _rows(db) == before
-    assert not any("WITHOUT ROWID" in sql for sql in _ddl(db).values())
