@@ -139,16 +139,14 @@ class IngestMixin:
             return []
         sql = self._sql
         rows = cur.execute(sql.current_texts, (sql.array(sorted(ids)),)).fetchall()
-        fps = {text_hash: fp for _, text_hash, *_ in rows
-               if (fp := RECENT.get(text_hash)) is not None and fp.item is not None}
-        missing = [text_hash for _, text_hash, *_ in rows if text_hash not in fps]
+        fps = [RECENT.get(row[1]) for row in rows]
+        missing = [row[1] for row, fp in zip(rows, fps, strict=True) if fp is None or fp.item is None]
         texts = dict(((h, (json.loads(paragraphs), title)) for h, title, paragraphs
                       in cur.execute(sql.version_texts, (sql.array(missing),)).fetchall()) if missing else ())
         found = []
-        for sid, text_hash, kind, published, mtime_ns, path in rows:
+        for (sid, text_hash, kind, published, mtime_ns, path), fp in zip(rows, fps, strict=True):
             day = dt.date.fromisoformat(published) if isinstance(published, str) else published
-            fp = fps.get(text_hash)
-            if fp is None:  # the text is parsed only when its fingerprint is not kept
+            if fp is None or fp.item is None:  # the text is parsed only when its fingerprint is not kept
                 paragraphs, title = texts[text_hash]
                 fp = RECENT.add(fingerprint(Item(kind=kind, paragraphs=tuple(paragraphs), title=title,
                                                  published=day), keys=False))
