@@ -67,7 +67,7 @@ _OPENING_DATE = re.compile(rf"\d{{1,2}}(?:\s*(?:and|и|-|–|—)\s*\d{{1,2}})?\
 LEAD_CHARS = 60
 # A brief has no title of its own: readers see its opening words, cut on a word boundary.
 TITLE_CHARS = 90
-_SPACE = re.compile(r"\s")
+_UP_TO_LAST_SPACE = re.compile(r".*\s", re.DOTALL)  # greedy: ends just after the last one
 # A brief's dateline ("On December 11, 2024, ", "20 декабря 2024 года ") says what the
 # date shown beside the title says already; the words after it make the better title.
 _DATELINE = re.compile(
@@ -249,7 +249,8 @@ def headline(item: Item) -> str:
 def brief_title(paragraph: str) -> str:
     """The opening words of a paragraph after its dateline, cut on a word boundary, as a title."""
     lead = _DATELINE.match(paragraph)
-    if lead and len(paragraph[lead.end():].split()) >= TITLE_MIN_WORDS:
+    # Enough words after the dateline, counted without splitting the whole paragraph.
+    if lead and len(paragraph[lead.end():].split(None, TITLE_MIN_WORDS)) >= TITLE_MIN_WORDS:
         rest = paragraph[lead.end():]
         paragraph = rest[:1].upper() + rest[1:]
     if len(paragraph) <= TITLE_CHARS:
@@ -257,6 +258,6 @@ def brief_title(paragraph: str) -> str:
     head = paragraph[: TITLE_CHARS + 1]
     # The last space of any kind (typeset text uses non-breaking ones) before the limit;
     # a single word longer than the limit is cut where it must be.
-    spaces = [m.start() for m in _SPACE.finditer(head)]
-    cut = _TITLE_TAIL.sub("", head[: spaces[-1]]) if spaces else ""
+    last = _UP_TO_LAST_SPACE.match(head)
+    cut = _TITLE_TAIL.sub("", head[: last.end() - 1]) if last else ""
     return (cut or paragraph[:TITLE_CHARS]) + "\u2026"

@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import json
 import pickle
+import re
 import string
 import unicodedata
 import uuid
@@ -63,6 +64,31 @@ def _clean_line_in_full(line: str) -> str:
 @given(st.one_of(TEXT, ASCII, st.text(max_size=40)))
 def test_clean_line_is_the_full_cleaning(line: str) -> None:
     assert bulletin.clean_line(line) == _clean_line_in_full(line)
+
+
+def _brief_title_in_full(paragraph: str) -> str:
+    """brief_title as first written: every word split, every space found."""
+    lead = bulletin._DATELINE.match(paragraph)
+    if lead and len(paragraph[lead.end():].split()) >= bulletin.TITLE_MIN_WORDS:
+        rest = paragraph[lead.end():]
+        paragraph = rest[:1].upper() + rest[1:]
+    if len(paragraph) <= bulletin.TITLE_CHARS:
+        return paragraph
+    head = paragraph[: bulletin.TITLE_CHARS + 1]
+    spaces = [m.start() for m in re.finditer(r"\s", head)]
+    cut = bulletin._TITLE_TAIL.sub("", head[: spaces[-1]]) if spaces else ""
+    return (cut or paragraph[: bulletin.TITLE_CHARS]) + "\u2026"
+
+
+DATELINES = st.sampled_from(["", "On 11 December 2024, ", "December 11, 2024, ", "20 декабря 2024 года ", "on 3 May "])
+SPACES = "\u00a0\u2009\u202f\u3000\x1c\x1f\x85 \t"
+WORDY = st.text(alphabet=st.sampled_from(string.ascii_letters + SPACES + "абвгд,;:-\u2013"), max_size=200)
+
+
+@given(DATELINES, st.one_of(TEXT, WORDY, st.text(max_size=120)))
+def test_brief_title_is_the_full_one(dateline: str, text: str) -> None:
+    paragraph = dateline + text
+    assert bulletin.brief_title(paragraph) == _brief_title_in_full(paragraph)
 
 
 @given(st.text(max_size=64))
