@@ -139,14 +139,15 @@ class IngestMixin:
             return []
         sql = self._sql
         rows = cur.execute(sql.current_texts, (sql.array(sorted(ids)),)).fetchall()
-        fps = [RECENT.get(row[1]) for row in rows]
-        missing = [row[1] for row, fp in zip(rows, fps, strict=True) if fp is None or fp.item is None]
+        # None where the cache lacks the text (or holds it without its item).
+        fps = [fp if (fp := RECENT.get(row[1])) is not None and fp.item is not None else None for row in rows]
+        missing = [row[1] for row, fp in zip(rows, fps, strict=True) if fp is None]
         texts = dict(((h, (json.loads(paragraphs), title)) for h, title, paragraphs
                       in cur.execute(sql.version_texts, (sql.array(missing),)).fetchall()) if missing else ())
         found = []
         for (sid, text_hash, kind, published, mtime_ns, path), fp in zip(rows, fps, strict=True):
             day = dt.date.fromisoformat(published) if isinstance(published, str) else published
-            if fp is None or fp.item is None:  # the text is parsed only when its fingerprint is not kept
+            if fp is None:  # the text is parsed only when its fingerprint is not kept
                 paragraphs, title = texts[text_hash]
                 fp = RECENT.add(fingerprint(Item(kind=kind, paragraphs=tuple(paragraphs), title=title,
                                                  published=day), keys=False))
@@ -158,19 +159,18 @@ class IngestMixin:
         """For each item (by text hash), the MAX_CANDIDATES stories whose shared index keys
         weigh the most (ties to the lower id), from one query for the whole file."""
         sql = self._sql
-        pkeys = sorted({k for fp in fps for k in fp.paragraph_keys})
-        bkeys = sorted({k for fp in fps for keys in (fp.band_keys, fp.date_keys) for k in keys})
+        wanted = [_item_keys(fp) for fp in fps]
+        pkeys = sorted({k for keys in wanted for src, k in keys if src == 0})
+        bkeys = sorted({k for keys in wanted for src, k in keys if src == 1})
         if not pkeys and not bkeys:
             return {}
         limits = (KEY_ROWS, KEY_ROWS + 1)
         hits = {(src, key): sql.ids(held) for src, key, held in cur.execute(
             sql.file_hits, (*limits, sql.array(pkeys), *limits, sql.array(bkeys))).fetchall()}
-        if not hits:  # no fresh item shares a key with a stored story
-            return {}
         ids: dict[str, set[int]] = {}
-        for fp in fps:
+        for fp, keys in zip(fps, wanted, strict=True):
             weight: dict[int, float] = {}
-            for k in _item_keys(fp):
+            for k in keys:
                 holders = hits.get(k)
                 if holders is None:  # held by no story, or crowded
                     continue
