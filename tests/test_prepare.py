@@ -7,12 +7,14 @@ garbage, a read fails there) the pass completes the same, with nothing on stderr
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -125,6 +127,25 @@ def test_the_pass_goes_on_without_a_helper_that_dies(tmp_path: Path, without_hel
     assert store == without_helper[1]
     ended = [r.getMessage() for r in caplog.records if r.name == "monitor.prepare"]
     assert len(ended) == 1 and "goes on without it" in ended[0], ended
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the pipe's size is set on Linux only")
+def test_the_helper_runs_its_window_ahead_without_waiting_for_the_pass(tmp_path: Path) -> None:
+    """The replies of a whole window fit in the pipe: the helper never waits for the pass
+    to read (at the pipe's default size it blocked after three of them)."""
+    folder = _folder(tmp_path, "window")
+    entries = dropfolder.list_entries(folder / "drop")
+    with prepare.Ahead(entries, 10**7) as ahead:
+        assert ahead._proc is not None and ahead._proc.stdout is not None
+        waiting, deadline = -1, time.monotonic() + 30
+        while time.monotonic() < deadline:  # until the helper stops writing: its window is done
+            time.sleep(0.5)
+            now = int.from_bytes(fcntl.ioctl(ahead._proc.stdout.fileno(), termios.FIONREAD, b"\0" * 4), "little")
+            if now == waiting:
+                break
+            waiting = now
+        assert waiting > 64 * 1024, f"{waiting} bytes of replies waiting: no more than a default pipe holds"
+        assert all(isinstance(ahead.take(entry), prepare.Prepared) for entry in entries)
 
 
 @pytest.mark.parametrize("command", [
