@@ -13,22 +13,25 @@ import hashlib
 import json
 import pickle
 import re
+import sqlite3
 import string
 import unicodedata
 import uuid
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import text as sql
 
-from monitor import bulletin, hashset, identity, query
+from bench import gen
+from monitor import bulletin, hashset, identity, prepare, query
 from monitor.identity import Fingerprint, fingerprint
 from monitor.models import FileInfo, Item
 from monitor.rows import story_uid
 from monitor.storage import STORY_NAMESPACE, Storage
 from monitor.storage.ingest import NEW_STORIES_PER_INSERT, _Recent
-from monitor.storage.sql import _json_array, _sqlite_stamp
+from monitor.storage.sql import SQL, _json_array, _sqlite_stamp
 
 # The characters the folds and splits treat specially, mixed into ordinary text.
 SPECIAL = "".join(chr(c) for c in identity._FOLD) + "\t\u202a\u2066\u00e9\u0451\u0401\u0410\u2028_-'\"\u00b2\u2460"
@@ -143,6 +146,55 @@ def test_many_new_stories_in_one_file_get_ids_in_file_order(storage: Storage) ->
         rows = conn.execute(sql("SELECT uid, current_hash FROM stories ORDER BY id")).fetchall()
     assert [h for _, h in rows] == [fp.text_hash for _, fp in entries]
     assert [uid for uid, _ in rows] == [story_uid(fp.text_hash) for _, fp in entries]
+
+
+def _sqlite_rows(db: Path) -> dict[str, list[tuple[object, ...]]]:
+    conn = sqlite3.connect(db)
+    try:
+        return {table: conn.execute(f"SELECT * FROM {table} ORDER BY {order}").fetchall() for table, order in (
+            ("stories", "id"), ("versions", "id"), ("search_text", "version_id"),
+            ("paragraph_keys", "key, story_id"), ("band_keys", "key, story_id"))}
+    finally:
+        conn.close()
+
+
+def test_the_ids_a_sqlite_pass_gives_are_the_ones_sqlite_picks(tmp_path: Path) -> None:
+    """On SQLite the pass gives new stories and versions their ids (the next free ones,
+    under the write lock) and indexes them for search by id: the same rows as when SQLite
+    picks the ids and the search rows find their versions by hash, also after a group that
+    rolled back (its ids free again) and with versions stamped by a clock that stands still."""
+    now = dt.datetime(2025, 1, 6, 9, 0, tzinfo=dt.UTC)
+    drop = tmp_path / "bulletins"
+    paths = sorted(gen.write(drop, 30, seed=5, start_mtime=1_700_000_000.0))
+    stores = [_store_of(paths, tmp_path / f"given-{given_ids}.db", given_ids, now) for given_ids in (True, False)]
+    given, picked = stores
+    assert len(given["stories"]) > len(paths) and any(row[-1] for row in given["versions"])  # revisions too
+    assert given == picked
+
+
+def _store_of(paths: list[Path], db: Path, given_ids: bool, now: dt.datetime) -> dict[str, list[tuple[object, ...]]]:
+    storage = Storage.open(f"sqlite:///{db}")
+    storage._sql = SQL.for_dialect("sqlite", given_ids=given_ids)
+
+    def broken() -> None:
+        _ingest_file(storage, paths[1], now)
+        raise RuntimeError("the pass died mid-group")
+
+    try:
+        _ingest_file(storage, paths[0], now)
+        with pytest.raises(RuntimeError):
+            storage.grouped(broken)
+        storage.grouped(lambda: [_ingest_file(storage, path, now) for path in paths[1:]])
+    finally:
+        storage.close()
+    return _sqlite_rows(db)
+
+
+def _ingest_file(storage: Storage, path: Path, now: dt.datetime) -> None:
+    prepared = prepare.digest(path.read_bytes())
+    entries = [(item, prepared.fingerprint(i)) for i, item in enumerate(prepared.items)]
+    info = FileInfo(path.name, path.stat().st_size, path.stat().st_mtime_ns)
+    storage.ingest(info, prepared.sha256, entries, now)
 
 
 @pytest.mark.parametrize("item", [

@@ -22,7 +22,7 @@ from monitor.hashset import size
 from monitor.identity import Fingerprint, fingerprint, stored_date_keys
 from monitor.models import FileInfo, FileOutcome, Item
 from monitor.rows import TextRow, text_row
-from monitor.storage.search import index_versions
+from monitor.storage.search import index_rows, index_versions
 from monitor.storage.sql import SQL, cursor
 
 log = logging.getLogger(__name__)
@@ -192,16 +192,25 @@ class IngestMixin:
                    for (item, fp), decision in zip(entries, decisions, strict=True) if decision.action != "repeat"]
         born = [(decision.story, (row.uid, stamp, stamp, fp.text_hash))
                 for _, fp, decision, row, stamp, _ in written if decision.action == "new"]
-        real = dict(zip([story for story, _ in born], _new_stories(sql, cur, [row for _, row in born]), strict=True))
+        first_story = first_version = None
+        if sql.given_ids:  # the next free ids, stable under the write lock (monitor.storage.sql)
+            top_story, top_version = cur.execute(sql.next_ids).fetchone()
+            first_story, first_version = (top_story or 0) + 1, (top_version or 0) + 1
+        real = dict(zip([story for story, _ in born], _new_stories(sql, cur, [row for _, row in born], first_story),
+                        strict=True))
         revised: set[int] = set()
         versions: list[tuple[Any, ...]] = []
+        searched: list[tuple[int, int, str]] = []
         pkeys: list[tuple[int, int]] = []
         bkeys: list[tuple[int, int]] = []
-        for item, fp, decision, row, stamp, seq in written:
+        for at, (item, fp, decision, row, stamp, seq) in enumerate(written):
             sid = real.get(decision.story, decision.story)
-            versions.append((sid, fp.text_hash, item.kind, item.title, item.headline or item.title or "",
+            given = () if first_version is None else (first_version + at,)
+            versions.append((*given, sid, fp.text_hash, item.kind, item.title, item.headline or item.title or "",
                              row.paragraphs, sql.day(decision.published),
                              key[0], key[1], stamp, seq, decision.action == "revise"))
+            if first_version is not None:
+                searched.append((first_version + at, sid, row.stems))
             pkeys += [(k, sid) for k in fp.paragraph_keys]
             bkeys += [(k, sid) for k in fp.band_keys + stored_date_keys(fp)]
             RECENT.add(fp)
@@ -214,15 +223,24 @@ class IngestMixin:
             if rows:
                 cur.executemany(statement, rows)
         # In this transaction: a search never sees half a file (monitor/storage/search.py).
-        index_versions(self.dialect, cur, [(row.stems, fp.text_hash) for _, fp, _, row, _, _ in written])
+        if first_version is not None:
+            index_rows(cur, searched)
+        else:
+            index_versions(self.dialect, cur, [(row.stems, fp.text_hash) for _, fp, _, row, _, _ in written])
         unchanged = len(entries) - len(written) + sum(decision.action == "older" for _, _, decision, *_ in written)
         return FileOutcome(new=len(real), revised=len(revised), unchanged=unchanged)
 
 
-def _new_stories(sql: SQL, cur: Any, rows: Sequence[tuple[Any, ...]]) -> list[int]:
+def _new_stories(sql: SQL, cur: Any, rows: Sequence[tuple[Any, ...]], first_id: int | None) -> list[int]:
     """Insert stories (uid, first_seen, updated, current_hash) in this order; their ids, in
-    the same order. One statement per NEW_STORIES_PER_INSERT rows instead of one per story;
-    RETURNING gives no order, so the ids are matched by uid."""
+    the same order. Where the pass gives the ids (`first_id`, the next free one), one
+    executemany. Else one INSERT ... RETURNING per NEW_STORIES_PER_INSERT rows instead of
+    one per story; RETURNING gives no order, so the ids are matched by uid."""
+    if first_id is not None:
+        given = range(first_id, first_id + len(rows))
+        if rows:
+            cur.executemany(sql.new_story, [(sid, *row) for sid, row in zip(given, rows, strict=True)])
+        return list(given)
     ids: dict[str, int] = {}
     for at in range(0, len(rows), NEW_STORIES_PER_INSERT):
         chunk = rows[at : at + NEW_STORIES_PER_INSERT]

@@ -83,6 +83,12 @@ def index_versions(dialect: str, cur: Any, texts: Sequence[tuple[str, str]]) -> 
         cur.executemany(_INSERT[dialect], [_row(dialect, stems, text_hash) for stems, text_hash in texts])
 
 
+def index_rows(cur: Any, rows: Sequence[tuple[int, int, str]]) -> None:
+    """SQLite: index versions whose ids are known, (version id, story id, stems) each."""
+    if rows:
+        cur.executemany(f"INSERT INTO {TEXT_TABLE} (version_id, story_id, stems) VALUES (?, ?, ?)", rows)
+
+
 def _row(dialect: str, stems: str, text_hash: str) -> tuple[str, ...]:
     return (stems, stems, text_hash) if dialect == "postgresql" else (stems, text_hash)
 
