@@ -50,7 +50,8 @@ AHEAD_MIN_FILES = 20
 # large enough for them (PIPE_BYTES): at Linux's default of 64 KB the helper blocked
 # after three replies (a reply is about 23 KB on bench/gen.py's bulletins), and the pass
 # waited 1.5 to 3 s of a 17 s pass for it. With 32 in a 1 MB pipe, paired runs over 10,000
-# files took 0.93 of the time.
+# files took 0.93 of the time on a busy hour (the helper's core taken away for a moment) and
+# the same time on a quiet one.
 WINDOW = 32
 # The most an unprivileged process may ask for (/proc/sys/fs/pipe-max-size's default);
 # kernel memory, not the pass's or the helper's.
