@@ -197,7 +197,7 @@ class Ahead:
 
 def _widen(pipe: IO[bytes] | None) -> None:
     """Make the replies' pipe hold PIPE_BYTES, where the system allows (Linux); else it stays as it is."""
-    setsize = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl is not None else None
+    setsize = getattr(fcntl, "F_SETPIPE_SZ", None)  # None without fcntl (Windows) and outside Linux
     if pipe is not None and setsize is not None:
         with contextlib.suppress(OSError):
             fcntl.fcntl(pipe.fileno(), setsize, PIPE_BYTES)
