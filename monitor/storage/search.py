@@ -41,6 +41,12 @@ STATE_TABLE = "search_state"  # SQLite: the highest version id in the FTS index
 PG_TABLE = "search_index"
 CANDIDATES = 500
 REINDEX_BATCH = 5000
+# SQLite: the new terms FTS5 gathers in memory before it writes them as a segment (its
+# default is 1 MB). catch_up() adds a pass's versions in one INSERT: with fewer, larger
+# segments it merges less (migration 0009). It bounds memory the pass holds for a moment,
+# within the RSS budget (bench/run.py's RSS figure).
+FTS_HASHSIZE = 4 << 20
+DEFAULT_HASHSIZE = 1 << 20
 
 _INSERT = {
     "sqlite": (f"INSERT INTO {TEXT_TABLE} (version_id, story_id, stems) "
@@ -131,6 +137,12 @@ def create_index(conn: Connection) -> None:
     conn.execute(text(f"CREATE TABLE {STATE_TABLE} (id INTEGER PRIMARY KEY CHECK (id = 1), "
                       "indexed_upto INTEGER NOT NULL)"))
     conn.execute(text(f"INSERT INTO {STATE_TABLE} (id, indexed_upto) VALUES (1, 0)"))
+
+
+def set_hashsize(conn: Connection, size: int) -> None:
+    """SQLite: `size` as the FTS5 index's hashsize, kept in its config table; nothing on PostgreSQL."""
+    if conn.dialect.name == "sqlite":
+        conn.execute(text(f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}, rank) VALUES ('hashsize', :size)"), {"size": size})
 
 
 def drop_index(conn: Connection) -> None:

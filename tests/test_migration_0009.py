@@ -1,0 +1,83 @@
+"""Migration 0009: on SQLite the FTS5 index gathers 4 MB of new terms before it writes a
+segment (FTS_HASHSIZE); searches find the same stories before and after, and after the
+downgrade, which gives back FTS5's default."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+from conftest import ROOT, write_config
+
+from monitor.config import load_settings
+from monitor.query import parse
+from monitor.scan import scan
+from monitor.storage import Storage
+from monitor.storage.migrate import SCRIPTS, current, head, upgrade
+from monitor.storage.search import DEFAULT_HASHSIZE, FTS_HASHSIZE
+
+sys.path.insert(0, str(ROOT))
+from bench import gen
+
+QUERIES = ("minister", "council OR water", '"the delegation"', "talks -water")
+
+
+def _hashsize(db: Path) -> int | None:
+    with sqlite3.connect(db) as conn:
+        row = conn.execute("SELECT v FROM search_fts_config WHERE k = 'hashsize'").fetchone()
+    return None if row is None else int(row[0])
+
+
+def _found(db: Path) -> list[list[str]]:
+    storage = Storage.open(f"sqlite:///{db}", upgrade=False)
+    try:
+        return [[hit.story.uid for hit in storage.search(parse(q)).hits] for q in QUERIES]
+    finally:
+        storage.close()
+
+
+def test_a_store_at_0008_gets_the_larger_hashsize_and_finds_the_same(tmp_path: Path) -> None:
+    settings = load_settings(write_config(tmp_path))
+    gen.write(tmp_path / "drop", 30, seed=5, start_mtime=time.time() - 3600)
+    storage = Storage.open(settings.state.database_url, upgrade=False)
+    try:
+        upgrade(storage.engine, "0008")
+        scan(settings, storage)
+    finally:
+        storage.close()
+    db = tmp_path / "monitor.db"
+    assert _hashsize(db) is None  # FTS5's default
+    before = _found(db)
+    assert any(before)
+    Storage.open(f"sqlite:///{db}").close()  # upgrades
+    assert _hashsize(db) == FTS_HASHSIZE
+    assert _found(db) == before
+    _downgrade(db, "0008")
+    assert _hashsize(db) == DEFAULT_HASHSIZE
+    assert _found(db) == before
+
+
+def test_a_new_store_has_the_larger_hashsize(tmp_path: Path) -> None:
+    storage = Storage.open(f"sqlite:///{tmp_path / 'new.db'}")
+    try:
+        assert current(storage.engine) == head()
+    finally:
+        storage.close()
+    assert _hashsize(tmp_path / "new.db") == FTS_HASHSIZE
+
+
+def _downgrade(db: Path, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    storage = Storage.open(f"sqlite:///{db}")
+    try:
+        config = Config()
+        config.set_main_option("script_location", str(SCRIPTS))
+        with storage.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, revision)
+    finally:
+        storage.close()
