@@ -30,7 +30,7 @@ from monitor.identity import Fingerprint, fingerprint
 from monitor.models import FileInfo, Item
 from monitor.rows import story_uid
 from monitor.storage import STORY_NAMESPACE, Storage
-from monitor.storage.ingest import NEW_STORIES_PER_INSERT, _Recent
+from monitor.storage.ingest import NEW_STORIES_PER_INSERT, VersionFacts, _Recent
 from monitor.storage.sql import SQL, _json_array, _sqlite_stamp
 
 # The characters the folds and splits treat specially, mixed into ordinary text.
@@ -188,6 +188,47 @@ def _store_of(paths: list[Path], db: Path, given_ids: bool, now: dt.datetime) ->
     finally:
         storage.close()
     return _sqlite_rows(db)
+
+
+def test_the_version_facts_a_store_keeps_are_its_rows_after_a_rolled_back_group(tmp_path: Path) -> None:
+    """What a Storage keeps of its versions (kind, date, key) for the candidates is what
+    the store's rows say, though a group that rolled back had stored some of the same texts
+    from a later file (so with another key) and read them back for its candidates."""
+    now = dt.datetime(2025, 1, 6, 9, 0, tzinfo=dt.UTC)
+    paths = sorted(gen.write(tmp_path / "bulletins", 30, seed=5, start_mtime=1_700_000_000.0))
+    storage = Storage.open(f"sqlite:///{tmp_path / 'store.db'}")
+
+    def broken() -> None:
+        for path in paths[2:8]:  # texts that paths[1] carries first, keyed by a later file
+            _ingest_file(storage, path, now)
+        raise RuntimeError("the pass died mid-group")
+
+    try:
+        _ingest_file(storage, paths[0], now)
+        with pytest.raises(RuntimeError):
+            storage.grouped(broken)
+        assert len(storage._facts) == len(_sqlite_rows(tmp_path / "store.db")["versions"])
+        storage.grouped(lambda: [_ingest_file(storage, path, now) for path in paths[1:]])
+        with sqlite3.connect(tmp_path / "store.db") as conn:
+            rows = {h: (kind, dt.date.fromisoformat(day) if day else None, mtime_ns, path)
+                    for h, kind, day, mtime_ns, path in conn.execute(
+                        "SELECT text_hash, kind, published, key_mtime_ns, key_path FROM versions")}
+    finally:
+        storage.close()
+    kept = {h: storage._facts.get(h) for h in rows}
+    assert len(storage._facts) == len(rows) and kept == rows
+
+
+def test_version_facts_keep_the_newest_within_their_bound() -> None:
+    facts = VersionFacts(limit=4)
+    for i in range(5):
+        facts.learn(f"h{i}", ("brief", None, i, f"f{i}"))
+    assert facts.get("h0") is not None  # pending: the transaction that learned it sees it
+    facts.settle(True)
+    assert len(facts) == 2 and [facts.get(f"h{i}") is not None for i in range(5)] == [False] * 3 + [True] * 2
+    facts.learn("h9", ("brief", None, 9, "f9"))
+    facts.settle(False)
+    assert facts.get("h9") is None
 
 
 def _ingest_file(storage: Storage, path: Path, now: dt.datetime) -> None:

@@ -20,7 +20,7 @@ from monitor.dropfolder import shown
 from monitor.errors import StorageError
 from monitor.hashset import size
 from monitor.identity import Fingerprint, fingerprint, stored_date_keys
-from monitor.models import FileInfo, FileOutcome, Item
+from monitor.models import FileInfo, FileOutcome, Item, Kind
 from monitor.rows import TextRow, text_row
 from monitor.storage.search import index_rows, index_versions
 from monitor.storage.sql import SQL, cursor
@@ -55,6 +55,10 @@ INGEST_ATTEMPTS = 5
 # (monitor/prepare.py) within the 150 MB budget. The candidates are mostly recent
 # stories: on 10,000 bench/gen.py bulletins 4,883 of 195,867 lookups miss (6,473 at 30,000).
 FINGERPRINT_CACHE = 50_000
+# Versions whose facts (VersionFacts) a Storage keeps: about 360 bytes each (tracemalloc,
+# with a path string of their own), so about 3.6 MB. On 10,000 bench/gen.py bulletins 565
+# of 195,867 candidates' versions were not kept.
+VERSION_FACTS = 10_000
 RETRY_SQLSTATES = {"23505", "40001", "40P01"}  # unique_violation, serialization_failure, deadlock_detected
 # At most this many new stories per INSERT (four parameters each, far below SQLite's 32,766).
 NEW_STORIES_PER_INSERT = 500
@@ -71,6 +75,7 @@ class IngestMixin:
     dialect: str
     _group: Any
     _known: tuple[tuple[str, ...], dict[str, int]] | None
+    _facts: VersionFacts
 
     def ingest(self, info: FileInfo, sha256: str, entries: Sequence[tuple[Item, Fingerprint]],
                now: dt.datetime, rows: Mapping[str, TextRow] | None = None) -> FileOutcome | None:
@@ -132,21 +137,28 @@ class IngestMixin:
         return dict(cur.execute(sql.known, (sql.array(hashes),)).fetchall()) if hashes else {}
 
     def _candidates(self, cur: Any, ids: set[int]) -> list[Candidate]:
-        """The stories `ids` as candidates, by their current versions. A text's fingerprint
-        comes from RECENT; the texts it lacks are read (a second query, so that the texts
-        of the cached ones, most of them, are not) and fingerprinted."""
+        """The stories `ids` as candidates, by their current versions: each story's current
+        text hash, then what the caches lack of those texts (VersionFacts, RECENT) read and,
+        for the fingerprint, computed."""
         if not ids:
             return []
-        sql = self._sql
-        rows = cur.execute(sql.current_texts, (sql.array(sorted(ids)),)).fetchall()
+        sql, facts = self._sql, self._facts
+        currents = cur.execute(sql.current_hashes, (sql.array(sorted(ids)),)).fetchall()
+        lacking = [h for _, h in currents if facts.get(h) is None]
+        if lacking:
+            for h, kind, published, mtime_ns, path in cur.execute(sql.version_facts, (sql.array(lacking),)):
+                day = dt.date.fromisoformat(published) if isinstance(published, str) else published
+                facts.learn(h, (kind, day, mtime_ns, path))
+        rows = [(sid, h, facts.get(h)) for sid, h in currents]
         # None where the cache lacks the text (or holds it without its item).
-        fps = [fp if (fp := RECENT.get(row[1])) is not None and fp.item is not None else None for row in rows]
-        missing = [row[1] for row, fp in zip(rows, fps, strict=True) if fp is None]
+        fps = [fp if (fp := RECENT.get(h)) is not None and fp.item is not None else None for _, h, _ in rows]
+        missing = [h for (_, h, _), fp in zip(rows, fps, strict=True) if fp is None]
         texts = dict(((h, (json.loads(paragraphs), title)) for h, title, paragraphs
                       in cur.execute(sql.version_texts, (sql.array(missing),)).fetchall()) if missing else ())
         found = []
-        for (sid, text_hash, kind, published, mtime_ns, path), fp in zip(rows, fps, strict=True):
-            day = dt.date.fromisoformat(published) if isinstance(published, str) else published
+        for (sid, text_hash, fact), fp in zip(rows, fps, strict=True):
+            assert fact is not None
+            kind, day, mtime_ns, path = fact
             if fp is None:  # the text is parsed only when its fingerprint is not kept
                 paragraphs, title = texts[text_hash]
                 fp = RECENT.add(fingerprint(Item(kind=kind, paragraphs=tuple(paragraphs), title=title,
@@ -165,18 +177,24 @@ class IngestMixin:
         if not pkeys and not bkeys:
             return {}
         limits = (KEY_ROWS, KEY_ROWS + 1)
-        hits = {(src, key): sql.ids(held) for src, key, held in cur.execute(
-            sql.file_hits, (*limits, sql.array(pkeys), *limits, sql.array(bkeys))).fetchall()}
+        hits = {}  # (src, key): (its stories, the weight each gets from it)
+        for src, key, held in cur.execute(sql.file_hits, (*limits, sql.array(pkeys), *limits,
+                                                            sql.array(bkeys))).fetchall():
+            holders = sql.ids(held)
+            hits[src, key] = (holders, 1.0 / len(holders))
         ids: dict[str, set[int]] = {}
         for fp, keys in zip(fps, wanted, strict=True):
             weight: dict[int, float] = {}
             for k in keys:
-                holders = hits.get(k)
-                if holders is None:  # held by no story, or crowded
+                found = hits.get(k)
+                if found is None:  # held by no story, or crowded
                     continue
+                holders, share = found
                 for sid in holders:
-                    weight[sid] = weight.get(sid, 0.0) + 1.0 / len(holders)
-            ids[fp.text_hash] = set(sorted(weight, key=lambda sid: (-weight[sid], sid))[:MAX_CANDIDATES])
+                    weight[sid] = weight.get(sid, 0.0) + share
+            # Most items have fewer candidates than the bound: no ranking needed.
+            ids[fp.text_hash] = (set(weight) if len(weight) <= MAX_CANDIDATES else
+                                 set(sorted(weight, key=lambda sid: (-weight[sid], sid))[:MAX_CANDIDATES]))
         return ids
 
     def _apply(self, cur: Any, entries: Sequence[tuple[Item, Fingerprint]],
@@ -214,6 +232,7 @@ class IngestMixin:
             pkeys += [(k, sid) for k in fp.paragraph_keys]
             bkeys += [(k, sid) for k in fp.band_keys + stored_date_keys(fp)]
             RECENT.add(fp)
+            self._facts.learn(fp.text_hash, (item.kind, decision.published, key[0], key[1]))
             if decision.action == "revise":
                 cur.execute(sql.make_current, (fp.text_hash, stamp, sid))
                 if decision.story not in real:
@@ -324,6 +343,42 @@ class _Recent:
 
 
 RECENT = _Recent(FINGERPRINT_CACHE)
+
+# (kind, published, key mtime_ns, key path) of a stored version.
+Facts = tuple[Kind, dt.date | None, int, str]
+
+
+class VersionFacts:
+    """What a stored version says besides its text and story, by text hash, for one store:
+    a version row is never changed, so a candidate whose current text is known here costs
+    a read of its stories row, not a join into versions too (that join was 5 % of a pass
+    over 10,000 bench/gen.py bulletins, in py-spy's samples). What a transaction learns (read or
+    written) is kept only once it commits (settle()): after a rollback the same text may
+    come back from another file, with that file's key. Kept up to `limit` texts, the
+    oldest learned dropped first, half at a time: candidates are mostly recent stories."""
+
+    def __init__(self, limit: int = VERSION_FACTS) -> None:
+        self.limit = limit
+        self._kept: dict[str, Facts] = {}
+        self._pending: dict[str, Facts] = {}
+
+    def get(self, text_hash: str) -> Facts | None:
+        found = self._pending.get(text_hash)
+        return self._kept.get(text_hash) if found is None else found
+
+    def learn(self, text_hash: str, facts: Facts) -> None:
+        self._pending[text_hash] = facts
+
+    def settle(self, committed: bool) -> None:
+        """The transaction that learned what is pending ended: committed, or rolled back."""
+        if committed:
+            self._kept.update(self._pending)
+            if len(self._kept) > self.limit:
+                self._kept = dict(list(self._kept.items())[len(self._kept) - self.limit // 2:])
+        self._pending.clear()
+
+    def __len__(self) -> int:
+        return len(self._kept)
 
 
 def _item_keys(fp: Fingerprint) -> set[tuple[int, int]]:

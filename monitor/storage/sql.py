@@ -38,7 +38,8 @@ class SQL(NamedTuple):
     content: str
     known: str
     file_hits: str
-    current_texts: str
+    current_hashes: str
+    version_facts: str
     version_texts: str
     new_version: str  # with the version's id first where ids are given (given_ids)
     new_story: str  # one story (id, uid, first_seen, updated, current_hash), where ids are given
@@ -118,11 +119,12 @@ def _build(in_list: Callable[[str, str], str], placeholder: str, each_key: str, 
         "content": "SELECT item_count FROM files WHERE sha256 = ? AND status = 'read' LIMIT 1",
         "known": f"SELECT text_hash, story_id FROM versions WHERE {in_list('text_hash', 'text')}",
         "file_hits": hits,
-        # The current version of each story, without its text (what the fingerprint cache lacks
-        # is read by version_texts): most candidates are recent stories whose text is cached.
-        "current_texts": ("SELECT s.id, v.text_hash, v.kind, v.published, v.key_mtime_ns, v.key_path "
-                          "FROM stories AS s JOIN versions AS v ON v.text_hash = s.current_hash "
-                          f"WHERE {in_list('s.id', 'bigint')}"),
+        # Each story's current text; what its version says besides the text is read by
+        # version_facts for the texts the store's cache (ingest.VersionFacts) lacks, and the
+        # text itself by version_texts for those the fingerprint cache lacks.
+        "current_hashes": f"SELECT id, current_hash FROM stories WHERE {in_list('id', 'bigint')}",
+        "version_facts": ("SELECT text_hash, kind, published, key_mtime_ns, key_path FROM versions "
+                          f"WHERE {in_list('text_hash', 'text')}"),
         "version_texts": f"SELECT text_hash, title, paragraphs FROM versions WHERE {in_list('text_hash', 'text')}",
         # SQLite gives a new row the table's highest id plus one, which under the write lock
         # the pass reads and gives itself: it then knows every new row's id before writing

@@ -33,7 +33,7 @@ from monitor.models import FileInfo, ScanReport
 from monitor.rows import STORY_NAMESPACE
 from monitor.storage import sql as statements
 from monitor.storage.faults import first_line, mask, missing, sqlite_path, store_error
-from monitor.storage.ingest import INGEST_ATTEMPTS, IngestMixin, _retryable, upsert_file
+from monitor.storage.ingest import INGEST_ATTEMPTS, IngestMixin, VersionFacts, _retryable, upsert_file
 from monitor.storage.ledger import configure_sqlite
 from monitor.storage.outbox import OutboxMixin
 from monitor.storage.schema import (
@@ -77,6 +77,7 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
         # The last known_content() answer in a group: (text hashes, story id by stored hash),
         # which ingest() of the same file takes instead of asking again under the same lock.
         self._known: tuple[tuple[str, ...], dict[str, int]] | None = None
+        self._facts = VersionFacts()
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True, create: bool = True) -> Storage:
@@ -191,6 +192,7 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
         if self._group is not None:
             yield self._group
             return
+        committed = False
         try:
             with self.engine.connect() as conn:
                 conn.execution_options(monitor_write=True)
@@ -198,10 +200,13 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
                     if self.dialect == "postgresql":
                         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": INGEST_LOCK})
                     yield conn
+                committed = True
         except self._faults as exc:
             if retry and _retryable(exc):
                 raise  # the caller decides again
             raise store_error(exc, self.url) from None
+        finally:
+            self._facts.settle(committed)
 
     def _short(self, exc: BaseException) -> str:
         return mask(first_line(getattr(exc, "orig", None) or exc), self.url)
