@@ -225,6 +225,25 @@ def storage(store_url: str) -> Iterator[Storage]:
     store.close()
 
 
+def downgrade(db: Path, revision: str) -> None:
+    """Take the SQLite store at `db` down to `revision` with Alembic's own command."""
+    from alembic import command
+    from alembic.config import Config
+
+    from monitor.storage import Storage
+    from monitor.storage.migrate import SCRIPTS
+
+    storage = Storage.open(f"sqlite:///{db}")
+    try:
+        config = Config()
+        config.set_main_option("script_location", str(SCRIPTS))
+        with storage.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, revision)
+    finally:
+        storage.close()
+
+
 def schema_diffs(url: str) -> list[Any]:
     """What a store migrated to head differs in from `monitor.storage.schema.metadata`.
     The search index (migration 0006) is left out: search.create_index makes it outside the

@@ -12,12 +12,12 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ROOT, write_config
+from conftest import ROOT, downgrade, write_config
 
 from monitor.config import load_settings
 from monitor.scan import scan
 from monitor.storage import Storage
-from monitor.storage.migrate import SCRIPTS, current, head, upgrade
+from monitor.storage.migrate import current, head, upgrade
 
 sys.path.insert(0, str(ROOT))
 from bench import gen
@@ -93,7 +93,7 @@ def test_an_upgraded_store_goes_on_as_a_new_one(tmp_path: Path) -> None:
 def test_the_downgrade_gives_back_rowid_tables(tmp_path: Path) -> None:
     db = _store(tmp_path / "new", 20, None)
     before = _rows(db)
-    _downgrade(db, "0007")
+    downgrade(db, "0007")
     assert _rows(db) == before
     assert not any("WITHOUT ROWID" in sql for sql in _ddl(db).values())
 
@@ -106,7 +106,7 @@ def test_an_upgrade_killed_midway_leaves_the_old_store_and_the_next_one_complete
 
     built = tmp_path / "built.db"
     bigstore.build(built, 100_000)
-    _downgrade(built, "0007")
+    downgrade(built, "0007")
     before = {t: _count(built, t) for t in TABLES}
     # The copy writes the new tables' pages to the WAL: 100,000 stories' paragraph keys
     # fill about 5 MB of it, their band keys about 25 MB more.
@@ -141,18 +141,3 @@ def _kill_upgrade_at(db: Path, wal_bytes: int) -> None:
 def _count(db: Path, table: str) -> int:
     with sqlite3.connect(db) as conn:
         return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
-
-
-def _downgrade(db: Path, revision: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    storage = Storage.open(f"sqlite:///{db}")
-    try:
-        config = Config()
-        config.set_main_option("script_location", str(SCRIPTS))
-        with storage.engine.begin() as conn:
-            config.attributes["connection"] = conn
-            command.downgrade(config, revision)
-    finally:
-        storage.close()

@@ -9,13 +9,13 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import ROOT, write_config
+from conftest import ROOT, downgrade, write_config
 
 from monitor.config import load_settings
 from monitor.query import parse
 from monitor.scan import scan
 from monitor.storage import Storage
-from monitor.storage.migrate import SCRIPTS, current, head, upgrade
+from monitor.storage.migrate import current, head, upgrade
 from monitor.storage.search import DEFAULT_HASHSIZE, FTS_HASHSIZE
 
 sys.path.insert(0, str(ROOT))
@@ -54,7 +54,7 @@ def test_a_store_at_0008_gets_the_larger_hashsize_and_finds_the_same(tmp_path: P
     Storage.open(f"sqlite:///{db}").close()  # upgrades
     assert _hashsize(db) == FTS_HASHSIZE
     assert _found(db) == before
-    _downgrade(db, "0008")
+    downgrade(db, "0008")
     assert _hashsize(db) == DEFAULT_HASHSIZE
     assert _found(db) == before
 
@@ -66,18 +66,3 @@ def test_a_new_store_has_the_larger_hashsize(tmp_path: Path) -> None:
     finally:
         storage.close()
     assert _hashsize(tmp_path / "new.db") == FTS_HASHSIZE
-
-
-def _downgrade(db: Path, revision: str) -> None:
-    from alembic import command
-    from alembic.config import Config
-
-    storage = Storage.open(f"sqlite:///{db}")
-    try:
-        config = Config()
-        config.set_main_option("script_location", str(SCRIPTS))
-        with storage.engine.begin() as conn:
-            config.attributes["connection"] = conn
-            command.downgrade(config, revision)
-    finally:
-        storage.close()
