@@ -206,6 +206,7 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
                 raise  # the caller decides again
             raise store_error(exc, self.url) from None
         finally:
+            # What ingest learned of versions in this transaction holds only once it committed.
             self._facts.settle(committed)
 
     def _short(self, exc: BaseException) -> str:
