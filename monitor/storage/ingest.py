@@ -143,13 +143,13 @@ class IngestMixin:
         if not ids:
             return []
         sql, facts = self._sql, self._facts
-        currents = cur.execute(sql.current_hashes, (sql.array(sorted(ids)),)).fetchall()
-        lacking = [h for _, h in currents if facts.get(h) is None]
-        if lacking:
+        rows = [(sid, h, facts.get(h)) for sid, h in cur.execute(sql.current_hashes, (sql.array(sorted(ids)),))]
+        lacking = [h for _, h, fact in rows if fact is None]
+        if lacking:  # rare: the rest are looked up once
             for h, kind, published, mtime_ns, path in cur.execute(sql.version_facts, (sql.array(lacking),)):
                 day = dt.date.fromisoformat(published) if isinstance(published, str) else published
                 facts.learn(h, (kind, day, mtime_ns, path))
-        rows = [(sid, h, facts.get(h)) for sid, h in currents]
+            rows = [(sid, h, facts.get(h) if fact is None else fact) for sid, h, fact in rows]
         # None where the cache lacks the text (or holds it without its item).
         fps = [fp if (fp := RECENT.get(h)) is not None and fp.item is not None else None for _, h, _ in rows]
         missing = [h for (_, h, _), fp in zip(rows, fps, strict=True) if fp is None]
