@@ -108,8 +108,8 @@ def _build(in_list: Callable[[str, str], str], placeholder: str, each_key: str, 
     # Only the keys held (by few enough): most of a file's keys are its new stories' own,
     # held by none, and a row each for them cost more than the lookups. EXISTS first: for
     # the 94 % of keys held by none (10,000 bench/gen.py bulletins) one step into the index
-    # is all, where the counting subquery's set-up cost more than its step; the query then
-    # took 0.38 of its time.
+    # is all, where the counting subquery's set-up cost more than its step: 0.45 s instead
+    # of 0.57 s over the pass, both timed on pages already cached.
     hits = " UNION ALL ".join(
         f"SELECT * FROM (SELECT {src} AS src, k.value AS key, (SELECT CASE WHEN count(*) <= ? THEN {id_list} END "
         f"FROM (SELECT story_id FROM {table} WHERE key = k.value LIMIT ?) AS held) AS held FROM {each_key} "
