@@ -339,9 +339,11 @@ def known_fingerprint(text_hash: str) -> Fingerprint:
     return Fingerprint(text_hash, (), (), EMPTY, EMPTY)
 
 
-def fingerprint(item: Item, normalized: list[str] | None = None, *, keys: bool = True) -> Fingerprint:
+def fingerprint(item: Item, normalized: list[str] | None = None, *, keys: bool = True,
+                hashed: str | None = None) -> Fingerprint:
     """What identity needs of an item; without `keys`, no index keys (a stored candidate
-    is verified, never looked up, and its band keys are a good part of the cost)."""
+    is verified, never looked up, and its band keys are a good part of the cost).
+    `hashed`: text_hash(item, normalized), where the caller has it already."""
     if normalized is None:
         normalized = normalized_paragraphs(item)
     all_words = tokens(_normalize_again("\n".join(normalized)))
@@ -355,7 +357,7 @@ def fingerprint(item: Item, normalized: list[str] | None = None, *, keys: bool =
     else:
         lead = _shingle_hashes(tokens(_normalize_again(normalized[0]))) if normalized else EMPTY
     return Fingerprint(
-        text_hash=_repeat_key(item, normalized),
+        text_hash=_repeat_key(item, normalized) if hashed is None else hashed,
         paragraph_keys=pkeys,
         band_keys=_band_keys(all_shingles) if keys else (),
         shingles=all_shingles,

@@ -85,7 +85,7 @@ class Prepared:
         if found is None:
             item = self.items[index]
             form = self.forms[index] if self.forms is not None else normalized_paragraphs(item)
-            found = self.fingerprints[self.hashes[index]] = fingerprint(item, form)
+            found = self.fingerprints[self.hashes[index]] = fingerprint(item, form, hashed=self.hashes[index])
         return found
 
 
@@ -101,7 +101,7 @@ def digest(data: bytes, seen: set[str] | None = None) -> Prepared:
     if seen is not None:
         for item, form, h in zip(items, forms, hashes, strict=True):
             if h not in seen and h not in prepared.fingerprints:
-                prepared.fingerprints[h] = fingerprint(item, form)
+                prepared.fingerprints[h] = fingerprint(item, form, hashed=h)
                 prepared.rows[h] = text_row(item, h)
         if len(seen) > SEEN_LIMIT:
             seen.clear()
