@@ -10,10 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import DATA, seed
-from hypothesis import given
-from hypothesis import strategies as st
 
-from monitor import bulletin
 from monitor.bulletin import TITLE_CHARS, brief_title, decode, find_date, parse, split_paragraphs
 from monitor.models import Bulletin, Item, Rejected
 
@@ -249,27 +246,3 @@ def test_a_bare_date_line_is_no_item(data: bytes, items: int) -> None:
         assert isinstance(parsed, Bulletin) and len(parsed.items) == items
         assert all(item.paragraphs for item in parsed.items)
 
-
-# Every ASCII character, the controls most of all: the fast paths for ASCII text must find
-# exactly what the general ones find, whatever mix of line ends and controls a file has.
-_ASCII_TEXT = st.lists(st.sampled_from([chr(c) for c in range(128)] + ["word", " ", "\n", "\r\n"]),
-                       max_size=200).map("".join)
-
-
-@given(_ASCII_TEXT)
-def test_ascii_paragraphs_are_the_general_rule(text: str) -> None:
-    assert split_paragraphs(text) == bulletin._any_paragraphs(text)
-
-
-@given(_ASCII_TEXT)
-def test_ascii_noise_count_is_the_general_rule(text: str) -> None:
-    assert bulletin._noise(text) == len(bulletin._NOISE.findall(text))
-
-
-def test_ascii_fast_paths_meet_every_control() -> None:
-    # Each ASCII control inside a line of printable text: the paragraphs and the count
-    # the general rules give, one character at a time (the property above may miss one).
-    for c in range(128):
-        text = f"First line\nbefore{chr(c)}after  \n\n last {chr(c)}\n"
-        assert split_paragraphs(text) == bulletin._any_paragraphs(text), repr(chr(c))
-        assert bulletin._noise(text) == len(bulletin._NOISE.findall(text)), repr(chr(c))

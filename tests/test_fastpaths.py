@@ -59,6 +59,45 @@ def test_search_tokens_are_the_regex_words(text: str) -> None:
     assert query._tokens(text) == query.WORD.findall(text)
 
 
+# Every ASCII character, the controls most of all, with words, double spaces and line ends:
+# the fast paths for ASCII text must find exactly what the general ones find.
+_ASCII_TEXT = st.lists(st.sampled_from([chr(c) for c in range(128)] + ["word", " ", "\n", "\r\n"]),
+                       max_size=200).map("".join)
+
+
+@given(_ASCII_TEXT)
+def test_ascii_paragraphs_are_the_general_rule(text: str) -> None:
+    assert bulletin.split_paragraphs(text) == bulletin._any_paragraphs(text)
+
+
+@given(_ASCII_TEXT)
+def test_ascii_noise_count_is_the_general_rule(text: str) -> None:
+    assert bulletin._noise(text) == len(bulletin._NOISE.findall(text))
+
+
+def test_ascii_fast_paths_meet_every_control() -> None:
+    # Each ASCII control inside a line of printable text: the paragraphs and the count
+    # the general rules give, one character at a time (the property above may miss one).
+    for c in range(128):
+        text = f"First line\nbefore{chr(c)}after  \n\n last {chr(c)}\n"
+        assert bulletin.split_paragraphs(text) == bulletin._any_paragraphs(text), repr(chr(c))
+        assert bulletin._noise(text) == len(bulletin._NOISE.findall(text)), repr(chr(c))
+
+
+# Printable ASCII, where normalize() takes its shortcut: spaces at either end and in runs.
+PRINTABLE = st.lists(st.sampled_from([" ", "  ", "Word", "a", "Z", "9", ".", "-", "'"]), max_size=12).map("".join)
+
+
+@given(st.one_of(PRINTABLE, TEXT, ASCII, _ASCII_TEXT))
+def test_normalize_is_the_general_rule(text: str) -> None:
+    assert identity.normalize(text) == identity._normalize_any(text)
+
+
+@pytest.mark.parametrize("text", [" Lead", "tail ", "  both  ", "a  b", "A B C", "", " ", "x\ty"])
+def test_normalize_examples(text: str) -> None:
+    assert identity.normalize(text) == identity._normalize_any(text)
+
+
 def _clean_line_in_full(line: str) -> str:
     line = bulletin._BIDI.sub("", bulletin._CONTROL.sub("", line.replace("\t", " ")))
     return unicodedata.normalize("NFC", line).strip()
