@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
 from monitor import __version__
@@ -15,7 +16,9 @@ from monitor.config import Settings, config_path, load_settings
 from monitor.errors import ConfigError, MonitorError, StorageError
 
 if TYPE_CHECKING:
+    from monitor.dropfolder import Entry
     from monitor.models import ScanReport
+    from monitor.prepare import Ahead
     from monitor.storage import Storage
 
 EXIT_OK = 0
@@ -158,20 +161,27 @@ def _storage(settings: Settings, *, create: bool = False) -> Storage:
 
 
 def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
-    baseline = getattr(args, "baseline", False)
-    report = None if baseline else _idle_scan(settings)
-    if report is not None:
-        print(report.summary())
-        return EXIT_OK
-    from monitor.scan import scan_and_publish
+    from monitor.models import ScanReport
 
-    storage = _storage(settings, create=True)
-    try:
-        report = scan_and_publish(settings, storage)
-        if baseline:
-            _baseline(settings, storage)
-    finally:
-        storage.close()
+    baseline = getattr(args, "baseline", False)
+    idle = None if baseline else _idle_scan(settings)
+    if isinstance(idle, ScanReport):
+        print(idle.summary())
+        return EXIT_OK
+    # The helper that prepares files ahead starts on what this listing found, before
+    # SQLAlchemy is imported and the store opened (half a second for a new store): the
+    # pass waited that long for its first files. The pass lists the folder again with
+    # the store; a file it reads that the helper was not given, it prepares itself.
+    with _head_start(settings, idle) as ahead:
+        from monitor.scan import scan_and_publish
+
+        storage = _storage(settings, create=True)
+        try:
+            report = scan_and_publish(settings, storage, ahead=ahead)
+            if baseline:
+                _baseline(settings, storage)
+        finally:
+            storage.close()
     from monitor.notify import websub
 
     websub.drain()  # the hub's ping for a changed feed, retried before the command ends
@@ -179,9 +189,10 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _idle_scan(settings: Settings) -> ScanReport | None:
+def _idle_scan(settings: Settings) -> ScanReport | list[Entry] | None:
     """The pass over an unchanged folder, answered without SQLAlchemy when the store allows
-    (see monitor.storage.ledger); None when the full pass must run."""
+    (see monitor.storage.ledger); else what the ledger's listing found to read, for the
+    full pass to do; None when there is no ledger to ask."""
     from monitor.idle import idle_pass
     from monitor.storage.ledger import Ledger
 
@@ -192,6 +203,26 @@ def _idle_scan(settings: Settings) -> ScanReport | None:
         return idle_pass(settings, ledger)
     finally:
         ledger.close()
+
+
+def _head_start(settings: Settings, listed: list[Entry] | None) -> AbstractContextManager[Ahead | None]:
+    """The helper for the files `listed` (by the ledger), or for every file of the folder
+    when the store is a SQLite file not made yet; else none here (another database, or a
+    store to upgrade): the pass starts one itself, once it has listed with the store."""
+    from monitor import dropfolder, prepare
+    from monitor.idle import utcnow
+    from monitor.storage.faults import sqlite_path
+
+    if listed is None:
+        path = sqlite_path(settings.state.database_url)
+        if path is None or path.exists():
+            return nullcontext()
+        try:
+            listed = dropfolder.to_read(settings.drop.folder, {}, [])
+        except MonitorError:  # the folder cannot be listed: the pass meets that and says so
+            return nullcontext()
+    drop = settings.drop
+    return prepare.ahead_for(listed, drop.max_bytes, drop.settle_seconds, int(utcnow().timestamp() * 1e9))
 
 
 def _summary_on_stdout(logger: str) -> None:

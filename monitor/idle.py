@@ -32,18 +32,21 @@ class Changes(Protocol):
     def last_change(self) -> dt.datetime | None: ...
 
 
-def idle_pass(settings: Settings, ledger: Ledger, *, clock: Clock = utcnow) -> ScanReport | None:
+def idle_pass(settings: Settings, ledger: Ledger, *,
+              clock: Clock = utcnow) -> ScanReport | list[dropfolder.Entry]:
     """The pass `scan_and_publish` would make when nothing changed, from the ledger alone.
 
     Records the pass and returns its (empty) report when every listed name is recorded
     with its size and mtime and the feed file is current; otherwise changes nothing and
-    returns None, and the caller makes the full pass with `Storage`.
+    returns what the listing found to read (perhaps nothing, for a stale feed), and the
+    caller makes the full pass with `Storage`.
     """
     started = clock()
-    if dropfolder.to_read(settings.drop.folder, ledger.file_states(), ledger.rejected_files()):
-        return None  # a new, changed or still settling name, or an unreadable file readable now
+    todo = dropfolder.to_read(settings.drop.folder, ledger.file_states(), ledger.rejected_files())
+    if todo:
+        return todo  # a new, changed or still settling name, or an unreadable file readable now
     if feed_is_stale(settings, ledger):
-        return None
+        return todo
     report = ScanReport()
     ledger.record_scan(report, started, clock())
     return report

@@ -109,6 +109,18 @@ def digest(data: bytes, seen: set[str] | None = None) -> Prepared:
     return prepared
 
 
+def ahead_for(entries: Sequence[dropfolder.Entry], max_bytes: int, settle_seconds: float,
+              now_ns: int) -> contextlib.AbstractContextManager[Ahead | None]:
+    """The helper for a pass over `entries`, when enough of them are files the pass will
+    surely read (regular, not too large, settled by their mtime); else no helper."""
+    readable = [e for e in entries if e.problem is None and e.info.size <= max_bytes
+                and not dropfolder.in_future(e.info, now_ns)
+                and dropfolder.is_settled(e.info, now_ns, settle_seconds)]
+    if len(readable) < AHEAD_MIN_FILES:
+        return contextlib.nullcontext()
+    return Ahead(readable, max_bytes)
+
+
 class Ahead:
     """The helper process, and the files of a pass it prepares, in pass order.
 

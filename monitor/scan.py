@@ -50,13 +50,16 @@ PASS_GC_THRESHOLD = 10_000
 
 
 def scan(settings: Settings, storage: Storage, *, clock: Clock = utcnow,
-         stop: threading.Event | None = None) -> ScanReport:
-    """Read every new or changed, settled file once; return the counts."""
+         stop: threading.Event | None = None, ahead: prepare.Ahead | None = None) -> ScanReport:
+    """Read every new or changed, settled file once; return the counts. `ahead`: a helper
+    started already (by `monitor scan`, before the store was opened), which the caller
+    closes; else the pass starts one if it has files enough."""
     started = clock()
     report = ScanReport()
     # Names unchanged since they were recorded are left out by the listing: never opened.
     todo = dropfolder.to_read(settings.drop.folder, storage.file_states(), storage.rejected_files())
-    with _ahead(settings, todo, started) as ahead, _fewer_collections():
+    helper = contextlib.nullcontext(ahead) if ahead is not None else _ahead(settings, todo, started)
+    with helper as ahead, _fewer_collections():
         while todo:
             if stop is not None and stop.is_set():
                 report = replace(report, interrupted=True)
@@ -90,16 +93,9 @@ def _fewer_collections() -> Iterator[None]:
 
 def _ahead(settings: Settings, todo: list[dropfolder.Entry],
            now: dt.datetime) -> contextlib.AbstractContextManager[prepare.Ahead | None]:
-    """The helper that prepares files ahead (monitor/prepare.py), for a pass with enough
-    files that _one will surely read: regular, not too large, settled by their mtime."""
-    now_ns = int(now.timestamp() * 1e9)
+    """The helper that prepares files ahead (monitor/prepare.py), if the pass has files enough."""
     drop = settings.drop
-    readable = [e for e in todo if e.problem is None and e.info.size <= drop.max_bytes
-                and not dropfolder.in_future(e.info, now_ns)
-                and dropfolder.is_settled(e.info, now_ns, drop.settle_seconds)]
-    if len(readable) < prepare.AHEAD_MIN_FILES:
-        return contextlib.nullcontext()
-    return prepare.Ahead(readable, drop.max_bytes)
+    return prepare.ahead_for(todo, drop.max_bytes, drop.settle_seconds, int(now.timestamp() * 1e9))
 
 
 def _group(settings: Settings, storage: Storage, ahead: prepare.Ahead | None, todo: list[dropfolder.Entry],
@@ -210,10 +206,10 @@ def _add(report: ScanReport, outcome: FileOutcome) -> ScanReport:
 
 
 def scan_and_publish(settings: Settings, storage: Storage, *, clock: Clock = utcnow,
-                     stop: threading.Event | None = None) -> ScanReport:
+                     stop: threading.Event | None = None, ahead: prepare.Ahead | None = None) -> ScanReport:
     """`monitor scan`: a pass, then the feed files written if it changed anything (or they are stale)."""
     t0 = time.perf_counter()
-    report = scan(settings, storage, clock=clock, stop=stop)
+    report = scan(settings, storage, clock=clock, stop=stop, ahead=ahead)
     publisher = Publisher(settings, storage)
     if settings.feed.hub:
         from monitor.notify import websub

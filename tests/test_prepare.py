@@ -105,6 +105,41 @@ def test_a_pass_with_the_helper_decides_what_one_without_it_does(tmp_path: Path,
         assert store[table] == rows, table
 
 
+def test_a_helper_started_on_an_earlier_listing_changes_nothing(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # `monitor scan` starts the helper on the ledger's listing, before the store is open;
+    # by the time the pass lists the folder again, files may have come, gone or changed.
+    folders = [_folder(tmp_path, name) for name in ("inline", "early")]
+    early = folders[1] / "drop"
+    listing = dropfolder.to_read(early, {}, [])
+    settings = load_settings(folders[1] / "monitor.toml")
+    drop = settings.drop
+    with prepare.ahead_for(listing, drop.max_bytes, drop.settle_seconds, time.time_ns()) as ahead:
+        assert ahead is not None
+        _window_done(ahead)  # so the helper prepared the file changed below as it was
+        for folder in folders:  # the same changes to both folders, after the listing
+            names = sorted(os.listdir(folder / "drop"))
+            (folder / "drop" / names[3]).unlink()
+            changed = folder / "drop" / names[7]
+            stat = changed.stat()
+            changed.write_bytes((folder / "drop" / names[8]).read_bytes() + b"\nA late addendum paragraph.\n")
+            os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+            (folder / "drop" / "late.txt").write_bytes((folder / "drop" / names[20]).read_bytes())
+            os.utime(folder / "drop" / "late.txt", ns=(stat.st_mtime_ns + 2, stat.st_mtime_ns + 2))
+        here = _digests_here(monkeypatch)
+        storage = Storage.open(settings.state.database_url)
+        try:
+            report = scan(settings, storage, ahead=ahead)
+        finally:
+            storage.close()
+    assert len(here) == 2, "the changed file and the late one are the pass's own"
+    with monkeypatch.context() as m:
+        m.setattr(prepare, "AHEAD_MIN_FILES", 10**9)
+        expected_report, expected = _pass(folders[0])
+    assert report == expected_report
+    assert _store(folders[1] / "monitor.db") == expected
+
+
 def test_the_pass_goes_on_without_a_helper_that_dies(tmp_path: Path, without_helper: Outcome,
                                                      monkeypatch: pytest.MonkeyPatch,
                                                      caplog: pytest.LogCaptureFixture) -> None:
@@ -130,20 +165,26 @@ def test_the_pass_goes_on_without_a_helper_that_dies(tmp_path: Path, without_hel
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the pipe's size is set on Linux only")
+def _window_done(ahead: prepare.Ahead) -> int:
+    """Wait until the helper stops writing (its window is done); the bytes of replies waiting."""
+    assert ahead._proc is not None and ahead._proc.stdout is not None
+    waiting, deadline = -1, time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = int.from_bytes(fcntl.ioctl(ahead._proc.stdout.fileno(), termios.FIONREAD, b"\0" * 4), "little")
+        if now == waiting:
+            break
+        waiting = now
+    return waiting
+
+
 def test_the_helper_runs_its_window_ahead_without_waiting_for_the_pass(tmp_path: Path) -> None:
     """The replies of a whole window fit in the pipe: the helper never waits for the pass
     to read (at the pipe's default size it blocked after three of them)."""
     folder = _folder(tmp_path, "window")
     entries = dropfolder.list_entries(folder / "drop")
     with prepare.Ahead(entries, 10**7) as ahead:
-        assert ahead._proc is not None and ahead._proc.stdout is not None
-        waiting, deadline = -1, time.monotonic() + 30
-        while time.monotonic() < deadline:  # until the helper stops writing: its window is done
-            time.sleep(0.5)
-            now = int.from_bytes(fcntl.ioctl(ahead._proc.stdout.fileno(), termios.FIONREAD, b"\0" * 4), "little")
-            if now == waiting:
-                break
-            waiting = now
+        waiting = _window_done(ahead)
         assert waiting > 64 * 1024, f"{waiting} bytes of replies waiting: no more than a default pipe holds"
         assert all(isinstance(ahead.take(entry), prepare.Prepared) for entry in entries)
 
