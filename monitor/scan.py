@@ -52,14 +52,14 @@ PASS_GC_THRESHOLD = 10_000
 def scan(settings: Settings, storage: Storage, *, clock: Clock = utcnow,
          stop: threading.Event | None = None, ahead: prepare.Ahead | None = None) -> ScanReport:
     """Read every new or changed, settled file once; return the counts. `ahead`: a helper
-    started already (by `monitor scan`, before the store was opened), which the caller
-    closes; else the pass starts one if it has files enough."""
+    started already (by `monitor scan`, before the store was opened), else the pass starts
+    one if it has files enough; either way it ends with the pass's last file, so that its
+    memory is not held while the pass indexes and records (peak RSS of the two together)."""
     started = clock()
     report = ScanReport()
     # Names unchanged since they were recorded are left out by the listing: never opened.
     todo = dropfolder.to_read(settings.drop.folder, storage.file_states(), storage.rejected_files())
-    helper = contextlib.nullcontext(ahead) if ahead is not None else _ahead(settings, todo, started)
-    with helper as ahead, _fewer_collections():
+    with (ahead if ahead is not None else _ahead(settings, todo, started)) as ahead, _fewer_collections():
         while todo:
             if stop is not None and stop.is_set():
                 report = replace(report, interrupted=True)

@@ -132,6 +132,9 @@ def test_a_helper_started_on_an_earlier_listing_changes_nothing(tmp_path: Path,
             report = scan(settings, storage, ahead=ahead)
         finally:
             storage.close()
+        # Ended with the pass's last file, as a helper the pass starts: its memory is not
+        # held while the pass goes on indexing and the command writes the feed.
+        assert ahead._proc is None
     assert len(here) == 2, "the changed file and the late one are the pass's own"
     with monkeypatch.context() as m:
         m.setattr(prepare, "AHEAD_MIN_FILES", 10**9)
