@@ -245,4 +245,3 @@ def test_a_bare_date_line_is_no_item(data: bytes, items: int) -> None:
     else:
         assert isinstance(parsed, Bulletin) and len(parsed.items) == items
         assert all(item.paragraphs for item in parsed.items)
-
