@@ -36,7 +36,7 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n|\u2028|\u2029|\x1c|\x1d|\x1e|\x85")
 _SOFT_BREAK = re.compile(r"[ \t]*[\x0b\x0c]+[ \t]*")
 # The ASCII characters that _NOISE and the line and paragraph rules look for, as bytes to
 # keep: nearly every bulletin is ASCII with none of them but its newlines, and one
-# bytes.translate finds that where the regexes went over every character (a sixth of
+# bytes.translate finds that where the regexes went over every character (a fifth of
 # parse() on bench/gen.py's bulletins).
 _ASCII_CONTROLS = bytes(range(0x20)) + b"\x7f"
 _NOT_CONTROL = bytes(c for c in range(256) if c not in _ASCII_CONTROLS)
