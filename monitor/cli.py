@@ -218,11 +218,10 @@ def _head_start(settings: Settings, listed: list[Entry] | None) -> AbstractConte
         if path is None or path.exists():
             return nullcontext()
         try:
-            listed = dropfolder.to_read(settings.drop.folder, {}, [])
+            listed = dropfolder.list_entries(settings.drop.folder)  # nothing is recorded yet
         except MonitorError:  # the folder cannot be listed: the pass meets that and says so
             return nullcontext()
-    drop = settings.drop
-    return prepare.ahead_for(listed, drop.max_bytes, drop.settle_seconds, int(utcnow().timestamp() * 1e9))
+    return prepare.ahead_for(settings.drop, listed, utcnow())
 
 
 def _summary_on_stdout(logger: str) -> None:

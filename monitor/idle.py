@@ -43,9 +43,8 @@ def idle_pass(settings: Settings, ledger: Ledger, *,
     """
     started = clock()
     todo = dropfolder.to_read(settings.drop.folder, ledger.file_states(), ledger.rejected_files())
-    if todo:
-        return todo  # a new, changed or still settling name, or an unreadable file readable now
-    if feed_is_stale(settings, ledger):
+    # A new, changed or still settling name, or an unreadable file readable now; or a feed to write.
+    if todo or feed_is_stale(settings, ledger):
         return todo
     report = ScanReport()
     ledger.record_scan(report, started, clock())

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 try:
     import fcntl
@@ -38,6 +38,11 @@ from monitor import bulletin, dropfolder
 from monitor.identity import Fingerprint, fingerprint, normalized_paragraphs, text_hash
 from monitor.models import Bulletin, FileInfo, Item, Rejected
 from monitor.rows import TextRow, text_row
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from monitor.config import DropSettings
 
 log = logging.getLogger(__name__)
 
@@ -109,16 +114,17 @@ def digest(data: bytes, seen: set[str] | None = None) -> Prepared:
     return prepared
 
 
-def ahead_for(entries: Sequence[dropfolder.Entry], max_bytes: int, settle_seconds: float,
-              now_ns: int) -> contextlib.AbstractContextManager[Ahead | None]:
+def ahead_for(drop: DropSettings, entries: Sequence[dropfolder.Entry],
+              now: dt.datetime) -> contextlib.AbstractContextManager[Ahead | None]:
     """The helper for a pass over `entries`, when enough of them are files the pass will
     surely read (regular, not too large, settled by their mtime); else no helper."""
-    readable = [e for e in entries if e.problem is None and e.info.size <= max_bytes
+    now_ns = int(now.timestamp() * 1e9)
+    readable = [e for e in entries if e.problem is None and e.info.size <= drop.max_bytes
                 and not dropfolder.in_future(e.info, now_ns)
-                and dropfolder.is_settled(e.info, now_ns, settle_seconds)]
+                and dropfolder.is_settled(e.info, now_ns, drop.settle_seconds)]
     if len(readable) < AHEAD_MIN_FILES:
         return contextlib.nullcontext()
-    return Ahead(readable, max_bytes)
+    return Ahead(readable, drop.max_bytes)
 
 
 class Ahead:

@@ -59,7 +59,8 @@ def scan(settings: Settings, storage: Storage, *, clock: Clock = utcnow,
     report = ScanReport()
     # Names unchanged since they were recorded are left out by the listing: never opened.
     todo = dropfolder.to_read(settings.drop.folder, storage.file_states(), storage.rejected_files())
-    with (ahead if ahead is not None else _ahead(settings, todo, started)) as ahead, _fewer_collections():
+    helper = ahead if ahead is not None else prepare.ahead_for(settings.drop, todo, started)
+    with helper as ahead, _fewer_collections():
         while todo:
             if stop is not None and stop.is_set():
                 report = replace(report, interrupted=True)
@@ -89,13 +90,6 @@ def _fewer_collections() -> Iterator[None]:
         yield
     finally:
         gc.set_threshold(*threshold)
-
-
-def _ahead(settings: Settings, todo: list[dropfolder.Entry],
-           now: dt.datetime) -> contextlib.AbstractContextManager[prepare.Ahead | None]:
-    """The helper that prepares files ahead (monitor/prepare.py), if the pass has files enough."""
-    drop = settings.drop
-    return prepare.ahead_for(todo, drop.max_bytes, drop.settle_seconds, int(now.timestamp() * 1e9))
 
 
 def _group(settings: Settings, storage: Storage, ahead: prepare.Ahead | None, todo: list[dropfolder.Entry],

@@ -7,6 +7,7 @@ garbage, a read fails there) the pass completes the same, with nothing on stderr
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
 import logging
 import os
@@ -113,8 +114,7 @@ def test_a_helper_started_on_an_earlier_listing_changes_nothing(tmp_path: Path,
     early = folders[1] / "drop"
     listing = dropfolder.to_read(early, {}, [])
     settings = load_settings(folders[1] / "monitor.toml")
-    drop = settings.drop
-    with prepare.ahead_for(listing, drop.max_bytes, drop.settle_seconds, time.time_ns()) as ahead:
+    with prepare.ahead_for(settings.drop, listing, dt.datetime.now(dt.UTC)) as ahead:
         assert ahead is not None
         _window_done(ahead)  # so the helper prepared the file changed below as it was
         for folder in folders:  # the same changes to both folders, after the listing
