@@ -63,6 +63,7 @@ _MONTH_DAY = re.compile(rf"\b{_MONTH}\s+{_DAY}{_YEAR}(?!\d)", re.IGNORECASE)
 _MONTH_CASED = "(" + "|".join(f"{m}|{m.capitalize()}" for m in sorted(MONTHS, key=len, reverse=True)) + ")"
 _DAY_MONTH_CASED = re.compile(rf"\b{_DAY}\s+{_MONTH_CASED}{_YEAR}(?!\d)")
 _MONTH_DAY_CASED = re.compile(rf"\b{_MONTH_CASED}\s+{_DAY}{_YEAR}(?!\d)")
+_DIGIT = re.compile(r"\d")  # what _DAY starts with, in both patterns
 # A date line, possibly glued to its text; the year may run straight into a Russian lead
 # that opens with its own date ("18.01.202418 января 2024 года ..."), so four digits
 # followed by a day and a month name still end the date line.
@@ -208,6 +209,8 @@ def find_dates(text: str) -> list[tuple[int, int, int | None]]:
     """Every (day, month, year or None) date in `text`, English or Russian, in text order;
     a range ("10 and 11 December") gives both its days. Month names in capitals
     ("11 DECEMBER") are not read here (see _MONTH_CASED)."""
+    if not _DIGIT.search(text):  # a date has a day: one scan instead of both patterns' two
+        return []
     found = []
     for rx, (day, last, month, year) in zip((_DAY_MONTH_CASED, _MONTH_DAY_CASED), _GROUPS, strict=True):
         for m in rx.finditer(text):

@@ -310,6 +310,11 @@ class Fingerprint:
         cache is its own)."""
         return slot.extract(self.item) if self.item is not None else slot.EMPTY
 
+    @functools.cached_property
+    def content_words(self) -> frozenset[str]:
+        """The body's lower-case content words as slots.content_words() gives them, on first use."""
+        return slot.content_words(self.item) if self.item is not None else frozenset()
+
 
 def _unpickled(text_hash: str, paragraph_keys: tuple[int, ...], band_keys: tuple[int, ...], shingles: bytes,
                lead: bytes | None, date_keys: tuple[int, ...], length: int, words: bytes,
@@ -436,7 +441,7 @@ def _closeness(new: Fingerprint, old: Fingerprint, new_paragraphs: int, old_para
         return 0.0  # far from half of the words, or not the same text at all
     # Counted on lower-case words: the names agree already (no conflict), and counting
     # them would let two stories of one day about the same people pass on names alone.
-    a, b = older.slots.words, newer.slots.words
+    a, b = older.content_words, newer.content_words
     kept = len(a & b) / len(a) if a else 0.0
     # Below any Jaccard or containment score: a closer candidate wins over a large edit.
     return kept * SAME_STORY_JACCARD if kept >= KEPT_WORDS else 0.0

@@ -54,8 +54,9 @@ CACHE_KIB = 16_384
 _SQL = SQL.for_dialect("sqlite")
 
 
-def configure_sqlite(conn: Any, path: Path | None = None) -> None:
-    """The settings of every connection to a SQLite store (a DBAPI connection) at `path`."""
+def configure_sqlite(conn: Any, path: Path | None = None, *, checkpoint_pages: int = WAL_CHECKPOINT_PAGES) -> None:
+    """The settings of every connection to a SQLite store (a DBAPI connection) at `path`;
+    `checkpoint_pages`: its wal_autocheckpoint, unless the disk is short of space."""
     cur = conn.cursor()
     cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     _use_wal(cur)
@@ -68,7 +69,7 @@ def configure_sqlite(conn: Any, path: Path | None = None) -> None:
         with suppress(sqlite3.Error):  # still no room, or busy: the next connection tries again
             cur.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     else:
-        cur.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+        cur.execute(f"PRAGMA wal_autocheckpoint = {checkpoint_pages}")
     cur.close()
 
 

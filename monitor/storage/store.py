@@ -32,6 +32,7 @@ from monitor.errors import StorageError
 from monitor.models import FileInfo, ScanReport
 from monitor.rows import STORY_NAMESPACE
 from monitor.storage import sql as statements
+from monitor.storage.checkpoint import FALLBACK_PAGES, Checkpointer
 from monitor.storage.faults import first_line, mask, missing, sqlite_path, store_error
 from monitor.storage.ingest import INGEST_ATTEMPTS, IngestMixin, VersionFacts, _retryable, upsert_file
 from monitor.storage.ledger import configure_sqlite
@@ -78,6 +79,7 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
         # which ingest() of the same file takes instead of asking again under the same lock.
         self._known: tuple[tuple[str, ...], dict[str, int]] | None = None
         self._facts = VersionFacts()
+        self._checkpoints = _checkpointer(self.dialect, self.path)
 
     @classmethod
     def open(cls, url: str, *, upgrade: bool = True, create: bool = True) -> Storage:
@@ -119,12 +121,15 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
         return storage
 
     def close(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.close()
         self.engine.dispose()
 
     def reset(self) -> None:
         """Drop every pooled connection, so that the next use starts afresh: after a disk-full
         error (a new connection checkpoints a wedged WAL) or damage (no page cached from it)."""
-        self.engine.dispose()
+        self.close()
+        self._checkpoints = _checkpointer(self.dialect, self.path)
 
     def upgrade(self) -> None:
         from monitor.storage.migrate import upgrade
@@ -201,6 +206,8 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
                         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": INGEST_LOCK})
                     yield conn
                 committed = True
+            if self._checkpoints is not None:
+                self._checkpoints.committed()
         except self._faults as exc:
             if retry and _retryable(exc):
                 raise  # the caller decides again
@@ -296,7 +303,8 @@ def _tune_sqlite(engine: Engine, path: Path | None) -> None:
     def _connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy's begin event issue BEGIN, so writers can take the lock up front.
         dbapi_conn.isolation_level = None
-        configure_sqlite(dbapi_conn, path)
+        # Checkpoints run in a thread of Storage's own (monitor/storage/checkpoint.py).
+        configure_sqlite(dbapi_conn, path, checkpoint_pages=FALLBACK_PAGES)
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
@@ -306,6 +314,11 @@ def _tune_sqlite(engine: Engine, path: Path | None) -> None:
         # On the driver's connection: once per transaction, so a scan runs it twice per file.
         driver: Any = conn.connection.driver_connection  # never None on an open connection
         driver.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _checkpointer(dialect: str, path: Path | None) -> Checkpointer | None:
+    """The checkpoint thread of a SQLite file store (not of one in memory, nor of PostgreSQL)."""
+    return Checkpointer(path) if dialect == "sqlite" and path is not None else None
 
 
 def _identity(path: Path | None) -> tuple[int, int] | None:
