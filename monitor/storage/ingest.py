@@ -13,7 +13,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from monitor.decide import BulletinKey, Candidate, Decision, decide
 from monitor.dropfolder import shown
@@ -75,6 +75,7 @@ class IngestMixin:
     dialect: str
     _group: Any
     _known: tuple[tuple[str, ...], dict[str, int]] | None
+    _tops: Tops | None
     _facts: VersionFacts
 
     def ingest(self, info: FileInfo, sha256: str, entries: Sequence[tuple[Item, Fingerprint]],
@@ -204,7 +205,10 @@ class IngestMixin:
         # each: the new stories first, in file order (so their ids follow the file), then
         # the versions and keys that refer to them.
         sql = self._sql
-        stamps = _Ticks(cur, sql, now)
+        # In a group, what the last file wrote is what the next would read back: under the
+        # write lock, nothing else writes versions or stories meanwhile.
+        tops = self._tops if self._group is not None else None
+        stamps = _Ticks(cur, sql, now, tops)
         written = [(item, fp, decision, made.get(fp.text_hash) or text_row(item, fp.text_hash),
                     *stamps.next(decision.action))
                    for (item, fp), decision in zip(entries, decisions, strict=True) if decision.action != "repeat"]
@@ -212,7 +216,7 @@ class IngestMixin:
                 for _, fp, decision, row, stamp, _ in written if decision.action == "new"]
         first_story = first_version = None
         if sql.given_ids:  # the next free ids, stable under the write lock (monitor.storage.sql)
-            top_story, top_version = cur.execute(sql.next_ids).fetchone()
+            top_story, top_version = (tops.story, tops.version) if tops else cur.execute(sql.next_ids).fetchone()
             first_story, first_version = (top_story or 0) + 1, (top_version or 0) + 1
         real = dict(zip([story for story, _ in born], _new_stories(sql, cur, [row for _, row in born], first_story),
                         strict=True))
@@ -246,6 +250,10 @@ class IngestMixin:
             index_rows(cur, searched)
         else:
             index_versions(self.dialect, cur, [(row.stems, fp.text_hash) for _, fp, _, row, _, _ in written])
+        if self._group is not None:
+            self._tops = Tops(stamps.last, stamps.last_seq,
+                              None if first_story is None else first_story - 1 + len(real),
+                              None if first_version is None else first_version - 1 + len(written))
         unchanged = len(entries) - len(written) + sum(decision.action == "older" for _, _, decision, *_ in written)
         return FileOutcome(new=len(real), revised=len(revised), unchanged=unchanged)
 
@@ -278,18 +286,33 @@ class _Ticks:
     revised, gets its revision after its creation. Timeline positions (`seq`) follow the
     times, for the versions that become current (not an "older" one)."""
 
-    def __init__(self, cur: Any, sql: SQL, now: dt.datetime) -> None:
+    def __init__(self, cur: Any, sql: SQL, now: dt.datetime, tops: Tops | None) -> None:
         self._sql = sql
-        last, seq = cur.execute(sql.last_stamp).fetchone()
-        self._next = now if last is None else max(now, sql.read_stamp(last) + VERSION_TICKS)
-        self._seq = (seq or 0) + 1
+        if tops is None:
+            stored, seq = cur.execute(sql.last_stamp).fetchone()
+            self.last, self.last_seq = (None if stored is None else sql.read_stamp(stored)), seq or 0
+        else:
+            self.last, self.last_seq = tops.stamp, tops.seq
+        self._next = now if self.last is None else max(now, self.last + VERSION_TICKS)
 
     def next(self, action: str) -> tuple[Any, int | None]:
-        stamp, self._next = self._next, self._next + VERSION_TICKS
+        stamp = self.last = self._next
+        self._next += VERSION_TICKS
         if action == "older":
             return self._sql.stamp(stamp), None
-        seq, self._seq = self._seq, self._seq + 1
-        return self._sql.stamp(stamp), seq
+        self.last_seq += 1
+        return self._sql.stamp(stamp), self.last_seq
+
+
+class Tops(NamedTuple):
+    """What the store holds at the top after a file, as its next file would read it: the
+    latest version's time (None: no version yet) and timeline position, and the highest
+    story and version ids (None where the database gives the ids)."""
+
+    stamp: dt.datetime | None
+    seq: int
+    story: int | None
+    version: int | None
 
 
 def upsert_file(sql: SQL, cur: Any, info: FileInfo, sha256: str | None, items: int, reason: str | None,

@@ -34,7 +34,7 @@ from monitor.rows import STORY_NAMESPACE
 from monitor.storage import sql as statements
 from monitor.storage.checkpoint import FALLBACK_PAGES, Checkpointer
 from monitor.storage.faults import first_line, mask, missing, sqlite_path, store_error
-from monitor.storage.ingest import INGEST_ATTEMPTS, IngestMixin, VersionFacts, _retryable, upsert_file
+from monitor.storage.ingest import INGEST_ATTEMPTS, IngestMixin, Tops, VersionFacts, _retryable, upsert_file
 from monitor.storage.ledger import configure_sqlite
 from monitor.storage.outbox import OutboxMixin
 from monitor.storage.schema import (
@@ -78,6 +78,8 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
         # The last known_content() answer in a group: (text hashes, story id by stored hash),
         # which ingest() of the same file takes instead of asking again under the same lock.
         self._known: tuple[tuple[str, ...], dict[str, int]] | None = None
+        # What the group's last file left at the top of the store (ingest.Tops), for its next.
+        self._tops: Tops | None = None
         self._facts = VersionFacts()
         self._checkpoints = _checkpointer(self.dialect, self.path)
 
@@ -171,7 +173,7 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
                     try:
                         return work()
                     finally:
-                        self._group = self._known = None
+                        self._group = self._known = self._tops = None
             except self._faults as exc:
                 if not _retryable(exc):
                     raise self._error(exc) from None
