@@ -2,8 +2,9 @@
 
 The schema comes from the real migrations (Storage.open); the rows are bulk-inserted
 with sqlite3 executemany into the same tables, with the same kinds of keys the monitor
-writes: one version per story, 10 MinHash band keys and 2 paragraph keys per story,
-spread over the whole signed 64-bit range like real hashes. Keys are generated in
+writes: one version per story (and a revision of CORRECTIONS of them), 10 MinHash band
+keys and 2 paragraph keys per story, spread over the whole signed 64-bit range like real
+hashes. Keys are generated in
 index order, so the B-trees are filled by appending (minutes become seconds).
 """
 
@@ -23,6 +24,9 @@ from monitor.identity import BANDS
 from monitor.storage import STORY_NAMESPACE, Storage
 
 PARAGRAPH_KEYS = 2
+# Stories with a revision (the corrections feed has something to show, and fewer than a
+# feed's worth of entries: the case where an unindexed read scans the whole timeline).
+CORRECTIONS = 5
 BATCH = 50_000
 EPOCH = dt.datetime(2020, 1, 1)
 
@@ -50,6 +54,23 @@ def _batches(rows: Iterator[tuple[object, ...]]) -> Iterator[list[tuple[object, 
             batch = []
     if batch:
         yield batch
+
+
+def _revise(conn: sqlite3.Connection, stories: int, count: int) -> None:
+    """Give `count` stories among the newest a revision, written after every other version,
+    as ingest writes one: it becomes current, next on the timeline, flagged a correction."""
+    top = stories + 1
+    for k in range(min(count, stories)):
+        story = stories - 7 * k
+        stamp = _stamp(top + k)
+        text_hash = hashlib.sha256(f"bench:{story}:revised".encode()).hexdigest()
+        text = f"On 1 January 2020, story number {story} of the benchmark store was corrected in full."
+        conn.execute("INSERT INTO versions (id, story_id, text_hash, kind, title, headline, paragraphs, published, "
+                     "key_mtime_ns, key_path, seen_at, seq, correction) VALUES (?, ?, ?, 'brief', NULL, ?, ?, "
+                     "'2020-01-01', ?, ?, ?, ?, 1)",
+                     (top + k, story, text_hash, f"Story number {story} of the benchmark store", json.dumps([text]),
+                      top + k, f"{top + k:08d}.txt", stamp, top + k))
+        conn.execute("UPDATE stories SET updated = ?, current_hash = ? WHERE id = ?", (stamp, text_hash, story))
 
 
 def build(db: Path, stories: int, seed: int = 11) -> None:
@@ -80,6 +101,7 @@ def build(db: Path, stories: int, seed: int = 11) -> None:
     for table, per_story in (("band_keys", BANDS), ("paragraph_keys", PARAGRAPH_KEYS)):
         for batch in _batches(_sorted_keys(rng, stories * per_story, stories)):
             conn.executemany(f"INSERT INTO {table} (key, story_id) VALUES (?, ?)", batch)
+    _revise(conn, stories, CORRECTIONS)
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()

@@ -2,7 +2,7 @@
 
     python bench/probe.py idle CONFIG   a scan of an unchanged folder: its time, the
                                         start-up before it, and how many files it opened
-    python bench/probe.py feed DB       the main feed (Publisher.main_feed) on a store, best of 30
+    python bench/probe.py feed DB       the feeds (Publisher.feeds: main, corrections) on a store, best of 30
     python bench/probe.py rss CMD...    run CMD, report its peak RSS, and that of its processes
 
 The RSS of a command is read by this small, freshly started process: Linux counts the
@@ -68,9 +68,10 @@ def feed(db: Path) -> dict[str, float]:
     times = []
     for _ in range(30):
         t0 = time.perf_counter()
-        data = publisher.main_feed()
+        feeds = publisher.feeds()
         times.append(time.perf_counter() - t0)
-    assert data.count(b"<entry>") == min(settings.feed.max_entries, storage.story_count())
+    assert feeds["/feed.atom"].count(b"<entry>") == min(settings.feed.max_entries, storage.story_count())
+    assert feeds["/corrections.atom"].count(b"<entry>") > 0
     storage.close()
     return {"render_ms": min(times) * 1000}
 

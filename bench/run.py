@@ -218,10 +218,11 @@ def bench_growth(work: Path, scale: Scale) -> list[Row]:
                  f"ratio by round {spread(walls)}; CPU {big_cpu:.2f} s vs {empty_cpu:.2f} s "
                  f"(ratio {median(cpus):.2f}, by round {spread(cpus)}); big store built in {build_seconds:.0f} s")
     render_ratios = [big / small for big, small in renders]
-    render = Row(f"Feed render, 1,000 vs {scale.growth_stories:,} stories stored",
+    render = Row(f"Feeds render (main and corrections), 1,000 vs {scale.growth_stories:,} stories stored",
                  f"{median(big for big, _ in renders):.1f} ms", f"{median(small for _, small in renders):.1f} ms",
                  median(render_ratios), 1.2,
-                 "Publisher.main_feed(): 100 stories, their notes, the archive link; best of 30 in a warm "
+                 "Publisher.feeds(): the main feed's 100 stories, their notes, the archive link, and the "
+                 f"corrections feed ({bigstore.CORRECTIONS} revisions in each store); best of 30 in a warm "
                  f"process, median of {ROUNDS} alternating rounds, ratio by round {spread(render_ratios)}")
     return [growth, render]
 

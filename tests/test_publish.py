@@ -278,3 +278,39 @@ def test_migration_0005_keeps_every_story_and_gives_headlines_and_distinct_times
 def test_migration_0005_creates_what_the_schema_describes(store_url: str) -> None:
     diffs = schema_diffs(store_url)
     assert [d for d in diffs if "versions" in repr(d)] == []
+
+
+def test_what_every_change_renders_reads_as_much_at_ten_times_the_stories(tmp_path: Path) -> None:
+    """The feeds and pages rendered at every change read what they show, whatever the size
+    of the store. Counted in SQLite's own work (virtual machine steps, by a progress handler
+    on every statement), not in time: the same count at 2,000 and at 20,000 stories, each
+    store with a few corrections (fewer than a feed's worth, where a read not served by its
+    index walks the whole timeline looking for more)."""
+    from sqlalchemy import event
+
+    from bench import bigstore
+
+    steps = {}
+    for count in (2_000, 20_000):
+        db = tmp_path / f"{count}.db"
+        bigstore.build(db, count)
+        storage = Storage.open(f"sqlite:///{db}")
+        ticks = [0]
+
+        def tick(ticks: list[int] = ticks) -> int:
+            ticks[0] += 1
+            return 0  # go on
+
+        def before(conn: object, *_: object) -> None:
+            conn.connection.dbapi_connection.set_progress_handler(tick, 100)  # type: ignore[attr-defined]
+
+        event.listen(storage.engine, "before_cursor_execute", before)
+        try:
+            publisher = Publisher(Settings(source="<defaults>"), storage)
+            documents = {**publisher.feeds(), **{path: body for path, (_, body) in publisher.pages().items()}}
+            assert documents["/corrections.atom"].count(b"<entry>") == bigstore.CORRECTIONS
+        finally:
+            storage.close()
+        steps[count] = ticks[0]
+    assert steps[2_000] > 0
+    assert steps[20_000] <= steps[2_000] * 1.1, steps

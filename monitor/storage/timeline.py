@@ -15,11 +15,17 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select
+from sqlalchemy import Connection, and_, func, select, text
 
 from monitor.models import Event, Story, Version
 from monitor.storage.schema import stories, story_from_row, story_query, versions
 
+# The corrections, said as ix_versions_corrections says them (`WHERE correction`): SQLite
+# uses a partial index only for a query whose terms it can see imply the index's, and
+# SQLAlchemy's `versions.c.correction` is `correction = 1` there, which it cannot. Said
+# so, the corrections feed scanned the timeline back to its start whenever the store held
+# fewer than a feed's worth of corrections: 0.3 s at 1,000,000 stories.
+A_CORRECTION = text("versions.correction")
 _VERSION_COLUMNS = (versions.c.id, versions.c.story_id, versions.c.text_hash, versions.c.kind, versions.c.headline,
                     versions.c.paragraphs, versions.c.published, versions.c.seen_at, versions.c.key_path,
                     versions.c.seq)
@@ -63,7 +69,7 @@ class TimelineMixin:
     def corrections(self, limit: int) -> list[Event]:
         """The newest `limit` revisions (timeline entries that are not a story's first text)."""
         query = (select(stories.c.uid, *_VERSION_COLUMNS).join(stories, stories.c.id == versions.c.story_id)
-                 .where(versions.c.correction)
+                 .where(A_CORRECTION)
                  .order_by(versions.c.seen_at.desc(), versions.c.id.desc()).limit(limit))
         with self._read() as conn:
             return _events(conn, conn.execute(query).all())
