@@ -36,7 +36,8 @@ from monitor.storage.sql import SQL
 # Each file's commit touches index pages all over the band and paragraph key indexes;
 # checkpointing the WAL every ~40 MB instead of every ~4 MB (SQLite's default of 1,000
 # pages) writes a page that many commits changed back to the database once, not once
-# per checkpoint.
+# per checkpoint. Storage's own connections use a higher fallback instead, as a thread
+# checkpoints behind them (monitor.storage.checkpoint); this is for the rest.
 WAL_CHECKPOINT_PAGES = 10_000
 # ...unless the disk is short of space: a WAL allowed to grow to 40 MB fills a small disk
 # with copies of the same pages, and after a disk-full error freeing space does not help
