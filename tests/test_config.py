@@ -288,6 +288,8 @@ def test_subscribers_are_read_with_their_defaults(tmp_path: Path, monkeypatch: p
      "unknown topic 'Minsk'"),
     ('[feed]\nhub = "ftp://hub"\n', "[feed] hub", "http"),
     ("subscribers = 3\n", "[[subscribers]]", "array of tables"),
+    # Time zones other than UTC (known without asking zoneinfo) are looked up.
+    ('[digest]\ntimezone = "Mars/Olympus"\n', "[digest] timezone", "unknown time zone 'Mars/Olympus'"),
 ])
 def test_bad_subscribers_name_the_key(tmp_path: Path, body: str, key: str, problem: str) -> None:
     with pytest.raises(ConfigError) as err:
