@@ -4,8 +4,8 @@ The schema comes from the real migrations (Storage.open); the rows are bulk-inse
 with sqlite3 executemany into the same tables, with the same kinds of keys the monitor
 writes: one version per story (and a revision of CORRECTIONS of them), 10 MinHash band
 keys and 2 paragraph keys per story, spread over the whole signed 64-bit range like real
-hashes. Keys are generated in
-index order, so the B-trees are filled by appending (minutes become seconds).
+hashes. Keys are generated in index order, so the B-trees are filled by appending (minutes
+become seconds).
 """
 
 from __future__ import annotations

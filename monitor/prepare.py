@@ -185,7 +185,8 @@ class Ahead:
         self._proc.stdin.flush()
 
     def _receive(self) -> Prepared | None:
-        """The next file's Prepared (None: the pass does that file), and one more asked for."""
+        """The next file's Prepared (None: the pass does that file); REFILL more asked for
+        once that many replies have come since the last request."""
         assert self._proc is not None and self._proc.stdout is not None
         try:
             prepared = pickle.load(self._proc.stdout)

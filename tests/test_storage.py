@@ -468,7 +468,10 @@ def test_a_group_writes_what_one_transaction_per_file_writes(store_url: str, req
             def work(store: Storage = store) -> None:
                 for name, data, mtime, now in files:
                     ingest(store, name, data, mtime, now)
-            store.grouped(work) if grouped else work()
+            if grouped:
+                store.grouped(work)
+            else:
+                work()
             with store.engine.connect() as conn:
                 rows.append([conn.execute(text(query)).all() for query in (
                     "SELECT id, uid, first_seen, updated, current_hash FROM stories ORDER BY id",

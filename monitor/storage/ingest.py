@@ -206,8 +206,9 @@ class IngestMixin:
         # the versions and keys that refer to them.
         sql = self._sql
         # In a group, what the last file wrote is what the next would read back: under the
-        # write lock, nothing else writes versions or stories meanwhile.
-        tops = self._tops if self._group is not None else None
+        # write lock, nothing else writes versions or stories meanwhile. (None outside a
+        # group, and for its first file: grouped() clears it.)
+        tops = self._tops
         stamps = _Ticks(cur, sql, now, tops)
         written = [(item, fp, decision, made.get(fp.text_hash) or text_row(item, fp.text_hash),
                     *stamps.next(decision.action))
