@@ -37,5 +37,10 @@ class DropFolderError(MonitorError):
     """The drop folder cannot be listed (its permissions, say); nothing in it is lost."""
 
 
+class PublishError(MonitorError):
+    """A feed file cannot be written (a full disk, say): the stories are stored, and the
+    next pass writes it again."""
+
+
 class DeliveryError(MonitorError):
     """A digest could not be delivered (it stays pending and is retried)."""

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from monitor.config import Settings
+from monitor.errors import PublishError
 
 if TYPE_CHECKING:
     from monitor.documents import Document, Snapshot
@@ -228,8 +229,15 @@ class Publisher:
         self._archived = full
         self._snapshot = Snapshot(documents=fixed)
         self._made = {}
-        self._key = key
         self._write(feeds, also=new_archives)
+        # Only once the files are written: after a PublishError the next refresh writes
+        # them again, though the store has not changed since.
+        self._key = key
+        return self._snapshot
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """What the last refresh rendered, its files written or not."""
         return self._snapshot
 
     def last_published(self) -> Snapshot:
@@ -262,13 +270,17 @@ class Publisher:
             if path is None:
                 continue  # served only
             try:
-                written[name] = path.read_bytes()
-            except FileNotFoundError:
-                written[name] = None
-            if written[name] == data:
-                path.touch()  # current as of now: the idle scan compares the times
-                continue
-            write_atomically(path, data)
+                try:
+                    written[name] = path.read_bytes()
+                except FileNotFoundError:
+                    written[name] = None
+                if written[name] == data:
+                    path.touch()  # current as of now: the idle scan compares the times
+                    continue
+                write_atomically(path, data)
+            except OSError as exc:  # a write's own error (ENOSPC) names no file: this one does
+                raise PublishError(f"cannot write the feed file {path}: {exc.strerror or exc}; "
+                                   "the stories are stored, and the next pass writes it again") from None
         changed = frozenset(p for p, data in documents.items()
                             if self._published.get(p, written.get(p)) != data) | also
         self._published.update(documents)

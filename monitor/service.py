@@ -43,7 +43,7 @@ from watchdog.observers import Observer
 from monitor.config import Settings, base_url_port
 from monitor.crontab import crontab_trigger
 from monitor.documents import Document, Snapshot
-from monitor.errors import ConfigError, MonitorError, StorageError
+from monitor.errors import ConfigError, MonitorError, PublishError, StorageError
 from monitor.keeper import Keeper
 from monitor.metrics import Metrics
 from monitor.models import ScanReport
@@ -160,6 +160,9 @@ class Service:
         except StorageError as exc:  # a damaged store: serve the last feed file until it is fixed
             self.keeper.failed(exc)
             self._snapshot = self.publisher.last_published()
+        except PublishError as exc:  # served over HTTP meanwhile; each pass writes the files again
+            log.error("publishing failed: %s", exc)
+            self._failing = str(exc)
 
     @property
     def storage(self) -> Storage:
@@ -311,15 +314,18 @@ class Service:
             error = str(exc) or type(exc).__name__
             # Said once: an unreadable drop folder is not an ERROR line every 30 s.
             level = logging.DEBUG if error == self._failing else logging.ERROR
-            log.log(level, "scan failed: %s", error, exc_info=not isinstance(exc, (MonitorError, OSError)))
+            # A report with an error: the pass stored its work and the feed files failed.
+            log.log(level, "%s failed: %s", "scan" if report is None else "publishing", error,
+                    exc_info=not isinstance(exc, (MonitorError, OSError)))
             self._failing = error
+        ok = report is not None and error is None
         seconds = time.perf_counter() - t0
         if report is not None and (report.observing or report.skipped):
             # A file still settling (dropped just before the service started, say: no event
             # follows) or left for later is read once it can have settled, not at the next
             # interval pass.
             self._look_again(self.settings.drop.settle_seconds + PICKUP_MARGIN)
-        if report is not None and self._failing is not None:
+        if ok and self._failing is not None:
             log.info("scans succeed again")
             self._failing = None
         if report is not None:
@@ -333,18 +339,21 @@ class Service:
             self.metrics.scan_failed(seconds)
         with self._state_lock:
             st = self._state
-            st.running, st.finished, st.ok, st.seconds, st.error = False, now, report is not None, seconds, error
+            st.running, st.finished, st.ok, st.seconds, st.error = False, now, ok, seconds, error
             st.summary = report.summary() if report else ""
-            if report is not None:
+            if ok:
                 st.last_success = now
         return report is not None and report.changed
 
     def refresh(self, *, force: bool = False) -> None:
         """Publish again if the store changed (here or in another instance): the files and
         the snapshot the HTTP server reads."""
-        self._snapshot = self.publisher.refresh(force=force)
-        self._story_count = count = self.publisher.story_count
-        self.metrics.stories_stored.set(count)
+        try:
+            self.publisher.refresh(force=force)
+        finally:  # served though a feed file could not be written (PublishError)
+            self._snapshot = self.publisher.snapshot or self._snapshot
+            self._story_count = count = self.publisher.story_count
+            self.metrics.stories_stored.set(count)
 
     # -- instant pickup --------------------------------------------------------
 

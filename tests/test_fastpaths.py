@@ -15,6 +15,7 @@ import pickle
 import re
 import sqlite3
 import string
+import threading
 import unicodedata
 import uuid
 from pathlib import Path
@@ -268,6 +269,22 @@ def test_version_facts_keep_the_newest_within_their_bound() -> None:
     facts.learn("h9", ("brief", None, 9, "f9"))
     facts.settle(False)
     assert facts.get("h9") is None
+
+
+def test_version_facts_are_settled_by_the_thread_that_learned_them() -> None:
+    """Another thread's commit (an unsubscribe during a scan's group) settles nothing of
+    what the group learned: that is kept only if the group itself commits."""
+    facts = VersionFacts()
+    facts.learn("h1", ("brief", None, 1, "f1"))
+    other = threading.Thread(target=facts.settle, args=(True,))
+    other.start()
+    other.join(10)
+    assert len(facts) == 0 and facts.get("h1") is not None
+    facts.settle(False)
+    assert facts.get("h1") is None and len(facts) == 0
+    facts.learn("h2", ("brief", None, 2, "f2"))
+    facts.settle(True)
+    assert len(facts) == 1 and facts.get("h2") is not None
 
 
 def _ingest_file(storage: Storage, path: Path, now: dt.datetime) -> None:

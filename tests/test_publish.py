@@ -6,7 +6,9 @@ Atom schema and read with feedparser, as a reader would."""
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
+import os
 import random
 import re
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from servicekit import brief_bulletin
 
 from monitor import bulletin
 from monitor.config import FeedSettings, Settings
+from monitor.errors import PublishError
 from monitor.identity import fingerprint
 from monitor.models import FileInfo
 from monitor.publish import Publisher
@@ -227,6 +230,36 @@ def test_files_written_beside_each_other(store: Store) -> None:
     store.add(CORRECTED4)
     assert pub.write_files(force=True) == {"/feed.atom", "/corrections.atom"}
     assert changed == [{"/feed.atom", "/corrections.atom"}, frozenset(), {"/feed.atom", "/corrections.atom"}]
+
+
+@pytest.mark.parametrize("fault", ["in the way", "disk full"])
+def test_a_feed_file_that_cannot_be_written_is_one_line_and_written_at_the_next_refresh(
+        store: Store, fault: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any OSError writing a feed file is a PublishError naming the file (a full disk's
+    names none); what was rendered is still served, and the next refresh writes the file
+    though the store has not changed since."""
+    store.add(SEED4)
+    pub = store.publisher()
+    target = store.folder / "feed.atom"
+    if fault == "in the way":
+        target.mkdir()
+    else:
+        def full(fd: int) -> None:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        monkeypatch.setattr("monitor.feed.os.fsync", full)
+    for publish in (pub.refresh, lambda: pub.write_files(force=True)):  # the service's, `monitor scan`'s
+        with pytest.raises(PublishError) as raised:
+            publish()
+        line = str(raised.value)
+        assert "\n" not in line and line.startswith(f"cannot write the feed file {target}: "), line
+        assert fault == "in the way" or "No space left on device" in line
+    assert pub.snapshot is not None and b"<entry>" in pub.snapshot.documents["/feed.atom"].identity.body
+    if fault == "in the way":
+        target.rmdir()
+    monkeypatch.undo()
+    pub.refresh()
+    assert target.read_bytes() == pub.main_feed()
+    assert not [p.name for p in store.folder.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_migration_0005_keeps_every_story_and_gives_headlines_and_distinct_times(store_url: str) -> None:

@@ -449,6 +449,37 @@ def test_a_group_commits_all_or_nothing_and_runs_again_after_a_conflict(storage:
     assert len(storage.latest_stories(1000)) == len(stories)
 
 
+def test_another_thread_does_not_join_a_group(storage: Storage) -> None:
+    """A group's transaction is its thread's: a read from another thread (an HTTP request
+    during a scan's group) takes a connection of its own, sees only what is committed, and
+    still works after the group's connection is gone (it once joined it, and on a full disk
+    /healthz answered 500 "This Connection is closed")."""
+    seen: list[object] = []
+
+    def read_elsewhere() -> None:
+        def read() -> None:
+            try:
+                seen.append((set(storage.file_states()), len(storage.latest_stories(1000)),
+                             storage.delivery_states()))
+            except Exception as exc:  # said in the assertion below, not lost in the thread
+                seen.append(exc)
+        reader = threading.Thread(target=read)
+        reader.start()
+        reader.join(30)
+
+    def broken() -> None:
+        ingest(storage, "first.txt", SEED0, 100)
+        read_elsewhere()
+        raise RuntimeError("the disk filled mid-group")
+
+    with pytest.raises(RuntimeError):
+        storage.grouped(broken)
+    read_elsewhere()
+    storage.grouped(lambda: (ingest(storage, "first.txt", SEED0, 100), read_elsewhere()))
+    assert seen == [(set(), 0, [])] * 3  # the committed store only, the group open or not
+    assert set(storage.file_states()) == {"first.txt"}
+
+
 def test_a_group_writes_what_one_transaction_per_file_writes(store_url: str, request: pytest.FixtureRequest,
                                                             tmp_path: Path) -> None:
     """In a group, each file starts from what the group's previous file left at the top of

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import sqlite3
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -384,22 +385,32 @@ class VersionFacts:
     def __init__(self, limit: int = VERSION_FACTS) -> None:
         self.limit = limit
         self._kept: dict[str, Facts] = {}
-        self._pending: dict[str, Facts] = {}
+        # Per thread, as transactions are: another thread's commit (an unsubscribe from an
+        # HTTP request, during a scan's group) settles nothing of the group's.
+        self._local = threading.local()
+
+    def _pending(self) -> dict[str, Facts]:
+        try:
+            pending: dict[str, Facts] = self._local.pending
+        except AttributeError:
+            pending = self._local.pending = {}
+        return pending
 
     def get(self, text_hash: str) -> Facts | None:
-        found = self._pending.get(text_hash)
+        found = self._pending().get(text_hash)
         return self._kept.get(text_hash) if found is None else found
 
     def learn(self, text_hash: str, facts: Facts) -> None:
-        self._pending[text_hash] = facts
+        self._pending()[text_hash] = facts
 
     def settle(self, committed: bool) -> None:
-        """The transaction that learned what is pending ended: committed, or rolled back."""
-        if committed:
-            self._kept.update(self._pending)
+        """The transaction this thread learned what is pending in ended: committed, or rolled back."""
+        pending = self._pending()
+        if committed and pending:
+            self._kept.update(pending)
             if len(self._kept) > self.limit:
                 self._kept = dict(list(self._kept.items())[len(self._kept) - self.limit // 2:])
-        self._pending.clear()
+        pending.clear()
 
     def __len__(self) -> int:
         return len(self._kept)

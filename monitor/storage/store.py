@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,9 +73,8 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
             (DBAPIError, dbapi.Error, SystemError) if self.dialect == "sqlite" else (DBAPIError, dbapi.Error))
         self.path = sqlite_path(url)
         self._identity = _identity(self.path)
-        # The connection of the group transaction open (grouped()), which every read and
-        # write of this Storage joins until it ends.
-        self._group: Connection | None = None
+        # The group transaction each thread has open (grouped()): see _group.
+        self._local = threading.local()
         # The last known_content() answer in a group: (text hashes, story id by stored hash),
         # which ingest() of the same file takes instead of asking again under the same lock.
         self._known: tuple[tuple[str, ...], dict[str, int]] | None = None
@@ -162,6 +162,14 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
             return None
         return "deleted" if now is None else "replaced by another file"
 
+    @property
+    def _group(self) -> Connection | None:
+        """The group transaction this thread opened (grouped()), which its every read and
+        write joins until it ends. Another thread's (an HTTP request's) takes a connection
+        of its own: a Connection is not shared between threads, and a read must not see,
+        nor a write commit, a group's rows before the group does."""
+        return getattr(self._local, "group", None)
+
     def grouped(self, work: Callable[[], T]) -> T:
         """Run `work` in one write transaction, which every read and write it makes joins:
         all of it is committed or none. A conflict that deciding again resolves (see
@@ -169,11 +177,11 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
         for attempt in range(1, INGEST_ATTEMPTS + 1):
             try:
                 with self._write(retry=True) as conn:
-                    self._group = conn
+                    self._local.group = conn
                     try:
                         return work()
                     finally:
-                        self._group = self._known = self._tops = None
+                        self._local.group = self._known = self._tops = None
             except self._faults as exc:
                 if not _retryable(exc):
                     raise self._error(exc) from None
@@ -183,8 +191,9 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        if self._group is not None:
-            yield self._group
+        group = self._group
+        if group is not None:
+            yield group
             return
         try:
             with self.engine.connect() as conn, conn.begin():
@@ -196,8 +205,9 @@ class Storage(IngestMixin, OutboxMixin, TimelineMixin, SearchMixin):
     def _write(self, *, retry: bool = False) -> Iterator[Connection]:
         """A transaction that holds the store's write lock for its whole length (or the
         group's, which its caller then joins)."""
-        if self._group is not None:
-            yield self._group
+        group = self._group
+        if group is not None:
+            yield group
             return
         committed = False
         try:
