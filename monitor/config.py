@@ -3,19 +3,22 @@
 Every key has a default, so an empty file (or no file at all) is a working
 configuration. Relative paths are resolved against the folder of the config file,
 or against the working directory when the embedded defaults are used.
+
+The sections are named tuples rather than frozen dataclasses: every command, `monitor
+scan` over an unchanged folder first, makes them at start-up, and as dataclasses (with
+`dataclasses` and the `inspect` it imports) they cost that command a sixth of its
+instructions. A secret is left out of its section's repr, so it cannot reach a log line.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import tomllib
 import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from monitor.crontab import check_crontab
 from monitor.errors import ConfigError
@@ -29,20 +32,22 @@ CADENCES = ("immediate", "daily", "weekly")
 DEFAULT_SCHEDULES = {"daily": "0 8 * * *", "weekly": "0 8 * * 1"}
 
 
-@dataclass(frozen=True)
-class DropSettings:
+def _repr_without(section: Any, secret: str) -> str:
+    shown = ", ".join(f"{key}={value!r}" for key, value in zip(section._fields, section, strict=True) if key != secret)
+    return f"{type(section).__name__}({shown})"
+
+
+class DropSettings(NamedTuple):
     folder: Path = Path("drop")
     settle_seconds: float = 5.0
     max_bytes: int = 10_000_000
 
 
-@dataclass(frozen=True)
-class StateSettings:
+class StateSettings(NamedTuple):
     database_url: str = "sqlite:///state/monitor.db"
 
 
-@dataclass(frozen=True)
-class FeedSettings:
+class FeedSettings(NamedTuple):
     title: str = "Bulletins"
     # Left empty, it follows [http] host and port (see _default_base_url).
     base_url: str = ""
@@ -54,21 +59,18 @@ class FeedSettings:
     corrections_in_main: bool = False
 
 
-@dataclass(frozen=True)
-class HttpSettings:
+class HttpSettings(NamedTuple):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 8080
 
 
-@dataclass(frozen=True)
-class ScheduleSettings:
+class ScheduleSettings(NamedTuple):
     scan_seconds: float = 30.0
     misfire_grace_seconds: float = 60.0
 
 
-@dataclass(frozen=True)
-class DigestSettings:
+class DigestSettings(NamedTuple):
     # On by default: without [smtp] host the digest goes to the Maildir under state/,
     # so a fresh install shows the whole path; no mail leaves the machine unconfigured.
     enabled: bool = True
@@ -81,22 +83,26 @@ class DigestSettings:
     outbox: Path = Path("state/outbox")
     retry_seconds: float = 300.0
     # Signs the one-click unsubscribe links; only ever from the environment.
-    unsubscribe_secret: str = field(default="", repr=False)
+    unsubscribe_secret: str = ""
+
+    def __repr__(self) -> str:
+        return _repr_without(self, "unsubscribe_secret")
 
 
-@dataclass(frozen=True)
-class SmtpSettings:
+class SmtpSettings(NamedTuple):
     host: str = ""
     port: int = 587
     security: str = "starttls"
     username: str = ""
     timeout: float = 30.0
     # Only ever from the environment; kept out of repr so it cannot reach a log line.
-    password: str = field(default="", repr=False)
+    password: str = ""
+
+    def __repr__(self) -> str:
+        return _repr_without(self, "password")
 
 
-@dataclass(frozen=True)
-class SubscriberSettings:
+class SubscriberSettings(NamedTuple):
     """One `[[subscribers]]` entry: who gets what, through which channel, how often."""
 
     name: str
@@ -108,7 +114,10 @@ class SubscriberSettings:
     cadence: str = "daily"
     schedule: str = ""  # a crontab line; empty: the cadence's default
     timezone: str = "UTC"
-    apprise_url: str = field(default="", repr=False)  # resolved from the environment
+    apprise_url: str = ""  # resolved from the environment
+
+    def __repr__(self) -> str:
+        return _repr_without(self, "apprise_url")
 
     @property
     def channel(self) -> str:
@@ -119,16 +128,14 @@ class SubscriberSettings:
         return self.schedule or DEFAULT_SCHEDULES.get(self.cadence, "")
 
 
-@dataclass(frozen=True)
-class TopicSettings:
+class TopicSettings(NamedTuple):
     """A named saved search, `[[topics]]` in the file (monitor/topics.py)."""
 
     name: str = ""
     query: str = ""
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     source: str  # the config file, or "<defaults>"
     drop: DropSettings = DropSettings()
     state: StateSettings = StateSettings()
@@ -145,9 +152,8 @@ class Settings:
 # too, built apart (_build_subscribers) because an entry is named by its name, not its number.
 LISTS: dict[str, type] = {"topics": TopicSettings}
 SECTIONS: dict[str, type] = {
-    f.name: f.type if isinstance(f.type, type) else globals()[f.type]
-    for f in dataclasses.fields(Settings)
-    if f.name not in ("source", "subscribers") and f.name not in LISTS
+    name: hint for name, hint in typing.get_type_hints(Settings).items()
+    if name not in ("source", "subscribers") and name not in LISTS
 }
 TOPIC_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 NOT_IN_FILE = {("smtp", "password"), ("digest", "unsubscribe_secret"), ("subscribers", "apprise_url")}
@@ -191,7 +197,7 @@ def load_settings(path: Path | None, *, require_drop: bool = True) -> Settings:
         sections[name] = tuple(_build_section(source, base, name, cls, raw, label=f"[[{name}]] #{i}")
                                for i, raw in enumerate(data.get(name, []), start=1))
     if not sections["feed"].base_url:
-        sections["feed"] = dataclasses.replace(sections["feed"], base_url=_default_base_url(sections["http"]))
+        sections["feed"] = sections["feed"]._replace(base_url=_default_base_url(sections["http"]))
     subscribers = _build_subscribers(source, base, data.get("subscribers", []))
     settings = Settings(source=source, subscribers=subscribers, **sections)
     settings = _apply_environment(settings)
@@ -231,10 +237,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(str(path), "(syntax)", str(exc)) from None
 
 
-def _build_section(source: str, base: Path, name: str, cls: type, raw: dict[str, Any],
+def _build_section(source: str, base: Path, name: str, cls: type[Any], raw: dict[str, Any],
                    label: str | None = None) -> Any:
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = set(cls._fields)
     values: dict[str, Any] = {}
     for key, value in raw.items():
         where = f"{label or f'[{name}]'} {key}"
@@ -246,11 +252,11 @@ def _build_section(source: str, base: Path, name: str, cls: type, raw: dict[str,
         allowed = CHOICES.get((name.split(" ", 1)[0], key))
         if allowed and values[key] not in allowed:
             raise ConfigError(source, where, f"must be one of {', '.join(allowed)}")
-    for f in dataclasses.fields(cls):
-        if f.name not in values and hints[f.name] is Path:
-            values[f.name] = base / typing.cast(Path, f.default)
+    for key, default in cls._field_defaults.items():
+        if key not in values and hints[key] is Path:
+            values[key] = base / default
     if name == "state":
-        values["database_url"] = resolve_database_url(values.get("database_url", StateSettings.database_url), base)
+        values["database_url"] = resolve_database_url(values.get("database_url", StateSettings().database_url), base)
     return cls(**values)
 
 
@@ -313,16 +319,16 @@ def _apply_environment(settings: Settings) -> Settings:
     url = os.environ.get(ENV_DATABASE_URL)
     if url:
         base = Path.cwd()
-        state = dataclasses.replace(settings.state, database_url=resolve_database_url(url, base))
-        settings = dataclasses.replace(settings, state=state)
+        state = settings.state._replace(database_url=resolve_database_url(url, base))
+        settings = settings._replace(state=state)
     password = os.environ.get(ENV_SMTP_PASSWORD, "")
     if password:
-        settings = dataclasses.replace(settings, smtp=dataclasses.replace(settings.smtp, password=password))
+        settings = settings._replace(smtp=settings.smtp._replace(password=password))
     secret = os.environ.get(ENV_UNSUBSCRIBE_SECRET, "")
     if secret:
-        settings = dataclasses.replace(settings, digest=dataclasses.replace(settings.digest, unsubscribe_secret=secret))
+        settings = settings._replace(digest=settings.digest._replace(unsubscribe_secret=secret))
     subscribers = tuple(_with_apprise_url(settings.source, s) for s in settings.subscribers)
-    return dataclasses.replace(settings, subscribers=subscribers)
+    return settings._replace(subscribers=subscribers)
 
 
 def _with_apprise_url(source: str, sub: SubscriberSettings) -> SubscriberSettings:
@@ -341,7 +347,7 @@ def _with_apprise_url(source: str, sub: SubscriberSettings) -> SubscriberSetting
         raise ConfigError(source, where, f"${sub.apprise_env} (or ${file_var}) is not set in the environment")
     if "://" not in url:
         raise ConfigError(source, where, f"${sub.apprise_env} does not hold an Apprise URL (scheme://...)")
-    return dataclasses.replace(sub, apprise_url=url)
+    return sub._replace(apprise_url=url)
 
 
 def _check(settings: Settings, require_drop: bool) -> None:

@@ -11,8 +11,8 @@ import logging
 import os
 import stat
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from monitor.errors import DropFolderError
 from monitor.models import FileInfo
@@ -26,8 +26,7 @@ IGNORED_SUFFIXES = (".tmp", ".part")
 UNREADABLE = "permission denied: the file cannot be read"
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """A listed name: its record key, where it is, and why it is not a bulletin, if not."""
 
     info: FileInfo

@@ -39,13 +39,16 @@ class Metrics:
         for status in ("200", "304"):
             self.feed_requests.labels(status)
 
-    def scan_done(self, report: ScanReport, seconds: float, finished_unix: float) -> None:
-        self.scans.labels("interrupted" if report.interrupted else "ok").inc()
+    def scan_done(self, report: ScanReport, seconds: float, finished_unix: float, *, published: bool = True) -> None:
+        """A pass that stored what it read; not `published` when its feed files could not
+        be written, which is no successful scan."""
+        self.scans.labels("error" if not published else "interrupted" if report.interrupted else "ok").inc()
         self.scan_seconds.observe(seconds)
         self.stories_new.inc(report.new)
         self.stories_revised.inc(report.revised)
         self.files_rejected.inc(report.rejected)
-        self.last_success.set(finished_unix)
+        if published:
+            self.last_success.set(finished_unix)
 
     def scan_failed(self, seconds: float) -> None:
         self.scans.labels("error").inc()

@@ -1,16 +1,19 @@
-"""Small frozen values that cross module boundaries."""
+"""Small frozen values that cross module boundaries.
+
+Named tuples rather than frozen dataclasses: `monitor scan` over an unchanged folder
+imports this module, and making these classes as dataclasses (and importing
+`dataclasses`, which imports `inspect`) was a fifth of that command's instructions.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Kind = Literal["brief", "article"]
 
 
-@dataclass(frozen=True)
-class Item:
+class Item(NamedTuple):
     """One news item as written in a bulletin."""
 
     kind: Kind
@@ -18,27 +21,34 @@ class Item:
     title: str | None = None
     published: dt.date | None = None
     # What readers see as its title (an article's title, a brief's opening words), set by
-    # the parser and stored with the text: the store never has to ask the parser.
-    headline: str = field(default="", compare=False)
+    # the parser and stored with the text: the store never has to ask the parser. Not
+    # part of what the item is: two items that differ only in it are equal.
+    headline: str = ""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Item) and self[:4] == other[:4]
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash(self[:4])
 
 
-@dataclass(frozen=True)
-class Rejected:
+class Rejected(NamedTuple):
     """A file that is not a usable bulletin, and why."""
 
     reason: str
 
 
-@dataclass(frozen=True)
-class Bulletin:
+class Bulletin(NamedTuple):
     """A decoded, segmented bulletin."""
 
     items: tuple[Item, ...]
     encoding: str
 
 
-@dataclass(frozen=True)
-class FileInfo:
+class FileInfo(NamedTuple):
     """A file in the drop folder as seen by one listing."""
 
     path: str  # relative to the drop folder, POSIX separators
@@ -46,8 +56,7 @@ class FileInfo:
     mtime_ns: int
 
 
-@dataclass(frozen=True)
-class Story:
+class Story(NamedTuple):
     """A story as published: its current text and its dates."""
 
     uid: str
@@ -59,8 +68,7 @@ class Story:
     updated: dt.datetime
 
 
-@dataclass(frozen=True)
-class Version:
+class Version(NamedTuple):
     """One text a story has had, with the bulletin that first carried it."""
 
     kind: Kind
@@ -71,8 +79,7 @@ class Version:
     bulletin: str  # the drop-folder file that carried it first
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
     """A story as it stood once a version became its current text: one entry of the
     timeline that feed archives and the corrections feed are cut from.
 
@@ -85,8 +92,7 @@ class Event:
     key: str  # a stable id of this version (its text hash)
 
 
-@dataclass(frozen=True)
-class FileOutcome:
+class FileOutcome(NamedTuple):
     """What ingesting one file changed."""
 
     new: int = 0
@@ -94,8 +100,7 @@ class FileOutcome:
     unchanged: int = 0
 
 
-@dataclass(frozen=True)
-class ScanReport:
+class ScanReport(NamedTuple):
     """Counts for one pass over the drop folder."""
 
     files_read: int = 0
@@ -104,7 +109,7 @@ class ScanReport:
     unchanged: int = 0
     skipped: int = 0
     rejected: int = 0
-    rejections: tuple[tuple[str, str], ...] = field(default=())
+    rejections: tuple[tuple[str, str], ...] = ()
     interrupted: bool = False
     # Of the skipped: files modified in the future, settling by observation (no event will
     # come for them, so the service looks again once they can have settled).
@@ -121,8 +126,7 @@ class ScanReport:
         )
 
 
-@dataclass(frozen=True)
-class SearchHit:
+class SearchHit(NamedTuple):
     """A story found by a search, with the text of its best matching version."""
 
     story: Story
@@ -130,8 +134,7 @@ class SearchHit:
     current: bool  # whether that version is the story's current text
 
 
-@dataclass(frozen=True)
-class SearchResults:
+class SearchResults(NamedTuple):
     """One page of results, ranked, and how many stories matched in all."""
 
     hits: tuple[SearchHit, ...] = ()

@@ -19,7 +19,6 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from monitor import dropfolder, prepare
@@ -63,7 +62,7 @@ def scan(settings: Settings, storage: Storage, *, clock: Clock = utcnow,
     with helper as ahead, _fewer_collections():
         while todo:
             if stop is not None and stop.is_set():
-                report = replace(report, interrupted=True)
+                report = report._replace(interrupted=True)
                 break
             group = functools.partial(_group, settings, storage, ahead, todo, report, clock, stop)
             # A group that lost a race runs again from its first file and the report it started with.
@@ -121,7 +120,7 @@ def _one(settings: Settings, storage: Storage, entry: dropfolder.Entry, report: 
         return _reject(storage, entry, None, reason, report, now), True
     waiting = _settle(settings, storage, info, now)
     if waiting is not None:
-        return replace(report, skipped=report.skipped + 1, observing=report.observing + (waiting == "observing")), False
+        return report._replace(skipped=report.skipped + 1, observing=report.observing + (waiting == "observing")), False
     # Parsed before the store is asked anything, so that one read answers both whether
     # these bytes were ingested already and which of their texts the store has.
     prepared = ahead.take(entry) if ahead is not None else None
@@ -131,7 +130,7 @@ def _one(settings: Settings, storage: Storage, entry: dropfolder.Entry, report: 
             return data
         prepared = prepare.digest(data)
     sha, hashes = prepared.sha256, prepared.hashes
-    report = replace(report, files_read=report.files_read + 1)
+    report = report._replace(files_read=report.files_read + 1)
     copies, stored = storage.known_content(sha, hashes)
     if copies is not None:
         # The same bytes were ingested under another name or before a touch: all repeats.
@@ -161,7 +160,7 @@ def _read(settings: Settings, storage: Storage, entry: dropfolder.Entry, report:
         return _reject(storage, entry, None, dropfolder.UNREADABLE, report, now), True
     except (FileNotFoundError, dropfolder.FileChanged) as exc:
         log.info("%s: %s, left for a later pass", shown(entry.info.path), getattr(exc, "strerror", None) or exc)
-        return replace(report, skipped=report.skipped + 1), False
+        return report._replace(skipped=report.skipped + 1), False
     except OSError as exc:
         return _reject(storage, entry, None, f"cannot read: {exc.strerror or exc}", report, now), True
 
@@ -190,13 +189,13 @@ def _reject(storage: Storage, entry: dropfolder.Entry, sha: str | None, reason: 
             now: dt.datetime) -> ScanReport:
     log.warning("%s: rejected: %s", shown(entry.info.path), reason)
     storage.record_file(entry.info, sha, reason=reason, now=now)
-    return replace(report, rejected=report.rejected + 1,
-                   rejections=(*report.rejections, (entry.info.path, reason)))
+    return report._replace(rejected=report.rejected + 1,
+                           rejections=(*report.rejections, (entry.info.path, reason)))
 
 
 def _add(report: ScanReport, outcome: FileOutcome) -> ScanReport:
-    return replace(report, new=report.new + outcome.new, revised=report.revised + outcome.revised,
-                   unchanged=report.unchanged + outcome.unchanged)
+    return report._replace(new=report.new + outcome.new, revised=report.revised + outcome.revised,
+                           unchanged=report.unchanged + outcome.unchanged)
 
 
 def scan_and_publish(settings: Settings, storage: Storage, *, clock: Clock = utcnow,

@@ -334,7 +334,7 @@ class Service:
             log.log(logging.INFO if busy else logging.DEBUG, "scan: %s in %.2fs", report.summary(), seconds)
         now = utcnow()
         if report is not None:
-            self.metrics.scan_done(report, seconds, now.timestamp())
+            self.metrics.scan_done(report, seconds, now.timestamp(), published=error is None)
         else:
             self.metrics.scan_failed(seconds)
         with self._state_lock:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import os
@@ -68,7 +67,7 @@ class Env:
 
     def retarget(self, target: str) -> None:
         [sub] = self.settings.subscribers
-        self.settings = dataclasses.replace(self.settings, subscribers=(dataclasses.replace(sub, apprise_url=target),))
+        self.settings = self.settings._replace(subscribers=(sub._replace(apprise_url=target),))
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ No Docker daemon needed; tests/test_container.py builds and runs them for real."
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -203,9 +202,9 @@ def test_compose_monitor_services(compose: dict[str, Any], docker: Stage, settin
         assert int(container_port) == own.http.port == int(host_port), name
         assert own.feed.base_url == f"http://127.0.0.1:{host_port}/", name
         assert (own.smtp.host, own.smtp.port, own.smtp.security) == ("mailpit", 1025, "none"), name
-        same = dataclasses.replace(own, source=settings.source, smtp=settings.smtp,
-                                   http=dataclasses.replace(own.http, port=settings.http.port),
-                                   feed=dataclasses.replace(own.feed, base_url=settings.feed.base_url))
+        same = own._replace(source=settings.source, smtp=settings.smtp,
+                            http=own.http._replace(port=settings.http.port),
+                            feed=own.feed._replace(base_url=settings.feed.base_url))
         assert same == settings, f"{name}: the rest as in the image's config"
         mounts = {}
         for volume in service["volumes"]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import shutil
@@ -59,7 +58,7 @@ class Env:
     def deliver(self, **overrides: Any) -> Any:
         settings = self.settings
         if overrides:
-            settings = dataclasses.replace(settings, smtp=dataclasses.replace(settings.smtp, **overrides))
+            settings = settings._replace(smtp=settings.smtp._replace(**overrides))
         return send_pending(settings, self.storage)
 
     def sent_history(self) -> list[dict[str, Any]]:
@@ -259,7 +258,7 @@ def test_a_server_that_does_not_answer_times_out(env: Env, server: MailServer) -
 
 def test_a_backlog_larger_than_max_stories_is_summarised_and_all_delivered(env: Env, server: MailServer) -> None:
     env.add(*BRIEFS)
-    small = dataclasses.replace(env.settings, digest=dataclasses.replace(env.settings.digest, max_stories=2))
+    small = env.settings._replace(digest=env.settings.digest._replace(max_stories=2))
     result = send_pending(small, env.storage)
     assert result.ok and len(server.messages) == 2
     for got in server.messages:

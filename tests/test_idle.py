@@ -19,12 +19,18 @@ from monitor.models import ScanReport
 from monitor.storage import Storage
 from monitor.storage.ledger import Ledger
 
+# What the ledger's path never imports: the ingest machinery, the renderers, and
+# `dataclasses` (with the `inspect` it imports, a sixth of the idle command's instructions).
+IDLE_NEVER = {"sqlalchemy", "monitor.bulletin", "monitor.identity", "lxml", "feedgen", "dataclasses", "inspect"}
+
 
 def scan_path(monitor: Monitor, *, check: bool = True) -> tuple[str, str]:
     """Run `monitor scan`; return its summary line (or error) and which path it took: "ledger" or "storage"."""
     proc = monitor("--log-level", "WARNING", "scan", check=check)
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "monitor.storage.ledger" in imported or "sqlalchemy" in imported, proc.stderr[-2000:]
+    if "sqlalchemy" not in imported:
+        assert not imported & IDLE_NEVER, sorted(imported & IDLE_NEVER)
     messages = [line for line in proc.stderr.splitlines() if not line.startswith("import time:")]
     output = proc.stdout.strip() or "\n".join(messages)
     return output, ("storage" if "sqlalchemy" in imported else "ledger")

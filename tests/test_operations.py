@@ -514,6 +514,9 @@ def test_a_feed_file_that_cannot_be_written_is_said_once_and_written_when_it_can
         assert h is not None
         assert h[1]["last_scan"]["error"].startswith(f"cannot write the feed file {blocked}: ")  # type: ignore[index]
         assert b"<entry>" in svc.get("/feed.atom").body  # served meanwhile
+        metrics = svc.metrics()
+        assert metrics['monitor_scans_total{result="error"}'] >= 1 and metrics["monitor_stories_new_total"] == 1
+        assert metrics.get('monitor_scans_total{result="ok"}', 0) == 0, metrics
         time.sleep(1.0)  # more passes: said once
         lines = log_lines(svc, "ERROR", f"publishing failed: cannot write the feed file {blocked}: ")
         assert len(lines) == 1 and not log_lines(svc, "INFO", "succeed again"), svc.log()

@@ -7,7 +7,6 @@ SMTP, and reads its answer as an Outcome.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import email
 import email.policy
@@ -220,7 +219,7 @@ class EmailChannel(Channel):
         secret = settings.digest.unsubscribe_secret
         link = unsubscribe.link(settings.feed.base_url, secret, who.name) if secret else None
         # Dates in the mail are days in the subscriber's own time zone.
-        digest = dataclasses.replace(settings.digest, timezone=who.timezone)
+        digest = settings.digest._replace(timezone=who.timezone)
         # A subscriber to some topics gets their sections; one to everything, every topic's.
         topics = [t for t in settings.topics if not who.topics or t.name in who.topics]
         msg = build_message(sel, digest=digest, feed=settings.feed, message_id=message_id, date=now,
