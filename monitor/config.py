@@ -6,7 +6,7 @@ or against the working directory when the embedded defaults are used.
 
 The sections are named tuples rather than frozen dataclasses: every command, `monitor
 scan` over an unchanged folder first, makes them at start-up, and as dataclasses (with
-`dataclasses` and the `inspect` it imports) they cost that command a sixth of its
+`dataclasses` and the `inspect` it imports) they were about a fifth of that command's
 instructions. A secret is left out of its section's repr, so it cannot reach a log line.
 """
 

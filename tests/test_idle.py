@@ -20,7 +20,8 @@ from monitor.storage import Storage
 from monitor.storage.ledger import Ledger
 
 # What the ledger's path never imports: the ingest machinery, the renderers, and
-# `dataclasses` (with the `inspect` it imports, a sixth of the idle command's instructions).
+# `dataclasses` (importing it, with the `inspect` it imports, is about a tenth of the idle
+# command's instructions).
 IDLE_NEVER = {"sqlalchemy", "monitor.bulletin", "monitor.identity", "lxml", "feedgen", "dataclasses", "inspect"}
 
 
