@@ -1,7 +1,8 @@
 """In-process measurements for bench/run.py, each in a fresh interpreter.
 
-    python bench/probe.py idle CONFIG   a scan of an unchanged folder: its time, the
-                                        start-up before it, and how many files it opened
+    python bench/probe.py idle CONFIG   scans of an unchanged folder in a warm process, each
+                                        beside a scandir+stat of it (ROUNDS of each, in
+                                        turn), the start-up before them, files opened
     python bench/probe.py feed DB       the feeds (Publisher.feeds: main, corrections) on a store, best of 30
     python bench/probe.py rss CMD...    run CMD, report its peak RSS, and that of its processes
 
@@ -22,6 +23,8 @@ import sys  # noqa: E402
 import threading  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+ROUNDS = 15  # of the idle probe's scan and floor, in turn: each takes tens of milliseconds
+
 
 def idle(config: Path) -> dict[str, float | int]:
     from monitor.config import load_settings
@@ -39,22 +42,22 @@ def idle(config: Path) -> dict[str, float | int]:
             opened.append(args[0])
 
     sys.addaudithook(hook)
-    scans = []
-    for _ in range(3):
+    scan(settings, storage)  # warm: the modules a pass uses imported, the store's pages cached
+    # Alternating, as every other row of bench/run.py: a single best of three of each, taken
+    # one after the other, gave 2.75 in one full run where repeated probes gave 1.8.
+    scans, floors = [], []
+    for _ in range(ROUNDS):
         t0 = time.perf_counter()
         report = scan(settings, storage)
         scans.append(time.perf_counter() - t0)
         assert report.files_read == 0, report
-    floors = []
-    for _ in range(3):
         t0 = time.perf_counter()
         with os.scandir(drop) as it:
             for entry in it:
                 entry.stat(follow_symlinks=False)
         floors.append(time.perf_counter() - t0)
     storage.close()
-    return {"startup_seconds": startup, "scan_seconds": min(scans), "scandir_seconds": min(floors),
-            "opened": len(opened)}
+    return {"startup_seconds": startup, "scan_seconds": scans, "scandir_seconds": floors, "opened": len(opened)}
 
 
 def feed(db: Path) -> dict[str, float]:
