@@ -56,6 +56,9 @@ def scandir(folder: str) -> int:
 TABLES = ("stories", "versions", "paragraph_keys", "band_keys", "files")  # in foreign key order
 
 
+Rows = dict[str, dict[str, list[tuple[object, ...]]]]  # by file path, by table
+
+
 def replay(src: str, dst: str) -> float:
     """The store's own writes: every row `monitor scan` wrote to SRC, written again file by
     file into DST (same schema, same journal settings), one executemany per table.
@@ -64,6 +67,13 @@ def replay(src: str, dst: str) -> float:
     indexes cost to write. A story's index keys go with the file that created it.
     Returns the seconds the writes took (reading SRC first is not counted).
     """
+    ddl, per_file = stored_rows(src)
+    return write_rows(ddl, per_file, dst)
+
+
+def stored_rows(src: str) -> tuple[list[str], Rows]:
+    """The schema of the store SRC (its search index left out) and its rows, by the file
+    that wrote them, in scan order."""
     source = sqlite3.connect(src)
     ddl = [sql for (sql,) in source.execute(
         "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
@@ -71,7 +81,7 @@ def replay(src: str, dst: str) -> float:
         # are not replayed: the floor is the story tables' writes, as before the index)
         "AND name NOT LIKE 'search_fts_%' ORDER BY type = 'index', rowid")]
     paths = [p for (p,) in source.execute("SELECT path FROM files ORDER BY mtime_ns, path")]
-    per_file: dict[str, dict[str, list[tuple[object, ...]]]] = {p: {} for p in paths}
+    per_file: Rows = {p: {} for p in paths}
 
     def add(table: str, path: str, row: tuple[object, ...]) -> None:
         per_file[path].setdefault(table, []).append(row)
@@ -88,23 +98,32 @@ def replay(src: str, dst: str) -> float:
     for row in source.execute("SELECT * FROM files"):
         add("files", row[1], row)
     source.close()
+    return ddl, per_file
 
+
+def write_rows(ddl: list[str], per_file: Rows, dst: str, group: int = 1, cache_kib: int | None = None) -> float:
+    """Write `per_file` into a new store DST made with `ddl`, `group` files a transaction,
+    with a page cache of `cache_kib` (None: SQLite's default); the seconds the writes took."""
     conn = sqlite3.connect(dst, isolation_level=None)
+    if cache_kib is not None:
+        conn.execute(f"PRAGMA cache_size = -{cache_kib}")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA wal_autocheckpoint = 10000")  # as the monitor's store
     conn.execute("PRAGMA foreign_keys = ON")
     for sql in ddl:
         conn.execute(sql)
+    paths = list(per_file)
     started = time.perf_counter()
-    for path in paths:
+    for at in range(0, len(paths), group):
         conn.execute("BEGIN IMMEDIATE")
-        for table in TABLES:
-            rows = per_file[path].get(table)
-            if not rows:
-                continue
-            marks = ", ".join("?" * len(rows[0]))
-            conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
+        for path in paths[at:at + group]:
+            for table in TABLES:
+                rows = per_file[path].get(table)
+                if not rows:
+                    continue
+                marks = ", ".join("?" * len(rows[0]))
+                conn.executemany(f"INSERT INTO {table} VALUES ({marks})", rows)
         conn.execute("COMMIT")
     seconds = time.perf_counter() - started
     conn.close()
