@@ -134,9 +134,9 @@ def document(settings: FeedSettings, entries: Sequence[Entry], *, path: str, tit
     base = settings.base_url
     fg = FeedGenerator()
     fg.id(feed_id(base, path))
-    name = xml_safe(settings.title).strip() or FeedSettings().title
+    name = xml_safe(settings.title).strip() or FeedSettings._field_defaults["title"]
     fg.title(f"{name}: {xml_safe(title)}" if title else name)  # a search's title is its query
-    fg.author({"name": xml_safe(settings.author).strip() or FeedSettings().author})
+    fg.author({"name": xml_safe(settings.author).strip() or FeedSettings._field_defaults["author"]})
     fg.link(href=base + path, rel="self", type="application/atom+xml")
     fg.link(href=base + page, rel="alternate", type="text/html")
     if settings.hub:
