@@ -150,8 +150,8 @@ def bench_ingest(work: Path, scale: Scale) -> tuple[list[Row], Path]:
               f"{stories / floor_seconds:,.0f} stories/s ({floor_seconds:.1f} s)",
               median(ratios), 3, f"{stories:,} stories; {summary.split(', ', 1)[1]}; median of {ROUNDS} "
               f"alternating rounds, ratio by round {spread(ratios)}")
-    # The floor's wall time waits on the disk (a commit per file), which varies from day to
-    # day on one machine (3.9 s one day, 7 s another, with the same CPU time): the CPU time
+    # The floor's wall time waits on the disk (a commit per file), which differs between
+    # machines (3.9 s on one, 6.9 s on another whose floor took 4.1 s of CPU): the CPU time
     # of both sides, the scan's helper included, says how much work each does.
     cpu_ratios = [run[1] / floor_run[1] for run, floor_run in pairs]
     cpu, floor_cpu = median(run[1] for run, _ in pairs), median(f[1] for _, f in pairs)

@@ -146,7 +146,8 @@ def read(entry: Entry, max_bytes: int) -> bytes:
             raise FileChanged("no longer a regular file")
         # As much as the file holds and one byte more (growth shows as a length mismatch):
         # read(max_bytes + 1) allocated the whole limit (10 MB by default) for every file and
-        # then shrank it: 15 % of the helper's samples over bench/gen.py's 5 KB files.
+        # then shrank it: 15 % of the helper's samples over bench/gen.py's 5 KB files, under
+        # bench/run.py's 50 MB limit.
         data = fh.read(min(before.st_size, max_bytes) + 1)
         after = os.fstat(fh.fileno())
     if (after.st_size, after.st_mtime_ns) != (entry.info.size, entry.info.mtime_ns) or len(data) != after.st_size:
