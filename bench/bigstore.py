@@ -6,6 +6,11 @@ writes: one version per story (and a revision of CORRECTIONS of them), 10 MinHas
 keys and 2 paragraph keys per story, spread over the whole signed 64-bit range like real
 hashes. Keys are generated in index order, so the B-trees are filled by appending (minutes
 become seconds).
+
+The keys of the newest stories are in the recent tier (monitor/storage/keys.py), as many
+as a store of that size holds on average between two folds (recent_share()), and the fold
+mark is where the last fold would have left it: a scan into the store meets the tiers as
+a store in service has them, not freshly folded.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from monitor.identity import BANDS
-from monitor.storage import STORY_NAMESPACE, Storage
+from monitor.storage import STORY_NAMESPACE, Storage, keys
 
 PARAGRAPH_KEYS = 2
 # Stories with a revision (the corrections feed has something to show, and fewer than a
@@ -38,6 +43,8 @@ def _stamp(seconds: int) -> str:
 
 def _sorted_keys(rng: random.Random, count: int, stories: int) -> Iterator[tuple[int, int]]:
     """`count` strictly increasing signed 64-bit keys, each for a random story."""
+    if not count:
+        return
     gap = (1 << 64) // count
     low = -(1 << 63)
     rand = rng.random
@@ -73,6 +80,15 @@ def _revise(conn: sqlite3.Connection, stories: int, count: int) -> None:
         conn.execute("UPDATE stories SET updated = ?, current_hash = ? WHERE id = ?", (stamp, text_hash, story))
 
 
+def recent_stories(stories: int) -> int:
+    """How many of a store's stories have their keys in the recent tier on average: a fold
+    is due once the versions since the last one are FOLD_SHARE of those before it (above
+    the minimum), so the tier holds between none and that share, half of it on average."""
+    if stories < keys.FOLD_MIN_VERSIONS:
+        return stories  # none was due yet
+    return round(stories * keys.FOLD_SHARE / (1 + keys.FOLD_SHARE) / 2)
+
+
 def build(db: Path, stories: int, seed: int = 11) -> None:
     """Create `db` with the monitor's schema and `stories` stories in it."""
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -98,9 +114,15 @@ def build(db: Path, stories: int, seed: int = 11) -> None:
         conn.executemany("INSERT INTO versions (id, story_id, text_hash, kind, title, headline, paragraphs, "
                          "published, key_mtime_ns, key_path, seen_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          version_rows)
+    recent = recent_stories(stories)
+    folded = stories - recent
     for table, per_story in (("band_keys", BANDS), ("paragraph_keys", PARAGRAPH_KEYS)):
-        for batch in _batches(_sorted_keys(rng, stories * per_story, stories)):
+        for batch in _batches(_sorted_keys(rng, folded * per_story, folded)):
             conn.executemany(f"INSERT INTO {table} (key, story_id) VALUES (?, ?)", batch)
+        for batch in _batches(_sorted_keys(rng, recent * per_story, recent)):
+            conn.executemany(f"INSERT INTO recent_{table} (key, story_id) VALUES (?, ?)",
+                             [(key, folded + story) for key, story in batch])
+    conn.execute("UPDATE key_folds SET version = ?", (folded,))
     _revise(conn, stories, CORRECTIONS)
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

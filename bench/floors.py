@@ -53,7 +53,10 @@ def scandir(folder: str) -> int:
     return count
 
 
-TABLES = ("stories", "versions", "paragraph_keys", "band_keys", "files")  # in foreign key order
+# In foreign key order; the key tables in both tiers (monitor/storage/keys.py), each row
+# replayed into the tier it was read from.
+KEY_TABLES = ("paragraph_keys", "band_keys", "recent_paragraph_keys", "recent_band_keys")
+TABLES = ("stories", "versions", *KEY_TABLES, "files")
 
 
 Rows = dict[str, dict[str, list[tuple[object, ...]]]]  # by file path, by table
@@ -92,7 +95,7 @@ def stored_rows(src: str) -> tuple[list[str], Rows]:
         first_file.setdefault(row[1], row[8])
     for row in source.execute("SELECT * FROM stories ORDER BY id"):
         add("stories", first_file[row[0]], row)
-    for table in ("paragraph_keys", "band_keys"):
+    for table in KEY_TABLES:
         for row in source.execute(f"SELECT * FROM {table}"):
             add(table, first_file[row[1]], row)
     for row in source.execute("SELECT * FROM files"):

@@ -43,8 +43,12 @@ LAYOUTS = ((10, 4), (8, 3), (6, 3), (6, 4), (5, 3))  # (bands, rows); the first 
 CROWDED = 200
 
 
+# Band keys are in both tiers of the key tables (monitor/storage/keys.py).
+BAND_TABLES = ("band_keys", "recent_band_keys")
+
+
 def _without_band_keys(rows: floors.Rows) -> floors.Rows:
-    return {path: {t: r for t, r in tables.items() if t != "band_keys"} for path, tables in rows.items()}
+    return {path: {t: r for t, r in tables.items() if t not in BAND_TABLES} for path, tables in rows.items()}
 
 
 def _seven_band_keys(rows: floors.Rows) -> floors.Rows:
@@ -52,12 +56,13 @@ def _seven_band_keys(rows: floors.Rows) -> floors.Rows:
     out: floors.Rows = {}
     for path, tables in rows.items():
         out[path] = dict(tables)
-        keys = []
-        for row in tables.get("band_keys", []):
-            kept[row[1]] += 1
-            if kept[row[1]] <= 7:
-                keys.append(row)
-        out[path]["band_keys"] = keys
+        for table in BAND_TABLES:
+            keys = []
+            for row in tables.get(table, []):
+                kept[row[1]] += 1
+                if kept[row[1]] <= 7:
+                    keys.append(row)
+            out[path][table] = keys
     return out
 
 
@@ -92,7 +97,7 @@ def writes(src: str, group: int, rounds: int) -> None:
                 seconds[name].append(floors.write_rows(ddl, variant, os.path.join(work, f"{n}-{v}.db"), group,
                                                        CACHE_KIB))
     for name, taken in seconds.items():
-        keys = sum(len(t.get("band_keys", [])) for t in variants[name].values())
+        keys = sum(len(t.get(table, [])) for t in variants[name].values() for table in BAND_TABLES)
         print(f"{name}: {', '.join(f'{s:.2f}' for s in taken)} s ({keys:,} band-key rows; {group} files a transaction)")
 
 

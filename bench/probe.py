@@ -5,6 +5,8 @@
                                         turn), the start-up before them, files opened
     python bench/probe.py feed DB       the feeds (Publisher.feeds: main, corrections) on a store, best of 30
     python bench/probe.py rss CMD...    run CMD, report its peak RSS, and that of its processes
+    python bench/probe.py fold DB       one fold of the store's recent index keys (Storage.fold_keys),
+                                        its wall and CPU seconds and the versions it covered
 
 The RSS of a command is read by this small, freshly started process: Linux counts the
 memory a child had before exec, so a child forked straight from the big benchmark
@@ -79,6 +81,17 @@ def feed(db: Path) -> dict[str, float]:
     return {"render_ms": min(times) * 1000}
 
 
+def fold(db: Path) -> dict[str, float | int]:
+    from monitor.storage import Storage
+
+    storage = Storage.open(f"sqlite:///{db}")
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    versions = storage.fold_keys(force=True)
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    storage.close()
+    return {"seconds": seconds, "cpu_seconds": cpu, "versions": versions}
+
+
 def rss(cmd: list[str]) -> dict[str, object]:
     import resource
     import subprocess
@@ -136,4 +149,4 @@ if __name__ == "__main__":
     if what == "rss":
         print(json.dumps(rss(sys.argv[2:])))
     else:
-        print(json.dumps(idle(Path(sys.argv[2])) if what == "idle" else feed(Path(sys.argv[2]))))
+        print(json.dumps({"idle": idle, "feed": feed, "fold": fold}[what](Path(sys.argv[2]))))

@@ -74,8 +74,22 @@ def scan(settings: Settings, storage: Storage, *, clock: Clock = utcnow,
                 # not is the one the error names.
                 report, done = storage.grouped(functools.partial(group, limit=1))
             todo = todo[done:]
+    if (report.new or report.revised) and not report.interrupted:
+        _fold(storage)
     storage.record_scan(report, started, clock())
     return report
+
+
+def _fold(storage: Storage) -> None:
+    """The recent index keys folded into the main ones, when due (monitor/storage/keys.py;
+    about once per eighth of the store's growth, a few seconds at a million stories). What
+    the pass stored is committed already, and the lookups read both tiers, so a fold the
+    store cannot take now (a full disk, say) is left for a later pass, as is one at a
+    pass that was told to stop."""
+    try:
+        storage.fold_keys()
+    except StorageError as exc:
+        log.warning("folding the recent index keys left for a later pass: %s", exc)
 
 
 @contextlib.contextmanager

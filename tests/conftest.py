@@ -225,15 +225,16 @@ def storage(store_url: str) -> Iterator[Storage]:
     store.close()
 
 
-def downgrade(db: Path, revision: str) -> None:
-    """Take the SQLite store at `db` down to `revision` with Alembic's own command."""
+def downgrade(db: Path | str, revision: str) -> None:
+    """Take the store at `db` (a SQLite file, or a URL) down to `revision` with Alembic's
+    own command. An older store is made this way: today's scan speaks today's schema."""
     from alembic import command
     from alembic.config import Config
 
     from monitor.storage import Storage
     from monitor.storage.migrate import SCRIPTS
 
-    storage = Storage.open(f"sqlite:///{db}")
+    storage = Storage.open(db if isinstance(db, str) else f"sqlite:///{db}")
     try:
         config = Config()
         config.set_main_option("script_location", str(SCRIPTS))

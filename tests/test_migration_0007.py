@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from conftest import drop_file, write_config
+from conftest import downgrade, drop_file, write_config
 from mailserver import MailServer
 from sqlalchemy import text
 
@@ -14,7 +14,7 @@ from monitor.config import load_settings
 from monitor.digest import send_pending
 from monitor.scan import scan
 from monitor.storage import Storage
-from monitor.storage.migrate import current, head, upgrade
+from monitor.storage.migrate import current, head
 
 A, B, C = "alice@example.org", "bob@example.org", "carol@example.org"
 BRIEFS = [
@@ -31,11 +31,13 @@ def old_store(tmp_path: Path, url: str, port: int) -> tuple[object, dict[str, tu
     """A store at 0006 (the revision before 0007) with four stories and the digests a 0002 monitor would have left."""
     settings = load_settings(write_config(tmp_path, url, digest={"recipients": [A, B, C]},
                                           smtp={"host": "127.0.0.1", "port": port, "security": "none"}))
-    storage = Storage.open(url, upgrade=False)
-    upgrade(storage.engine, "0006")
+    storage = Storage.open(url)
     for i, brief in enumerate(BRIEFS):
         drop_file(tmp_path / "drop", f"{i}.txt", (brief + "\n").encode(), age=100 - i)
         scan(settings, storage)
+    storage.close()
+    downgrade(url, "0006")  # after the scans, which speak today's schema
+    storage = Storage.open(url, upgrade=False)
     with storage.engine.begin() as conn:
         ids = {row[2][:20]: (row[0], row[1]) for row in conn.execute(text(
             "SELECT s.id, s.current_hash, v.paragraphs FROM stories s "

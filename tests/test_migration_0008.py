@@ -17,7 +17,7 @@ from conftest import ROOT, downgrade, write_config
 from monitor.config import load_settings
 from monitor.scan import scan
 from monitor.storage import Storage
-from monitor.storage.migrate import current, head, upgrade
+from monitor.storage.migrate import current, head
 
 sys.path.insert(0, str(ROOT))
 from bench import gen
@@ -26,8 +26,12 @@ TABLES = ("paragraph_keys", "band_keys")
 
 
 def _rows(db: Path) -> dict[str, list[tuple[int, int]]]:
+    """Each key table's rows, with those of its recent tier where the store has one (0010)."""
     with sqlite3.connect(db) as conn:
-        return {t: conn.execute(f"SELECT key, story_id FROM {t} ORDER BY key, story_id").fetchall() for t in TABLES}
+        tiers = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return {t: conn.execute(f"SELECT key, story_id FROM {t}"
+                                + (f" UNION SELECT key, story_id FROM recent_{t}" if f"recent_{t}" in tiers else "")
+                                + " ORDER BY key, story_id").fetchall() for t in TABLES}
 
 
 def _ddl(db: Path) -> dict[str, str]:
@@ -43,13 +47,13 @@ def _store(folder: Path, files: int, revision: str | None) -> Path:
     later = sorted((folder / "drop").iterdir())[files:]
     for path in later:
         path.rename(folder / path.name)
-    storage = Storage.open(settings.state.database_url, upgrade=revision is None)
+    storage = Storage.open(settings.state.database_url)
     try:
-        if revision is not None:
-            upgrade(storage.engine, revision)
-        scan(settings, storage)
+        scan(settings, storage)  # the pass speaks today's schema: the store goes down after it
     finally:
         storage.close()
+    if revision is not None:
+        downgrade(folder / "monitor.db", revision)
     for path in later:
         (folder / path.name).rename(path)
     return folder / "monitor.db"

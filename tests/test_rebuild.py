@@ -21,7 +21,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SEEDS, Monitor, drop_seeds, write_config
+from conftest import ROOT, SEEDS, Monitor, downgrade, drop_seeds, write_config
 from mailserver import MailServer
 from ports import free_port
 from servicekit import Service, wait_for
@@ -202,7 +202,6 @@ def test_a_store_from_before_the_channels_keeps_its_digest_history(tmp_path: Pat
     from monitor.config import load_settings
     from monitor.scan import scan
     from monitor.storage import Storage
-    from monitor.storage.migrate import upgrade
 
     alice = "alice@example.org"
     with MailServer() as server:
@@ -210,10 +209,13 @@ def test_a_store_from_before_the_channels_keeps_its_digest_history(tmp_path: Pat
                               smtp={"host": "127.0.0.1", "port": server.port, "security": "none", "timeout": 5})
         monitor = Monitor(exe, config)
         monitor.drop_file("a.txt", (LONG_BRIEF + "\n").encode())
-        storage = Storage.open(load_settings(config).state.database_url, upgrade=False)
+        url = load_settings(config).state.database_url
+        storage = Storage.open(url)
+        scan(load_settings(config), storage)
+        storage.close()
+        downgrade(url, "0006")  # after the scan, which speaks today's schema
+        storage = Storage.open(url, upgrade=False)
         try:
-            upgrade(storage.engine, "0006")
-            scan(load_settings(config), storage)
             with storage.engine.begin() as conn:
                 sid, current = conn.execute(sql("SELECT id, current_hash FROM stories")).one()
                 conn.execute(sql("INSERT INTO digests (id, message_id, status, created, sent, version_upto, "

@@ -515,19 +515,29 @@ def test_a_group_writes_what_one_transaction_per_file_writes(store_url: str, req
     assert grouped_rows == single_rows
 
 
+@pytest.mark.parametrize("tiers", ["recent", "main", "split", "both"])
 @pytest.mark.parametrize("holders", [KEY_ROWS, KEY_ROWS + 1])
-def test_a_crowded_key_finds_no_candidates_and_the_others_still_do(storage: Storage, holders: int) -> None:
+def test_a_crowded_key_finds_no_candidates_and_the_others_still_do(storage: Storage, holders: int,
+                                                                   tiers: str) -> None:
     """A key held by more than KEY_ROWS stories (boilerplate) weighs nothing, and is known
-    to be crowded after KEY_ROWS + 1 index entries, however many stories hold it."""
+    to be crowded after KEY_ROWS + 1 index entries, however many stories hold it, and
+    whichever tier of the key tables (monitor/storage/keys.py) holds them: the recent
+    one, the main one, half in each, or every holder in both (counted once)."""
     from monitor.storage.sql import cursor
 
     sql = storage._sql
     stamp = sql.stamp(T0)
+    main = sql.add_paragraph_key.replace("recent_paragraph_keys", "paragraph_keys")
     with storage._write() as conn, cursor(conn) as cur:
         rows = [(f"urn:test:{n}", stamp, stamp, f"hash{n}") for n in range(holders + 2)]
         ids = [sid for sid, _ in cur.execute(sql.new_stories(len(rows)), [v for row in rows for v in row]).fetchall()]
         common, own = 4242, 4343
-        cur.executemany(sql.add_paragraph_key, [(common, sid) for sid in ids[:holders]])
+        held = [(common, sid) for sid in ids[:holders]]
+        half = len(held) // 2
+        for statement, part in {"recent": [(sql.add_paragraph_key, held)], "main": [(main, held)],
+                                "split": [(sql.add_paragraph_key, held[:half]), (main, held[half:])],
+                                "both": [(sql.add_paragraph_key, held), (main, held)]}[tiers]:
+            cur.executemany(statement, part)
         cur.executemany(sql.add_paragraph_key, [(own, sid) for sid in ids[-2:]])
         fp = Fingerprint("new", (common, own), (), EMPTY, EMPTY)
         found = storage._candidate_ids(cur, [fp])["new"]

@@ -178,7 +178,7 @@ class IngestMixin:
         bkeys = sorted({k for keys in wanted for src, k in keys if src == 1})
         if not pkeys and not bkeys:
             return {}
-        limits = (KEY_ROWS, KEY_ROWS + 1)
+        limits = (KEY_ROWS, KEY_ROWS + 1, KEY_ROWS + 1)
         hits = {}  # (src, key): (its stories, the weight each gets from it)
         for src, key, held in cur.execute(sql.file_hits, (*limits, sql.array(pkeys), *limits,
                                                             sql.array(bkeys))).fetchall():

@@ -121,6 +121,30 @@ band_keys = Table(
     sqlite_with_rowid=False,  # the primary key is the table (migration 0008)
 )
 
+
+def _recent(name: str) -> Table:
+    return Table(
+        f"recent_{name}",
+        metadata,
+        Column("key", BigInteger, primary_key=True, autoincrement=False),
+        Column("story_id", Integer, ForeignKey("stories.id", ondelete="CASCADE"), primary_key=True),
+        sqlite_with_rowid=False,
+    )
+
+
+# The keys written since the last fold (monitor/storage/keys.py, migration 0010): the
+# lookups read both tiers, and a fold moves these into the tables above in key order.
+recent_paragraph_keys = _recent("paragraph_keys")
+recent_band_keys = _recent("band_keys")
+
+# One row: the highest version id when the recent keys were last folded.
+key_folds = Table(
+    "key_folds",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", BigInteger, nullable=False),
+)
+
 scans = Table(
     "scans",
     metadata,

@@ -110,10 +110,16 @@ def _build(in_list: Callable[[str, str], str], placeholder: str, each_key: str, 
     # the 94 % of keys held by none (10,000 bench/gen.py bulletins) one step into the index
     # is all, where the counting subquery's set-up cost more than its step: 0.45 s instead
     # of 0.57 s over the pass, both timed on pages already cached.
+    # A key's stories are in two tiers (monitor/storage/keys.py): each tier's read stops at
+    # ? too, so a key held by more than ? stories in either is crowded, and one held in
+    # both tiers by the same story counts it once (UNION).
     hits = " UNION ALL ".join(
         f"SELECT * FROM (SELECT {src} AS src, k.value AS key, (SELECT CASE WHEN count(*) <= ? THEN {id_list} END "
-        f"FROM (SELECT story_id FROM {table} WHERE key = k.value LIMIT ?) AS held) AS held FROM {each_key} "
-        f"WHERE EXISTS (SELECT 1 FROM {table} WHERE key = k.value)) AS hits_{src} WHERE held IS NOT NULL"
+        f"FROM (SELECT story_id FROM (SELECT story_id FROM {table} WHERE key = k.value LIMIT ?) AS main_{src} "
+        f"UNION SELECT story_id FROM (SELECT story_id FROM recent_{table} WHERE key = k.value LIMIT ?) "
+        f"AS recent_{src}) AS held) AS held FROM {each_key} "
+        f"WHERE EXISTS (SELECT 1 FROM recent_{table} WHERE key = k.value) "
+        f"OR EXISTS (SELECT 1 FROM {table} WHERE key = k.value)) AS hits_{src} WHERE held IS NOT NULL"
         for src, table in ((0, "paragraph_keys"), (1, "band_keys")))
     statements = {
         # A settling row is an observation, not a record: the file is still to be read.
@@ -141,8 +147,9 @@ def _build(in_list: Callable[[str, str], str], placeholder: str, each_key: str, 
         "next_ids": "SELECT (SELECT max(id) FROM stories), (SELECT max(id) FROM versions)",
         # Two subqueries, so that each is one step down its index.
         "last_stamp": "SELECT (SELECT max(seen_at) FROM versions), (SELECT max(seq) FROM versions)",
-        "add_paragraph_key": "INSERT INTO paragraph_keys (key, story_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        "add_band_key": "INSERT INTO band_keys (key, story_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        # New keys go to the recent tier, whose pages stay cached (monitor/storage/keys.py).
+        "add_paragraph_key": "INSERT INTO recent_paragraph_keys (key, story_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        "add_band_key": "INSERT INTO recent_band_keys (key, story_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
         "make_current": "UPDATE stories SET current_hash = ?, updated = ? WHERE id = ?",
         "upsert_file": (f"INSERT INTO files ({', '.join(_FILE_COLUMNS)}) "
                         f"VALUES ({', '.join('?' * len(_FILE_COLUMNS))}) ON CONFLICT (path) DO UPDATE SET "
