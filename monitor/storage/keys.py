@@ -28,15 +28,15 @@ log = logging.getLogger(__name__)
 
 TABLES = ("paragraph_keys", "band_keys")
 # A fold is due when the versions written since the last fold are at least FOLD_SHARE of
-# those before it, and at least FOLD_MIN_VERSIONS (about 650,000 keys: 2.5 MB of pages
-# each way in the recent tier, within the page cache, monitor.storage.ledger.CACHE_KIB).
+# those before it, and at least FOLD_MIN_VERSIONS (about 650,000 keys, some 11 MB of pages
+# in the recent tier: within the 16 MB page cache, monitor.storage.ledger.CACHE_KIB).
 FOLD_SHARE = 1 / 8
 FOLD_MIN_VERSIONS = 50_000
 # Keys a version adds, about (ten band keys, the date key, one or two paragraph keys): to
 # size the chunks from the versions pending, without counting the rows.
 KEYS_PER_VERSION = 13
-# Keys moved per transaction, at most about: a chunk holds the write lock for a few tenths
-# of a second (another instance waits for it, as for a group of files).
+# Keys moved per transaction, at most about: a chunk holds the write lock for about half a
+# second at a million stories (another instance waits for it, as for a group of files).
 CHUNK_KEYS = 200_000
 _LOW, _HIGH = -(1 << 63), (1 << 63) - 1
 
