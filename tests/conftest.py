@@ -225,6 +225,27 @@ def storage(store_url: str) -> Iterator[Storage]:
     store.close()
 
 
+def generated_store(folder: Path, files: int, seed: int) -> Path:
+    """The SQLite store (in `folder`, with its config and drop folder) of `files` bench/gen.py
+    bulletins after one pass at head: with downgrade(), a store from before a migration."""
+    from monitor.config import load_settings
+    from monitor.scan import scan
+    from monitor.storage import Storage
+
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from bench import gen
+
+    settings = load_settings(write_config(folder))
+    gen.write(settings.drop.folder, files, seed=seed, start_mtime=time.time() - 3600)
+    storage = Storage.open(settings.state.database_url)
+    try:
+        scan(settings, storage)
+    finally:
+        storage.close()
+    return folder / "monitor.db"
+
+
 def downgrade(db: Path | str, revision: str) -> None:
     """Take the store at `db` (a SQLite file, or a URL) down to `revision` with Alembic's
     own command. An older store is made this way: today's scan speaks today's schema."""

@@ -5,21 +5,14 @@ downgrade, which gives back FTS5's default."""
 from __future__ import annotations
 
 import sqlite3
-import sys
-import time
 from pathlib import Path
 
-from conftest import ROOT, downgrade, write_config
+from conftest import downgrade, generated_store
 
-from monitor.config import load_settings
 from monitor.query import parse
-from monitor.scan import scan
 from monitor.storage import Storage
 from monitor.storage.migrate import current, head
 from monitor.storage.search import DEFAULT_HASHSIZE, FTS_HASHSIZE
-
-sys.path.insert(0, str(ROOT))
-from bench import gen
 
 QUERIES = ("minister", "council OR water", '"the delegation"', "talks -water")
 
@@ -39,14 +32,7 @@ def _found(db: Path) -> list[list[str]]:
 
 
 def test_a_store_at_0008_gets_the_larger_hashsize_and_finds_the_same(tmp_path: Path) -> None:
-    settings = load_settings(write_config(tmp_path))
-    gen.write(tmp_path / "drop", 30, seed=5, start_mtime=time.time() - 3600)
-    storage = Storage.open(settings.state.database_url)
-    try:
-        scan(settings, storage)
-    finally:
-        storage.close()
-    db = tmp_path / "monitor.db"
+    db = generated_store(tmp_path, 30, seed=5)
     downgrade(db, "0008")  # after the scan, which speaks today's schema
     assert _hashsize(db) == DEFAULT_HASHSIZE  # FTS5's default, as the downgrade writes it
     before = _found(db)

@@ -5,18 +5,11 @@ recent keys back into the main tables."""
 from __future__ import annotations
 
 import sqlite3
-import sys
-import time
 from pathlib import Path
 
-from conftest import ROOT, downgrade, write_config
+from conftest import downgrade, generated_store
 
-from monitor.config import load_settings
-from monitor.scan import scan
 from monitor.storage import Storage
-
-sys.path.insert(0, str(ROOT))
-from bench import gen
 
 TABLES = ("paragraph_keys", "band_keys")
 
@@ -33,14 +26,7 @@ def _keys(db: Path, tier: str = "") -> dict[str, list[tuple[int, int]]]:
 
 
 def test_a_store_at_0009_is_upgraded_folded_and_downgraded_with_every_key(tmp_path: Path) -> None:
-    settings = load_settings(write_config(tmp_path))
-    gen.write(settings.drop.folder, 20, seed=6, start_mtime=time.time() - 3600)
-    storage = Storage.open(settings.state.database_url)
-    try:
-        scan(settings, storage)
-    finally:
-        storage.close()
-    db = tmp_path / "monitor.db"
+    db = generated_store(tmp_path, 20, seed=6)
     recent = _keys(db, "recent_")
     assert all(recent.values()) and not any(_keys(db).values())  # new keys go to the recent tier
     downgrade(db, "0009")

@@ -105,26 +105,10 @@ versions = Table(
           postgresql_where=text("correction")),
 )
 
-paragraph_keys = Table(
-    "paragraph_keys",
-    metadata,
-    Column("key", BigInteger, primary_key=True, autoincrement=False),
-    Column("story_id", Integer, ForeignKey("stories.id", ondelete="CASCADE"), primary_key=True),
-    sqlite_with_rowid=False,  # the primary key is the table (migration 0008)
-)
-
-band_keys = Table(
-    "band_keys",
-    metadata,
-    Column("key", BigInteger, primary_key=True, autoincrement=False),
-    Column("story_id", Integer, ForeignKey("stories.id", ondelete="CASCADE"), primary_key=True),
-    sqlite_with_rowid=False,  # the primary key is the table (migration 0008)
-)
-
-
-def _recent(name: str) -> Table:
+def _key_table(name: str) -> Table:
+    """An index key table: (key, story) rows, the primary key the table (migration 0008)."""
     return Table(
-        f"recent_{name}",
+        name,
         metadata,
         Column("key", BigInteger, primary_key=True, autoincrement=False),
         Column("story_id", Integer, ForeignKey("stories.id", ondelete="CASCADE"), primary_key=True),
@@ -132,10 +116,12 @@ def _recent(name: str) -> Table:
     )
 
 
+paragraph_keys = _key_table("paragraph_keys")
+band_keys = _key_table("band_keys")
 # The keys written since the last fold (monitor/storage/keys.py, migration 0010): the
 # lookups read both tiers, and a fold moves these into the tables above in key order.
-recent_paragraph_keys = _recent("paragraph_keys")
-recent_band_keys = _recent("band_keys")
+recent_paragraph_keys = _key_table("recent_paragraph_keys")
+recent_band_keys = _key_table("recent_band_keys")
 
 # One row: the highest version id when the recent keys were last folded.
 key_folds = Table(
